@@ -1,0 +1,27 @@
+"""Datasets: ImageFolder (ImageNet-1K, ImageNet-21K-P, distilled images), Tiny-ImageNet's original
+layout, and the generated demo dataset."""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from .demo import DEMO_DEFAULTS, make_demo_dataset  # noqa: F401
+from .folder import ImageFolder, LabeledImages, TinyImageNet, load_rgb  # noqa: F401
+from .transforms import normalization, train_transform, val_transform  # noqa: F401
+
+DATASETS = ("tiny", "imagenet", "imagefolder", "in21k", "demo")
+
+
+def build_dataset(dataset: str, root: str, split: str, transform: Callable | None = None) -> LabeledImages:
+    """``dataset``: ``tiny`` (original layout), ``imagenet``/``imagefolder``/``in21k``
+    (``root/<split>/<class>/*``), or ``demo`` (generated into ``root`` if absent)."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val'; got {split!r}")
+    if dataset == "tiny":
+        return TinyImageNet(root, split, transform)
+    if dataset == "demo":
+        make_demo_dataset(root, **{k: v for k, v in DEMO_DEFAULTS.items()})
+        return ImageFolder(os.path.join(root, split), transform)
+    if dataset in ("imagenet", "imagefolder", "in21k"):
+        return ImageFolder(os.path.join(root, split), transform)
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")

@@ -1,0 +1,127 @@
+"""Model construction and checkpoint I/O shared by every stage.
+
+* ``build_model("resnet18", 200, tiny_stem=True, class_aware=True)``: a torchvision classifier
+  (``weights=None``), optionally with the Tiny-ImageNet stem and class-aware BatchNorm.
+* ``build_model("timm/resnet18", 10450)``: a timm model (ImageNet-21K-P uses timm's resnet18).
+* Checkpoints are dicts ``{"model": state_dict, ...}`` as in torchvision's reference scripts and
+  the authors' released ``resnet18_0.pth`` / ``resnet18_tiny_0.pth``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torchvision
+from torch import nn
+
+from .class_bn import (ClassAwareBatchNorm2d, class_bn_layers, class_labels,  # noqa: F401
+                       convert_to_class_aware, finalize_exact_class_stats, per_class_mean_var,
+                       set_class_stats_mode)
+
+CLASS_BUFFERS = ("class_running_mean", "class_running_var")
+
+
+def apply_tiny_stem(model: nn.Module) -> nn.Module:
+    """Tiny-ImageNet variant (authors' squeeze/relabel code): 3x3 stride-1 conv1, no max-pool."""
+    if not (hasattr(model, "conv1") and hasattr(model, "maxpool")):
+        raise ValueError(f"the Tiny-ImageNet stem is defined for ResNets (conv1 + maxpool); "
+                         f"{type(model).__name__} has none")
+    model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return model
+
+
+def build_model(arch: str, num_classes: int, *, tiny_stem: bool = False, class_aware: bool = False,
+                weights: str | None = None) -> nn.Module:
+    """Build a classifier by name.
+
+    ``arch``: a torchvision model name (``resnet18``, ``resnet50``, ``mobilenet_v2`` ...) or
+    ``timm/<name>`` for a timm model. ``weights``: a local checkpoint path loaded after the model
+    is built (nothing is ever fetched from the internet).
+    """
+    if arch.startswith("timm/"):
+        import timm
+        model = timm.create_model(arch[len("timm/"):], pretrained=False, num_classes=num_classes)
+    else:
+        try:
+            model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        except ValueError as err:
+            raise ValueError(f"unknown model {arch!r}: use a torchvision model name "
+                             f"(e.g. resnet18, resnet50, mobilenet_v2) or 'timm/<name>'") from err
+    if tiny_stem:
+        apply_tiny_stem(model)
+    if class_aware:
+        convert_to_class_aware(model, num_classes)
+    if weights:
+        load_weights(model, weights)
+    return model
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Read a model state dict from any of the checkpoint layouts in use.
+
+    Accepts ``{"model": sd}`` (ours, torchvision references, the authors'), ``{"state_dict": sd}``
+    (timm / Alibaba ImageNet-21K), or a bare state dict; strips DataParallel ``module.`` and
+    ``torch.compile`` ``_orig_mod.`` prefixes.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - name the file whatever went wrong
+        raise RuntimeError(f"could not read checkpoint {path}: {err}") from err
+    if isinstance(obj, dict):
+        for key in ("model", "state_dict", "model_state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path} does not hold a model state dict (expected a dict of tensors, "
+                         f"optionally under the key 'model' or 'state_dict')")
+    out = {}
+    for k, v in obj.items():
+        for prefix in ("module.", "_orig_mod."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out
+
+
+def load_weights(model: nn.Module, path: str) -> nn.Module:
+    """Load ``path`` into ``model``. Class-BN buffers may be absent (a plain teacher about to get
+    class statistics) or surplus (a class-BN checkpoint loaded into a plain model); every other
+    key must match, or the error names the keys and the file."""
+    sd = read_state_dict(path)
+    own = model.state_dict()
+    surplus_class = [k for k in sd if k.endswith(CLASS_BUFFERS) and k not in own]
+    for k in surplus_class:
+        del sd[k]
+    result = model.load_state_dict(sd, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith(CLASS_BUFFERS)]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"checkpoint {path} does not fit the model {type(model).__name__}: missing keys "
+            f"{missing[:8]}{'...' if len(missing) > 8 else ''}, unexpected keys "
+            f"{result.unexpected_keys[:8]}{'...' if len(result.unexpected_keys) > 8 else ''}. "
+            f"Check --model, --num-classes and the Tiny-ImageNet stem setting.")
+    shapes = [(k, tuple(sd[k].shape), tuple(own[k].shape)) for k in sd if k in own and sd[k].shape != own[k].shape]
+    if shapes:
+        raise ValueError(f"checkpoint {path}: shape mismatch (key, checkpoint, model): {shapes[:4]}")
+    return model
+
+
+def has_class_stats(model: nn.Module) -> bool:
+    return bool(class_bn_layers(model))
+
+
+def checkpoint_has_class_stats(path: str) -> bool:
+    return any(k.endswith("class_running_mean") for k in read_state_dict(path))
+
+
+def save_checkpoint(path: str, model: nn.Module, **extra: Any) -> None:
+    """Atomically write ``{"model": state_dict, **extra}`` (the authors' layout)."""
+    from ..utils.io import atomic_torch_save
+    module = getattr(model, "module", model)
+    module = getattr(module, "_orig_mod", module)
+    atomic_torch_save({"model": module.state_dict(), **extra}, path)
