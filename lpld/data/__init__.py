@@ -14,13 +14,15 @@ DATASETS = ("tiny", "imagenet", "imagefolder", "in21k", "demo")
 
 def build_dataset(dataset: str, root: str, split: str, transform: Callable | None = None) -> LabeledImages:
     """``dataset``: ``tiny`` (original layout), ``imagenet``/``imagefolder``/``in21k``
-    (``root/<split>/<class>/*``), or ``demo`` (generated into ``root`` if absent)."""
+    (``root/<split>/<class>/*``), or ``demo`` (generated into ``root`` with the default settings if
+    absent; an existing demo dataset of any settings is used as it is)."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val'; got {split!r}")
     if dataset == "tiny":
         return TinyImageNet(root, split, transform)
     if dataset == "demo":
-        make_demo_dataset(root, **{k: v for k, v in DEMO_DEFAULTS.items()})
+        if not os.path.isfile(os.path.join(root, "demo.json")):  # generate the default demo once
+            make_demo_dataset(root, **DEMO_DEFAULTS)
         return ImageFolder(os.path.join(root, split), transform)
     if dataset in ("imagenet", "imagefolder", "in21k"):
         return ImageFolder(os.path.join(root, split), transform)

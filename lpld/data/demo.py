@@ -28,9 +28,9 @@ def _class_params(k: int, num_classes: int) -> dict:
 def render_demo_image(rng: np.random.Generator, k: int, num_classes: int, size: int) -> np.ndarray:
     p = _class_params(k, num_classes)
     yy, xx = np.mgrid[0:size, 0:size] / size
-    angle = p["angle"] + rng.normal(0, 0.15)
+    angle = p["angle"] + rng.normal(0, 0.1)
     wave = np.sin(2 * np.pi * p["freq"] * (xx * np.cos(angle) + yy * np.sin(angle)) + rng.uniform(0, 2 * np.pi))
-    base = np.array(colorsys.hsv_to_rgb((p["hue"] + rng.normal(0, 0.04)) % 1.0, 0.7, 0.8))
+    base = np.array(colorsys.hsv_to_rgb((p["hue"] + rng.normal(0, 0.02)) % 1.0, 0.7, 0.8))
     other = np.array(colorsys.hsv_to_rgb(rng.uniform(), 0.5, 0.5))  # random second colour
     contrast = rng.uniform(0.5, 1.0)
     img = (0.5 + 0.5 * contrast * wave)[..., None] * base + (0.5 - 0.5 * contrast * wave)[..., None] * other

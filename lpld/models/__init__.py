@@ -94,20 +94,19 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
     key must match, or the error names the keys and the file."""
     sd = read_state_dict(path)
     own = model.state_dict()
-    surplus_class = [k for k in sd if k.endswith(CLASS_BUFFERS) and k not in own]
-    for k in surplus_class:
+    for k in [k for k in sd if k.endswith(CLASS_BUFFERS) and k not in own]:
         del sd[k]
-    result = model.load_state_dict(sd, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith(CLASS_BUFFERS)]
-    if missing or result.unexpected_keys:
-        raise ValueError(
-            f"checkpoint {path} does not fit the model {type(model).__name__}: missing keys "
-            f"{missing[:8]}{'...' if len(missing) > 8 else ''}, unexpected keys "
-            f"{result.unexpected_keys[:8]}{'...' if len(result.unexpected_keys) > 8 else ''}. "
-            f"Check --model, --num-classes and the Tiny-ImageNet stem setting.")
-    shapes = [(k, tuple(sd[k].shape), tuple(own[k].shape)) for k in sd if k in own and sd[k].shape != own[k].shape]
+    hint = "Check --model, --num-classes and the Tiny-ImageNet stem setting."
+    missing = [k for k in own if k not in sd and not k.endswith(CLASS_BUFFERS)]
+    unexpected = [k for k in sd if k not in own]
+    if missing or unexpected:
+        raise ValueError(f"checkpoint {path} does not fit the model {type(model).__name__}: missing keys "
+                         f"{missing[:8]}{'...' if len(missing) > 8 else ''}, unexpected keys "
+                         f"{unexpected[:8]}{'...' if len(unexpected) > 8 else ''}. {hint}")
+    shapes = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items() if v.shape != own[k].shape]
     if shapes:
-        raise ValueError(f"checkpoint {path}: shape mismatch (key, checkpoint, model): {shapes[:4]}")
+        raise ValueError(f"checkpoint {path}: shape mismatch (key, checkpoint, model): {shapes[:4]}. {hint}")
+    model.load_state_dict(sd, strict=False)
     return model
 
 

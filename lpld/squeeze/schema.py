@@ -1,0 +1,58 @@
+"""Options of the squeeze stage (teacher training and the class-statistics pass).
+
+Defaults reproduce the authors' Tiny-ImageNet teacher (``resnet18_tiny_ep50.pth`` loaded by their
+``recover/tiny_forward/forward_once.py``), trained with SRe2L's Tiny-ImageNet squeeze command:
+``main.py --batch-size 256 --epochs 50 --opt sgd --lr 0.2 --momentum 0.9 --weight-decay 1e-4
+--lr-scheduler cosineannealinglr --lr-warmup-epochs 5 --lr-warmup-method linear
+--lr-warmup-decay 0.01``.
+"""
+from __future__ import annotations
+
+from ..config import Option
+
+SRE2L_TINY = "SRe2L Tiny-ImageNet squeeze command (main.py)"
+AUTHORS_FORWARD = "authors' recover/tiny_forward/forward_once.py"
+
+COMMON = {
+    "dataset": Option("tiny", str, "tiny | imagenet | imagefolder | demo", AUTHORS_FORWARD,
+                      choices=("tiny", "imagenet", "imagefolder", "in21k", "demo")),
+    "data_path": Option(None, str, "dataset root (Tiny: the folder with wnids.txt; ImageNet: with train/ and val/)"),
+    "model": Option("resnet18", str, "torchvision model name or timm/<name>", AUTHORS_FORWARD),
+    "tiny_stem": Option(True, bool, "3x3 stride-1 conv1 and no max-pool (Tiny-ImageNet ResNet)", AUTHORS_FORWARD),
+    "num_classes": Option(None, int, "classes (default: from the dataset)"),
+    "image_size": Option(64, int, "training crop size", AUTHORS_FORWARD + " RandomResizedCrop(64)"),
+    "batch_size": Option(256, int, "images per step", SRE2L_TINY + " --batch-size 256"),
+    "workers": Option(8, int, "data-loading worker processes"),
+    "device": Option("auto", str, "auto | cpu | cuda | cuda:N"),
+    "amp": Option(True, bool, "bf16 autocast on CUDA (ignored on CPU)"),
+    "seed": Option(0, int, "random seed"),
+    "progress": Option(True, bool, "tqdm progress bars"),
+}
+
+TRAIN_SCHEMA = {
+    **COMMON,
+    "epochs": Option(50, int, "training epochs", SRE2L_TINY + " --epochs 50"),
+    "lr": Option(0.2, float, "base learning rate", SRE2L_TINY + " --lr 0.2"),
+    "momentum": Option(0.9, float, "SGD momentum", SRE2L_TINY + " --momentum 0.9"),
+    "weight_decay": Option(1e-4, float, "weight decay", SRE2L_TINY + " --weight-decay 1e-4"),
+    "warmup_epochs": Option(5, int, "linear warm-up epochs", SRE2L_TINY + " --lr-warmup-epochs 5"),
+    "warmup_start_factor": Option(0.01, float, "warm-up starts at this fraction of lr",
+                                  SRE2L_TINY + " --lr-warmup-decay 0.01"),
+    "label_smoothing": Option(0.0, float, "cross-entropy label smoothing", "torchvision reference default"),
+    "val_interval": Option(1, int, "evaluate every N epochs (and after the last)"),
+    "output_dir": Option("outputs/squeeze", str, "checkpoints and metrics go here"),
+    "resume": Option(False, bool, "continue from output_dir/checkpoint.pth"),
+}
+
+CLASS_STATS_SCHEMA = {
+    **COMMON,
+    "weights": Option(None, str, "trained teacher checkpoint (ours, torchvision's ResNet-18 weights "
+                                 "for ImageNet-1K, or any {'model': state_dict} file)"),
+    "output": Option(None, str, "class-BN checkpoint to write (default: next to --weights, "
+                                "<name>_class_bn.pth)"),
+    "stats_mode": Option("ema", str, "ema: the authors' per-batch running average (momentum 0.1); "
+                                     "exact: count-weighted statistics over the whole pass "
+                                     "(order independent; a deviation from the paper)",
+                         AUTHORS_FORWARD, choices=("ema", "exact")),
+    "check_unchanged": Option(True, bool, "also evaluate before the pass and fail if accuracy changed"),
+}

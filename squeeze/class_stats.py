@@ -1,0 +1,13 @@
+#!/usr/bin/env python
+"""Record class-wise BN statistics: python squeeze/class_stats.py --config squeeze/configs/tiny.yaml
+--data-path DIR --weights teacher.pth [--output resnet18_tiny_0.pth]"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lpld.config import parse_config  # noqa: E402
+from lpld.squeeze import CLASS_STATS_SCHEMA, run_class_stats  # noqa: E402
+
+if __name__ == "__main__":
+    run_class_stats(parse_config(CLASS_STATS_SCHEMA, sections=("common", "squeeze"), description=__doc__))

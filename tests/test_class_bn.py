@@ -1,0 +1,120 @@
+"""Class-aware BatchNorm: the vectorised update equals a straightforward per-class loop."""
+import pytest
+import torch
+from torch import nn
+
+from lpld.models import (ClassAwareBatchNorm2d, build_model, class_labels, finalize_exact_class_stats,
+                         per_class_mean_var, set_class_stats_mode)
+
+
+def reference_update(mean, var, x, labels, momentum):
+    """The authors' semantics, one class at a time."""
+    mean, var = mean.clone(), var.clone()
+    for c in labels.unique().tolist():
+        xc = x[labels == c]
+        mu = xc.mean(dim=(0, 2, 3))
+        v = xc.permute(1, 0, 2, 3).reshape(x.shape[1], -1).var(1, unbiased=False)
+        mean[c] = (1 - momentum) * mean[c] + momentum * mu
+        var[c] = (1 - momentum) * var[c] + momentum * v
+    return mean, var
+
+
+def test_vectorised_update_matches_per_class_loop():
+    torch.manual_seed(0)
+    num_classes, channels = 60, 8
+    bn = ClassAwareBatchNorm2d(channels, num_classes).eval()
+    ref_mean, ref_var = bn.class_running_mean.clone(), bn.class_running_var.clone()
+    for step in range(3):
+        # many classes, several absent, class 7 with a single image, uneven group sizes
+        labels = torch.cat([torch.randint(10, 40, (37,)), torch.tensor([7])])
+        x = torch.randn(labels.numel(), channels, 5, 6) * 3 + step
+        bn.class_labels = labels
+        out = bn(x)
+        bn.class_labels = None
+        ref_mean, ref_var = reference_update(ref_mean, ref_var, x, labels, 0.1)
+        assert torch.allclose(out, nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight,
+                                                            bn.bias, False, 0.1, bn.eps))
+    torch.testing.assert_close(bn.class_running_mean, ref_mean, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(bn.class_running_var, ref_var, rtol=1e-5, atol=1e-5)
+    untouched = [c for c in range(num_classes) if c != 7 and not (10 <= c < 40)]
+    assert torch.all(bn.class_running_mean[untouched] == 0)
+    assert torch.all(bn.class_running_var[untouched] == 1)
+    assert not torch.all(bn.class_running_mean[7] == 0)
+
+
+def test_no_update_in_training_mode_or_without_labels():
+    bn = ClassAwareBatchNorm2d(4, 3)
+    x = torch.randn(6, 4, 3, 3)
+    bn.train()
+    bn.class_labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    bn(x)
+    bn.eval()
+    bn.class_labels = None
+    bn(x)
+    assert torch.all(bn.class_running_mean == 0) and torch.all(bn.class_running_var == 1)
+
+
+def test_per_class_mean_var_matches_direct():
+    torch.manual_seed(1)
+    x = torch.randn(20, 3, 4, 4)
+    labels = torch.randint(0, 5, (20,))
+    mean, var, counts = per_class_mean_var(x, labels, 6)
+    for c in range(6):
+        xc = x[labels == c]
+        assert counts[c] == len(xc)
+        if len(xc):
+            torch.testing.assert_close(mean[c], xc.mean((0, 2, 3)))
+            torch.testing.assert_close(var[c], xc.transpose(0, 1).reshape(3, -1).var(1, unbiased=False))
+
+
+def test_exact_mode_is_order_independent_and_exact():
+    torch.manual_seed(2)
+    x = torch.randn(30, 5, 4, 4)
+    labels = torch.randint(0, 4, (30,))
+    results = []
+    for order in (torch.arange(30), torch.randperm(30)):
+        bn = ClassAwareBatchNorm2d(5, 4).eval()
+        bn.stats_mode = "exact"
+        for chunk in order.split(7):
+            bn.class_labels = labels[chunk]
+            bn(x[chunk])
+        bn.finalize_exact()
+        results.append((bn.class_running_mean.clone(), bn.class_running_var.clone()))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
+    mean, var, _ = per_class_mean_var(x, labels, 4)
+    torch.testing.assert_close(results[0][0], mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(results[0][1], var, rtol=1e-5, atol=1e-6)
+
+
+def test_model_context_manager_updates_every_layer_and_keeps_outputs():
+    torch.manual_seed(3)
+    model = build_model("resnet18", 5, tiny_stem=True, class_aware=True).eval()
+    plain = build_model("resnet18", 5, tiny_stem=True).eval()
+    plain.load_state_dict(model.state_dict(), strict=False)
+    x, y = torch.randn(4, 3, 16, 16), torch.tensor([0, 0, 3, 4])
+    with torch.no_grad(), class_labels(model, y):
+        out = model(x)
+    torch.testing.assert_close(out, plain(x))
+    layers = [m for m in model.modules() if isinstance(m, ClassAwareBatchNorm2d)]
+    assert len(layers) == 20
+    for layer in layers:
+        assert torch.all(layer.class_running_mean[1:3] == 0)
+        assert not torch.all(layer.class_running_mean[[0, 3, 4]] == 0)
+    set_class_stats_mode(model, "exact")
+    with torch.no_grad(), class_labels(model, y):
+        model(x)
+    finalize_exact_class_stats(model)
+
+
+def test_labels_out_of_range_are_rejected():
+    bn = ClassAwareBatchNorm2d(2, 3).eval()
+    bn.class_labels = torch.tensor([0, 3])
+    with pytest.raises(ValueError, match=r"\[0, 3\)"):
+        bn(torch.randn(2, 2, 2, 2))
+
+
+def test_context_manager_needs_class_aware_model():
+    with pytest.raises(ValueError, match="class_aware=True"):
+        with class_labels(nn.Sequential(nn.BatchNorm2d(2)), torch.tensor([0])):
+            pass
