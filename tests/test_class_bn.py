@@ -108,10 +108,10 @@ def test_model_context_manager_updates_every_layer_and_keeps_outputs():
 
 
 def test_labels_out_of_range_are_rejected():
-    bn = ClassAwareBatchNorm2d(2, 3).eval()
-    bn.class_labels = torch.tensor([0, 3])
+    model = nn.Sequential(ClassAwareBatchNorm2d(2, 3)).eval()
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
-        bn(torch.randn(2, 2, 2, 2))
+        with class_labels(model, torch.tensor([0, 3])):
+            model(torch.randn(2, 2, 2, 2))
 
 
 def test_context_manager_needs_class_aware_model():

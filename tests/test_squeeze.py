@@ -81,3 +81,11 @@ def test_bad_data_path_fails_at_once(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         run_teacher_training(_cfg(TRAIN_SCHEMA, dataset="tiny", data_path=str(tmp_path / "nope"),
                                   output_dir=str(tmp_path / "o")))
+
+
+@pytest.mark.cuda
+def test_cuda_amp_channels_last_training_and_class_pass(demo, tmp_path):
+    metrics = run_teacher_training(_train_cfg(demo, tmp_path, epochs=2, device="cuda", amp=True))
+    info = run_class_stats(_cfg(CLASS_STATS_SCHEMA, data_path=demo, weights=metrics["teacher"], device="cuda",
+                                amp=True, output=str(tmp_path / "cbn.pth")))
+    assert info["val_top1"] == pytest.approx(metrics["val_top1"])

@@ -24,6 +24,9 @@ def build_dataset(dataset: str, root: str, split: str, transform: Callable | Non
         if not os.path.isfile(os.path.join(root, "demo.json")):  # generate the default demo once
             make_demo_dataset(root, **DEMO_DEFAULTS)
         return ImageFolder(os.path.join(root, split), transform)
+    if dataset == "in21k" and os.path.isdir(os.path.join(root, f"imagenet21k_{split}")):
+        # ImageNet-21K-P as released (Ridnik et al.): imagenet21k_train/ and imagenet21k_val/
+        return ImageFolder(os.path.join(root, f"imagenet21k_{split}"), transform)
     if dataset in ("imagenet", "imagefolder", "in21k"):
         return ImageFolder(os.path.join(root, split), transform)
     raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")

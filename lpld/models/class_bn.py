@@ -58,20 +58,17 @@ class ClassAwareBatchNorm2d(nn.BatchNorm2d):
         labels = labels.to(device=x.device, dtype=torch.long).reshape(-1)
         if labels.numel() != x.shape[0]:
             raise ValueError(f"class labels: got {labels.numel()} labels for a batch of {x.shape[0]} images")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(f"class labels must lie in [0, {self.num_classes}); got "
-                             f"min {int(labels.min())}, max {int(labels.max())}")
         if self.stats_mode == "exact":
             self._accumulate_exact(x, labels)
             return
-        mean, var, counts = per_class_mean_var(x, labels, self.num_classes)
         if self.momentum is None:
             raise ValueError("ClassAwareBatchNorm2d needs a numeric momentum (the authors use 0.1)")
-        present = counts > 0
+        mean, var, counts = per_class_mean_var(x, labels, self.num_classes)
+        # torch.where rather than boolean indexing: no host synchronisation on CUDA.
+        present = (counts > 0)[:, None]
         m = self.momentum
-        rm, rv = self.class_running_mean, self.class_running_var
-        rm[present] = (1 - m) * rm[present] + m * mean[present].to(rm.dtype)
-        rv[present] = (1 - m) * rv[present] + m * var[present].to(rv.dtype)
+        for running, batch in ((self.class_running_mean, mean), (self.class_running_var, var)):
+            running.copy_(torch.where(present, (1 - m) * running + m * batch.to(running.dtype), running))
 
     def _accumulate_exact(self, x: torch.Tensor, labels: torch.Tensor) -> None:
         if self._exact_sums is None:
@@ -103,21 +100,20 @@ def per_class_mean_var(x: torch.Tensor, labels: torch.Tensor, num_classes: int
     """Per-class channel mean and biased variance of ``x`` [N, C, H, W] over (N, H, W).
 
     Returns ``mean`` and ``var`` of shape [num_classes, C] (zero for absent classes) and ``counts``
-    [num_classes] (images per class). Two passes (mean, then squared deviations) in fp32 at least,
-    so a class's variance is as accurate as ``x_c.var(unbiased=False)``.
+    [num_classes] (images per class). One fused pass over ``x`` (``torch.var_mean`` per image), then
+    the law of total variance on the small [N, C] tensors, since every image has H*W pixels:
+    ``var_c = mean_i(var_i) + mean_i((mean_i - mean_c)^2)``. Exact and numerically stable (no
+    E[x^2] - E[x]^2 cancellation).
     """
     work = x if x.dtype in (torch.float32, torch.float64) else x.float()
     n, c = work.shape[:2]
+    img_var, img_mean = torch.var_mean(work, dim=(2, 3), unbiased=False)  # [N, C] each
     counts = torch.zeros(num_classes, device=x.device, dtype=work.dtype)
     counts.index_add_(0, labels, torch.ones(n, device=x.device, dtype=work.dtype))
     denom = counts.clamp_min(1)[:, None]
-    mean = torch.zeros(num_classes, c, device=x.device, dtype=work.dtype)
-    mean.index_add_(0, labels, work.mean((2, 3)))
-    mean = mean / denom
-    centred = work - mean[labels][:, :, None, None]
-    var = torch.zeros(num_classes, c, device=x.device, dtype=work.dtype)
-    var.index_add_(0, labels, (centred * centred).mean((2, 3)))
-    var = var / denom
+    mean = torch.zeros(num_classes, c, device=x.device, dtype=work.dtype).index_add_(0, labels, img_mean) / denom
+    spread = (img_mean - mean[labels]).square_().add_(img_var)
+    var = torch.zeros(num_classes, c, device=x.device, dtype=work.dtype).index_add_(0, labels, spread) / denom
     return mean, var, counts
 
 
@@ -142,6 +138,10 @@ def class_labels(model: nn.Module, labels: torch.Tensor) -> Iterator[None]:
     if not layers:
         raise ValueError("class_labels: the model has no ClassAwareBatchNorm2d layers "
                          "(build it with class_aware=True)")
+    num_classes = layers[0].num_classes
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"class labels must lie in [0, {num_classes}); got min {int(labels.min())}, "
+                         f"max {int(labels.max())}")
     for layer in layers:
         layer.class_labels = labels
     try:
