@@ -240,7 +240,9 @@ def test_interrupted_download_is_cleaned_up(sandbox):
     while not list((sandbox.dest / IMAGES).glob(".*.part")) and time.time() < deadline:
         time.sleep(0.05)
     assert list((sandbox.dest / IMAGES).glob(".*.part")), "the stand-in never started writing"
-    os.killpg(proc.pid, signal.SIGINT)   # Ctrl-C reaches the whole foreground process group
+    # SIGTERM to the whole group (as a job scheduler's kill does). Not SIGINT: a shell started in
+    # the background without job control (CI, nohup) inherits SIGINT as ignored and cannot trap it.
+    os.killpg(proc.pid, signal.SIGTERM)
     proc.communicate(timeout=30)
     assert proc.returncode != 0
     assert sandbox.leftovers() == [] and os.listdir(sandbox.dest / IMAGES) == []
