@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# LPLD recovery for Tiny-ImageNet (authors' recover/scripts/tiny_recover.sh settings).
+#   TEACHER=path/resnet18_tiny_0.pth GPUS=0 IPC=50 bash recover/scripts/tiny.sh [extra recover.py flags]
+# SRe2L baseline: MODE_CONFIG=recover/configs/sre2l.yaml EXP=SRe2L_tiny_rn18_4k_ipc50 ...
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source recover/scripts/_parallel.sh
+TEACHER=${TEACHER:-recover/model_with_class_bn/resnet18_tiny_0.pth}
+OUT=${OUT:-syn_data_LPLD}
+IPC=${IPC:-50}
+GPUS=${GPUS:-0}
+CLASS_START=${CLASS_START:-0}
+CLASS_END=${CLASS_END:-200}
+EXP=${EXP:-LPLD_tiny_rn18_4k_ipc${IPC}}
+MODE_CONFIG=${MODE_CONFIG:-}
+run_recover_parallel "recover/configs/tiny.yaml ${MODE_CONFIG}" "$@"
