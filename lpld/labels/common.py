@@ -1,0 +1,81 @@
+"""What both soft-label formats share: the manifest keys, errors, and compatibility checks."""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Any, Sequence
+
+FORMAT_NAME = "lpld-soft-labels"
+FORMAT_VERSION = 1
+
+# Keys a resumed generation must agree on with the store it continues (everything that changes
+# the bytes written).
+PLAN_KEYS = ("dataset", "teacher", "seed", "batch_size", "epochs", "batches_per_epoch",
+             "planned_batches", "prune_ratio", "mix_type", "num_classes", "num_images", "image_size",
+             "cutout", "drop_last", "logits_dtype", "min_scale_crops", "max_scale_crops",
+             "mixup_alpha", "cutmix_alpha", "normalize", "image_list_sha1", "amp")
+
+
+class StoreMismatchError(ValueError):
+    """A label store and the images / settings it is used with disagree."""
+
+
+def image_list_fingerprint(relative_paths: Sequence[str]) -> str:
+    """sha1 of the ordered list of image paths relative to the image folder: catches a store used
+    with a different or re-ordered distilled set (same count, other files)."""
+    digest = hashlib.sha1()
+    for rel in relative_paths:
+        digest.update(rel.replace(os.sep, "/").encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def plan_batches(num_images: int, batch_size: int, epochs: int, prune_ratio: float,
+                 drop_last: bool | None = None) -> tuple[int, int, bool]:
+    """(batches_per_epoch, planned_batches, drop_last) exactly as the authors' relabel script:
+    ``drop_last = prune_ratio > 0`` and ``total_steps = int(epochs * num_batches * (1 - prune_ratio))``."""
+    if num_images <= 0:
+        raise ValueError("no images to label")
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    if not 0.0 <= prune_ratio < 1.0:
+        raise ValueError(f"prune_ratio must be in [0, 1); got {prune_ratio}")
+    if drop_last is None:
+        drop_last = prune_ratio > 0
+    per_epoch = num_images // batch_size if drop_last else -(-num_images // batch_size)
+    if per_epoch == 0:
+        raise ValueError(f"{num_images} images make no full batch of {batch_size} with drop_last; "
+                         f"lower batch_size")
+    total = int(epochs * per_epoch * (1 - prune_ratio))
+    if total <= 0:
+        raise ValueError(f"epochs={epochs}, prune_ratio={prune_ratio} leave no batch to generate")
+    return per_epoch, total, drop_last
+
+
+def check_compatible(store: Any, *, num_images: int | None = None, num_classes: int | None = None,
+                     batch_size: int | None = None, where: str = "") -> None:
+    """Raise :class:`StoreMismatchError` naming the store, the two values and the fix."""
+    path = getattr(store, "path", "?")
+    ctx = f" ({where})" if where else ""
+    if batch_size is not None and store.batch_size != batch_size:
+        raise StoreMismatchError(
+            f"soft-label store {path} was generated with batch size {store.batch_size}, but "
+            f"batch size {batch_size} is requested{ctx}. Use --batch-size {store.batch_size} (and "
+            f"gradient accumulation for a smaller step) or regenerate the labels.")
+    if num_classes is not None and store.num_classes != num_classes:
+        raise StoreMismatchError(
+            f"soft-label store {path} holds logits over {store.num_classes} classes, but the "
+            f"model/dataset has {num_classes}{ctx}. Use the teacher of this dataset or set "
+            f"--num-classes {store.num_classes}.")
+    if num_images is not None:
+        known = store.manifest.get("num_images")
+        if known is not None and int(known) != num_images:
+            raise StoreMismatchError(
+                f"soft-label store {path} was generated for {known} images, but the image folder "
+                f"has {num_images}{ctx}. Point --train-dir at the distilled images the labels were "
+                f"made from, or regenerate the labels.")
+        top = store.max_image_index()
+        if top >= num_images:
+            raise StoreMismatchError(
+                f"soft-label store {path} refers to image index {top}, but the image folder has "
+                f"only {num_images} images{ctx}. These labels belong to another image set.")

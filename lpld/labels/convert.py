@@ -1,0 +1,64 @@
+"""Convert a soft-label store between our memory-mapped format and the authors' per-batch files."""
+from __future__ import annotations
+
+import os
+
+from tqdm import tqdm
+
+from .authors import AuthorsLabelStore, AuthorsStoreWriter, is_authors_store
+from .common import FORMAT_VERSION
+from .store import LabelStore, LabelStoreWriter
+
+FORMATS = ("ours", "authors")
+
+
+def open_label_store(path: str, batches_per_epoch: int | None = None):
+    """Open a store of either format: ours (``manifest.json``) or the authors' (``epoch_0/``).
+
+    ``batches_per_epoch`` is needed only for an authors' folder whose first epoch is incomplete
+    and that carries no ``lpld_manifest.json``."""
+    if os.path.isfile(os.path.join(path, "manifest.json")):
+        return LabelStore(path)
+    if is_authors_store(path):
+        return AuthorsLabelStore(path, batches_per_epoch=batches_per_epoch)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"soft-label store not found: {path}")
+    raise ValueError(f"{path} is neither an lpld soft-label store (manifest.json) nor the authors' "
+                     f"FKD label folder (epoch_0/batch_0.tar + sampler_indices_epoch.json)")
+
+
+def writer_for(fmt: str, path: str, manifest: dict, **kwargs):
+    if fmt == "ours":
+        return LabelStoreWriter(path, manifest, **kwargs)
+    if fmt == "authors":
+        return AuthorsStoreWriter(path, manifest, **kwargs)
+    raise ValueError(f"format must be one of {FORMATS}; got {fmt!r}")
+
+
+def _target_manifest(src) -> dict:
+    """The source's manifest, planned for exactly the batches it holds. An authors' folder without
+    our ``lpld_manifest.json`` leaves dataset, seed, image count ... as null (image indices are
+    still checked against the image folder when the store is used)."""
+    m = dict(src.manifest)
+    m["planned_batches"] = src.num_batches
+    m["format_version"] = FORMAT_VERSION
+    m.setdefault("drop_last", None)
+    return m
+
+
+def convert(src: str, dst: str, to: str = "ours", *, overwrite: bool = False, progress: bool = True) -> str:
+    """Copy every stored batch of ``src`` (either format) into a new store ``dst`` in format ``to``.
+
+    The conversion is lossless: logits keep their dtype, crops/flips/Cutout/mix parameters and
+    image indices are copied as they are. Returns ``dst``."""
+    if to not in FORMATS:
+        raise ValueError(f"to must be one of {FORMATS}; got {to!r}")
+    if os.path.abspath(src) == os.path.abspath(dst):
+        raise ValueError("source and destination are the same folder")
+    store = open_label_store(src)
+    manifest = _target_manifest(store)
+    writer = writer_for(to, dst, manifest, resume=False, overwrite=overwrite, commit_every=64)
+    for gid in tqdm(range(store.num_batches), desc=f"convert -> {to}", disable=not progress):
+        writer.write(store.read(gid))
+    writer.close()
+    return dst

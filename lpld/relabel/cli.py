@@ -1,0 +1,76 @@
+"""Command-line entry points behind relabel_and_validate/{relabel,check_labels,convert_labels}.py."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from ..config import parse_config
+from .schema import RELABEL_SCHEMA
+
+
+def _dashed(argv: Sequence[str], names) -> list[str]:
+    """Accept the authors' underscore flags (``--train_dir``, ``--fkd_path``) next to ours."""
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if flag.startswith("--") and flag[2:] in names:
+            flag = "--" + flag[2:].replace("_", "-")
+        out.append(flag + eq + value)
+    return out
+
+
+def main_relabel(argv: Sequence[str] | None = None) -> str:
+    from .generate import run_relabel
+    argv = _dashed(sys.argv[1:] if argv is None else argv, RELABEL_SCHEMA)
+    cfg = parse_config(RELABEL_SCHEMA, argv, sections=("common", "relabel"),
+                       description="Generate FKD soft labels (stage 3a). Reads the common and relabel "
+                                   "sections of the authors' cfg/reproduce/*.yaml.")
+    return run_relabel(cfg)
+
+
+def main_check(argv: Sequence[str] | None = None) -> int:
+    from .replay import replay_check
+    p = argparse.ArgumentParser(description="Replay check: re-apply the recorded crop/flip/mix to the images, "
+                                            "rerun the teacher, report the max difference from the stored logits.")
+    p.add_argument("--store", required=True, help="label store (ours or the authors' epoch_*/batch_*.tar folder)")
+    p.add_argument("--train-dir", required=True, help="the distilled images the labels were generated from")
+    p.add_argument("--teacher-ckpt", "--weights", dest="teacher_ckpt", required=True, help="teacher checkpoint")
+    p.add_argument("--model", default=None, help="teacher architecture (default: from the store's manifest)")
+    p.add_argument("--tiny-stem", default=None, action=argparse.BooleanOptionalAction)
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--dataset", default=None, help="needed for an authors' folder without lpld_manifest.json")
+    p.add_argument("--input-size", type=int, default=None, help="likewise")
+    p.add_argument("--batches", type=int, nargs="*", default=None,
+                   help="batch ids to check (default: 4 spread over the store); one number = how many")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction)
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="pass threshold (default: 4 x fp16 half-ulp at the largest logit)")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    batches = args.batches
+    if batches is not None and len(batches) == 1:
+        batches = batches[0]
+    rep = replay_check(args.store, args.train_dir, model=args.model, teacher_ckpt=args.teacher_ckpt,
+                       tiny_stem=args.tiny_stem, num_classes=args.num_classes, dataset=args.dataset,
+                       input_size=args.input_size, batches=batches, device=args.device, amp=args.amp, report=True)
+    tol = args.tolerance if args.tolerance is not None else rep.fp16_tolerance
+    ok = rep.max_abs_diff <= tol
+    print(f"[check_labels] batches {rep.batches}: max |teacher - stored| = {rep.max_abs_diff:.3g} "
+          f"(largest logit {rep.max_abs_logit:.3g}, tolerance {tol:.3g}) -> {'OK' if ok else 'MISMATCH'}")
+    return 0 if ok else 1
+
+
+def main_convert(argv: Sequence[str] | None = None) -> str:
+    from ..labels import convert
+    p = argparse.ArgumentParser(description="Convert a soft-label store between our format and the authors'.")
+    p.add_argument("--src", required=True, help="store to read (either format, auto-detected)")
+    p.add_argument("--dst", required=True, help="store to write")
+    p.add_argument("--to", required=True, choices=("ours", "authors"))
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --dst")
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    out = convert(args.src, args.dst, to=args.to, overwrite=args.overwrite)
+    from ..labels import open_label_store
+    store = open_label_store(out)
+    print(f"[convert_labels] {args.src} -> {out} ({args.to}): {store.num_batches} batches, {store.nbytes():,} bytes")
+    return out

@@ -1,0 +1,189 @@
+"""FKD soft-label generation: the teacher's logits on every augmented batch a student will see.
+
+Reproduces the authors' ``generate_soft_label_pruning.py``:
+
+* image order: ``RandomSampler`` with a generator seeded by ``fkd_seed``, iterated epoch after
+  epoch (bit-identical to theirs, so their ``sampler_indices_epoch.json`` and ours agree);
+* batches of ``batch_size``; ``drop_last = prune_ratio > 0``;
+* ``total = int(epochs * batches_per_epoch * (1 - prune_ratio))`` batches, then stop ("less label").
+  Their loop runs one epoch past ``epochs`` whenever ``total`` is a multiple of the epoch length
+  (the stop test is only met once); those surplus labels are never used and are not generated here;
+* per image a recorded RandomResizedCrop + flip (ImageNet-21K-P: + Cutout), per batch a recorded
+  CutMix / MixUp, then the teacher's logits on the mixed batch (fp16 with ``use_fp16``).
+
+Random draws come from per-batch generators seeded by ``(fkd_seed, batch id)`` (see
+:mod:`lpld.augment`) instead of the authors' global RNG state inside their DataLoader workers: same
+distributions, but the result does not depend on the worker count, and a resumed run is
+byte-identical to an uninterrupted one.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm import tqdm
+
+from ..augment import normalize_mix_type, replay_batch, sample_batch_params
+from ..config import resolve
+from ..data import ImageFolder, load_rgb
+from ..data.transforms import normalization
+from ..labels import image_list_fingerprint, open_label_store, plan_batches, writer_for
+from ..utils.io import ensure_writable_dir
+from ..utils.runtime import resolve_device
+from .schema import DATASET_ALIASES, DEFAULT_CLASSES, RELABEL_SCHEMA
+from .teacher import build_teacher, teacher_logits, teacher_summary
+
+
+def normalize_config(cfg: Any) -> argparse.Namespace:
+    """Accept a Namespace from ``parse_config`` or a plain dict; fill the derived defaults."""
+    if isinstance(cfg, Mapping):
+        cfg = resolve(RELABEL_SCHEMA, [("run_relabel(cfg)", dict(cfg))])
+    else:
+        cfg = argparse.Namespace(**{**{k: o.default for k, o in RELABEL_SCHEMA.items()}, **vars(cfg)})
+    cfg.dataset = DATASET_ALIASES.get(cfg.dataset, cfg.dataset)
+    cfg.mix_type = normalize_mix_type(cfg.mix_type)
+    if cfg.weights and cfg.teacher_ckpt and os.path.abspath(cfg.weights) != os.path.abspath(cfg.teacher_ckpt):
+        raise ValueError(f"--weights {cfg.weights} and --teacher-ckpt {cfg.teacher_ckpt} disagree; give one")
+    cfg.teacher_ckpt = cfg.teacher_ckpt or cfg.weights
+    if cfg.tiny_stem is None:
+        cfg.tiny_stem = cfg.dataset == "tiny"
+    if cfg.dataset == "in21k" and not cfg.model.startswith("timm/"):
+        cfg.model = "timm/" + cfg.model  # authors: timm.create_model(args.model, num_classes=10450)
+    if not cfg.train_dir:
+        raise ValueError("train_dir is required: the folder of distilled images (root/<class>/<image>)")
+    cfg.output_dir = cfg.output_dir or cfg.fkd_path
+    if not 0.0 < cfg.min_scale_crops <= cfg.max_scale_crops <= 1.0:
+        raise ValueError(f"need 0 < min_scale_crops <= max_scale_crops <= 1; got "
+                         f"{cfg.min_scale_crops}, {cfg.max_scale_crops}")
+    return cfg
+
+
+def sampler_orders(num_images: int, seed: int, epochs: int) -> np.ndarray:
+    """[epochs, num_images] image order of each epoch: the authors' RandomSampler, iterated in turn."""
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    sampler = RandomSampler(range(num_images), generator=gen)
+    dtype = np.int32 if num_images < 2**31 else np.int64
+    return np.stack([np.asarray(list(sampler), dtype=dtype) for _ in range(epochs)])
+
+
+def dataset_normalization(dataset: str) -> tuple[list[float] | None, list[float] | None]:
+    if dataset == "in21k":
+        return None, None  # the authors train and relabel ImageNet-21K-P without normalisation
+    mean, std = normalization(dataset)
+    return list(mean), list(std)
+
+
+class AugmentedBatches(Dataset):
+    """Item ``k`` = batch ``start + k``: its images, drawn and mixed as recorded, and its record.
+
+    Runs in DataLoader workers; the images come from :func:`lpld.augment.replay_batch`, the same
+    function the replay check and the student use."""
+
+    def __init__(self, paths: list[str], orders: np.ndarray, manifest: dict[str, Any], start: int, stop: int) -> None:
+        self.paths, self.orders, self.m = paths, orders, manifest
+        self.start, self.stop = start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def batch_indices(self, gid: int) -> np.ndarray:
+        epoch, index = divmod(gid, self.m["batches_per_epoch"])
+        bs = self.m["batch_size"]
+        return self.orders[epoch, index * bs:(index + 1) * bs]
+
+    def __getitem__(self, k: int):
+        gid = self.start + k
+        indices = self.batch_indices(gid).tolist()
+        images = {i: load_rgb(self.paths[i]) for i in indices}
+        m = self.m
+        record = sample_batch_params(gid, indices, [images[i].size for i in indices], seed=m["seed"],
+                                     size=m["image_size"], scale=(m["min_scale_crops"], m["max_scale_crops"]),
+                                     cutout=m["cutout"], mix_type=m["mix_type"], mixup_alpha=m["mixup_alpha"],
+                                     cutmix_alpha=m["cutmix_alpha"])
+        mean, std = m["normalize"]
+        batch = replay_batch(images.__getitem__, record, m["image_size"], mean, std)
+        return batch, record
+
+
+def build_manifest(cfg: argparse.Namespace, dataset: ImageFolder, num_classes: int) -> dict[str, Any]:
+    per_epoch, planned, drop_last = plan_batches(len(dataset), cfg.batch_size, cfg.epochs, cfg.prune_ratio,
+                                                 cfg.drop_last)
+    mean, std = dataset_normalization(cfg.dataset)
+    rel = [os.path.relpath(p, dataset.root) for p, _ in dataset.samples]
+    return {
+        "dataset": cfg.dataset, "teacher": teacher_summary(cfg.model, cfg.teacher_ckpt, cfg.tiny_stem, num_classes),
+        "seed": cfg.fkd_seed, "batch_size": cfg.batch_size, "epochs": cfg.epochs,
+        "batches_per_epoch": per_epoch, "planned_batches": planned, "prune_ratio": cfg.prune_ratio,
+        "drop_last": drop_last, "mix_type": cfg.mix_type, "mixup_alpha": cfg.mixup, "cutmix_alpha": cfg.cutmix,
+        "num_classes": num_classes, "num_images": len(dataset), "image_size": cfg.input_size,
+        "min_scale_crops": cfg.min_scale_crops, "max_scale_crops": cfg.max_scale_crops,
+        "cutout": cfg.dataset == "in21k", "normalize": [mean, std],
+        "logits_dtype": "float16" if cfg.use_fp16 else "float32", "amp": bool(cfg.amp),
+        "image_list_sha1": image_list_fingerprint(rel), "num_classes_in_folder": len(dataset.classes),
+    }
+
+
+def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
+    """Generate (or resume) the soft-label store described by ``cfg``; returns its path.
+
+    ``teacher`` replaces the checkpoint named in ``cfg`` (tests, benchmarks)."""
+    cfg = normalize_config(cfg)
+    dataset = ImageFolder(cfg.train_dir)
+    num_classes = cfg.num_classes or default_num_classes(cfg.dataset, dataset)
+    manifest = build_manifest(cfg, dataset, num_classes)
+    ensure_writable_dir(os.path.dirname(os.path.abspath(cfg.output_dir)), "parent of the label store")
+    writer = writer_for(cfg.format, cfg.output_dir, manifest, resume=cfg.resume, overwrite=cfg.overwrite,
+                        commit_every=cfg.commit_every)
+    start, planned = writer.next_id, writer.planned
+    stop = planned if cfg.stop_after <= 0 else min(planned, start + cfg.stop_after)
+    epochs_needed = math.ceil(planned / manifest["batches_per_epoch"])
+    orders = sampler_orders(len(dataset), cfg.fkd_seed, epochs_needed)
+    if start < stop:
+        device = resolve_device(cfg.device)
+        model = teacher if teacher is not None else build_teacher(cfg.model, num_classes, cfg.teacher_ckpt,
+                                                                  cfg.tiny_stem)
+        model = prepare_teacher(model, device, cfg.channels_last)
+        batches = AugmentedBatches([p for p, _ in dataset.samples], orders, manifest, start, stop)
+        loader = DataLoader(batches, batch_size=None, shuffle=False, num_workers=cfg.workers,
+                            pin_memory=device.type == "cuda", persistent_workers=False,
+                            prefetch_factor=4 if cfg.workers > 0 else None)
+        desc = f"relabel {os.path.basename(os.path.normpath(cfg.output_dir))}"
+        try:
+            with torch.no_grad():
+                for images, record in tqdm(loader, desc=desc, total=len(batches), initial=0,
+                                           disable=not cfg.progress, unit="batch"):
+                    logits = teacher_logits(model, images, device, cfg.amp, cfg.channels_last)
+                    record.logits = logits.half() if cfg.use_fp16 else logits.float()
+                    writer.write(record)
+        finally:
+            writer.commit()  # every batch written so far is complete: keep it for the resumed run
+    if cfg.format == "authors":
+        writer.close({e: orders[e].tolist() for e in range(orders.shape[0])})
+    else:
+        writer.close()
+    store = open_label_store(cfg.output_dir)
+    state = "complete" if store.num_batches >= planned else f"partial: {store.num_batches}/{planned} batches"
+    print(f"[relabel] {cfg.output_dir}: {store.num_batches} batches of {cfg.batch_size} x {num_classes} "
+          f"({state}), {store.nbytes():,} bytes on disk")
+    return cfg.output_dir
+
+
+def default_num_classes(dataset_name: str, dataset: ImageFolder) -> int:
+    """The authors' class_dict (1000 / 10450 / 200); the folder's class count otherwise."""
+    return DEFAULT_CLASSES.get(dataset_name, len(dataset.classes))
+
+
+def prepare_teacher(model: nn.Module, device: torch.device, channels_last: bool = True) -> nn.Module:
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model

@@ -1,0 +1,97 @@
+"""Replay check: rebuild stored batches from the images, rerun the teacher, compare the logits.
+
+A difference of the order of fp16 rounding proves that the images, their order and the recorded
+augmentation still belong to the labels; a wrong image folder, a re-ordered folder or a different
+teacher shows up as a difference of the order of the logits themselves.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from torch import nn
+
+from ..augment import replay_batch
+from ..data import ImageFolder, load_rgb
+from ..labels import check_compatible, image_list_fingerprint, open_label_store
+from ..labels.common import StoreMismatchError
+from ..utils.runtime import resolve_device
+from .generate import dataset_normalization, prepare_teacher
+from .schema import DATASET_ALIASES
+from .teacher import build_teacher, teacher_logits
+
+
+@dataclass
+class ReplayReport:
+    max_abs_diff: float  # max |teacher(replayed batch) - stored logits|
+    max_abs_logit: float  # max |stored logit|, the scale of the difference
+    batches: list[int]
+    max_abs_diff_stored_dtype: float = 0.0  # same, teacher output first rounded to the stored dtype
+
+    @property
+    def fp16_tolerance(self) -> float:
+        """Half an fp16 ulp at the largest logit (the rounding of storing fp16), with a 4x margin for
+        cross-device arithmetic."""
+        return 4 * max(self.max_abs_logit, 1.0) * 2.0 ** -11
+
+
+def default_batches(num_batches: int, count: int = 4) -> list[int]:
+    """First, last and evenly spread batch ids."""
+    if count <= 1:
+        return [0] if num_batches else []
+    if num_batches <= count:
+        return list(range(num_batches))
+    return sorted({round(k * (num_batches - 1) / (count - 1)) for k in range(count)})
+
+
+def replay_check(store_path: str, train_dir: str, teacher: nn.Module | None = None, *,
+                 model: str | None = None, teacher_ckpt: str | None = None, tiny_stem: bool | None = None,
+                 num_classes: int | None = None, dataset: str | None = None, input_size: int | None = None,
+                 batches: int | Sequence[int] | None = None, device: str = "auto", amp: bool | None = None,
+                 report: bool = False) -> float | ReplayReport:
+    """Max absolute difference between the stored logits and the teacher's logits on the replayed
+    batches. ``batches``: ids, or a count spread over the store (default 4). The teacher comes from
+    ``teacher`` or is rebuilt from the manifest / the keyword overrides. ``report=True`` returns a
+    :class:`ReplayReport`."""
+    store = open_label_store(store_path)
+    m = store.manifest
+    images = ImageFolder(train_dir)
+    check_compatible(store, num_images=len(images), num_classes=num_classes, where=f"images in {train_dir}")
+    if m.get("image_list_sha1"):
+        rel = [os.path.relpath(p, images.root) for p, _ in images.samples]
+        if image_list_fingerprint(rel) != m["image_list_sha1"]:
+            raise StoreMismatchError(f"{train_dir} holds other image files (or in another order) than the "
+                                     f"folder the labels in {store_path} were generated from")
+    dataset = DATASET_ALIASES.get(dataset or m.get("dataset") or "", dataset or m.get("dataset"))
+    size = input_size or m.get("image_size")
+    if dataset is None or size is None:
+        raise ValueError(f"{store_path} does not record its dataset / input size: pass dataset= and input_size=")
+    mean, std = m["normalize"] if m.get("normalize") else dataset_normalization(dataset)
+    if teacher is None:
+        info = m.get("teacher") or {}
+        arch = model or info.get("arch")
+        if arch is None:
+            raise ValueError(f"{store_path} does not record its teacher: pass model= and teacher_ckpt=")
+        stem = tiny_stem if tiny_stem is not None else info.get("tiny_stem", dataset == "tiny")
+        teacher = build_teacher(arch, num_classes or store.num_classes, teacher_ckpt, stem)
+    dev = resolve_device(device)
+    teacher = prepare_teacher(teacher, dev)
+    use_amp = bool(m.get("amp", False)) if amp is None else amp
+    if batches is None or isinstance(batches, int):
+        ids = default_batches(store.num_batches, batches or 4)
+    else:
+        ids = [int(b) for b in batches]
+    paths = [p for p, _ in images.samples]
+    worst, worst_rounded, scale = 0.0, 0.0, 0.0
+    for gid in ids:
+        record = store.read(gid)
+        x = replay_batch(lambda i: load_rgb(paths[i]), record, size, mean, std)
+        out = teacher_logits(teacher, x, dev, use_amp)
+        stored = record.logits.float()
+        worst = max(worst, (out - stored).abs().max().item())
+        rounded = out.to(record.logits.dtype).float()
+        worst_rounded = max(worst_rounded, (rounded - stored).abs().max().item())
+        scale = max(scale, stored.abs().max().item())
+    result = ReplayReport(worst, scale, ids, worst_rounded)
+    return result if report else result.max_abs_diff

@@ -1,0 +1,82 @@
+"""Options of the relabel stage (FKD soft-label generation).
+
+Key names are the authors' (``relabel_and_validate/generate_soft_label_pruning.py`` flags and the
+``common`` / ``relabel`` sections of ``cfg/reproduce/*.yaml``), so their YAML files load as they are.
+"""
+from __future__ import annotations
+
+from ..config import Option
+
+GEN = "authors' generate_soft_label_pruning.py"
+CFG_IN1K = "authors' cfg/reproduce/LPLD_in1k_[4k].yaml"
+
+DATASETS = ("imagenet1k", "imagenet21k", "tiny", "imagenet", "in21k", "imagefolder", "demo")
+DATASET_ALIASES = {"imagenet1k": "imagenet", "imagenet21k": "in21k"}
+DEFAULT_CLASSES = {"imagenet": 1000, "in21k": 10450, "tiny": 200}  # authors' class_dict
+
+RELABEL_SCHEMA = {
+    # --- data ---------------------------------------------------------------------------------
+    "dataset": Option("imagenet1k", str, "imagenet1k | imagenet21k | tiny (authors' names) or "
+                      "imagenet | in21k | imagefolder | demo; selects normalisation, Cutout (21K) and "
+                      "the default class count", GEN + " --dataset", choices=DATASETS),
+    "train_dir": Option(None, str, "distilled images, ImageFolder layout (root/<class>/<image>)", GEN + " --train_dir"),
+    "workers": Option(4, int, "DataLoader worker processes that load, crop and mix the images", GEN + " --workers"),
+    "batch_size": Option(128, int, "images per batch; the student must train with the same batch size",
+                         CFG_IN1K + " common.basic.batch_size (tiny 64, in21k 32)"),
+    "epochs": Option(300, int, "epochs of augmented views to label", CFG_IN1K + " (tiny 100)"),
+    "num_classes": Option(None, int, "classes of the teacher (default: 1000 / 10450 / 200 by dataset, "
+                          "the folder count for imagefolder/demo)", "authors' class_dict"),
+    # --- teacher ------------------------------------------------------------------------------
+    "model": Option("resnet18", str, "teacher architecture: torchvision name or timm/<name> "
+                    "(imagenet21k uses timm's resnet18; a bare name is taken from timm there)", GEN + " --model"),
+    "teacher_ckpt": Option(None, str, "teacher weights: a local file (torchvision's ImageNet "
+                           "resnet18-f37072fd.pth, the Tiny teacher of squeeze/, the authors' released "
+                           "checkpoints, the 21K-P timm checkpoint)", GEN + " --teacher_ckpt"),
+    "weights": Option(None, str, "alias of teacher_ckpt"),
+    "tiny_stem": Option(None, bool, "Tiny-ImageNet ResNet stem (3x3 conv1, no max-pool); default: on for tiny",
+                        GEN + " (dataset == 'tiny')"),
+    # --- augmentation (FKD) ---------------------------------------------------------------------
+    "fkd_seed": Option(42, int, "seeds the RandomSampler image order and every recorded augmentation",
+                       GEN + " --fkd-seed"),
+    "input_size": Option(224, int, "RandomResizedCrop output size (tiny: 64)", GEN + " --input-size"),
+    "min_scale_crops": Option(0.08, float, "RandomResizedCrop minimum area scale", GEN + " --min-scale-crops"),
+    "max_scale_crops": Option(1.0, float, "RandomResizedCrop maximum area scale", GEN + " --max-scale-crops"),
+    "mix_type": Option(None, str, "cutmix | mixup | none (None in the YAML means none; imagenet21k "
+                       "then uses Cutout)", GEN + " --mix-type; in1k cfg: cutmix, tiny/in21k: none"),
+    "mixup": Option(0.8, float, "MixUp Beta(alpha, alpha)", GEN + " --mixup"),
+    "cutmix": Option(1.0, float, "CutMix Beta(alpha, alpha)", GEN + " --cutmix"),
+    "use_fp16": Option(True, bool, "store logits as float16 (float32 with --no-use-fp16)",
+                       "every authors' cfg/reproduce/*.yaml sets use_fp16"),
+    "mode": Option("fkd_save", str, "authors' mode switch; only fkd_save (generation) applies here",
+                   GEN + " --mode", choices=("fkd_save",)),
+    # --- label pruning ---------------------------------------------------------------------------
+    "prune_ratio": Option(0.0, float, "generate only the first (1 - prune_ratio) share of all batches "
+                          "(the authors' 'less label' mode); >0 also drops each epoch's last short batch",
+                          GEN + " --prune_ratio"),
+    "drop_last": Option(None, bool, "drop each epoch's last short batch (default: prune_ratio > 0, as the authors)",
+                        GEN + " drop_last"),
+    # --- output ----------------------------------------------------------------------------------
+    "output_dir": Option(None, str, "where the store goes (default: fkd_path)"),
+    "fkd_path": Option("./FKD_soft_label", str, "authors' name of the output folder", GEN + " --fkd_path"),
+    "format": Option("ours", str, "ours: memory-mapped arrays + manifest.json; authors: "
+                     "epoch_{e}/batch_{b}.tar + sampler_indices_epoch.json", choices=("ours", "authors")),
+    "resume": Option(True, bool, "continue an interrupted store with the same settings"),
+    "overwrite": Option(False, bool, "replace an existing store with other settings"),
+    "commit_every": Option(16, int, "publish progress every N batches (a crash loses at most these)"),
+    "stop_after": Option(0, int, "generate at most N batches in this run, then stop (resumable; 0 = all)"),
+    # --- runtime ---------------------------------------------------------------------------------
+    "device": Option("auto", str, "auto | cpu | cuda | cuda:N"),
+    "amp": Option(False, bool, "fp16 autocast for the teacher on CUDA (faster; logits then differ from "
+                  "fp32 by more than fp16 rounding, so the replay check needs a looser tolerance)"),
+    "channels_last": Option(True, bool, "channels_last teacher on CUDA"),
+    "progress": Option(True, bool, "tqdm progress bar"),
+    # --- accepted for the authors' YAML/flags, no effect here ------------------------------------
+    "seed": Option(None, int, "authors' global --seed; ignored: every draw comes from fkd_seed", GEN + " --seed"),
+    "gpus": Option(None, str, "authors' CUDA_VISIBLE_DEVICES; ignored, use --device or the environment",
+                   GEN + " --gpus"),
+    # student-side keys a shared ``common`` section may carry (authors' train_FKD_label_pruning_batch.py)
+    "prune_metric": Option(None, str, "validate-stage option; ignored by relabel"),
+    "granularity": Option(None, str, "validate-stage option; ignored by relabel"),
+    "prune_label": Option(None, bool, "validate-stage option; ignored by relabel"),
+    "val_dir": Option(None, str, "validate-stage option; ignored by relabel"),
+}

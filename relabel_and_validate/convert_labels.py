@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""Convert soft labels: python relabel_and_validate/convert_labels.py --src DIR --dst DIR --to ours|authors"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lpld.relabel.cli import main_convert  # noqa: E402
+
+if __name__ == "__main__":
+    main_convert()

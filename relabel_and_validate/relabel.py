@@ -1,0 +1,12 @@
+#!/usr/bin/env python
+"""Generate FKD soft labels: python relabel_and_validate/relabel.py --config CFG.yaml --train-dir DIR
+--teacher-ckpt FILE [--output-dir OUT] [--prune-ratio 0.5] [--format ours|authors]"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from lpld.relabel.cli import main_relabel  # noqa: E402
+
+if __name__ == "__main__":
+    main_relabel()
