@@ -1,0 +1,74 @@
+"""torch.distributed plumbing for ``torchrun relabel_and_validate/validate.py ...``.
+
+One process per GPU (NCCL) or per CPU worker (gloo); the environment variables torchrun sets
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``) decide. Without them the run is
+a single process and nothing here does anything.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import torch
+import torch.distributed as dist
+
+from ..utils.runtime import resolve_device
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
+    """Join the process group torchrun describes (if any) and pick this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(), resolve_device(device_name)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        try:
+            dist.init_process_group(backend=backend, **kwargs)
+        except TypeError:  # torch without device_id
+            dist.init_process_group(backend=backend)
+    return DistInfo(rank, world, local), device
+
+
+def shutdown_distributed(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    if not info.enabled:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def shard_indices(n: int, info: DistInfo) -> list[int]:
+    """Disjoint, exhaustive shard of ``range(n)`` (no padding, so evaluation counts are exact)."""
+    return list(range(info.rank, n, info.world_size))

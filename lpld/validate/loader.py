@@ -1,0 +1,195 @@
+"""Student-training data: one DataLoader item = one stored soft-label batch, images replayed.
+
+* :class:`PlannedBatchSampler` yields, per training step, a :class:`BatchRequest` naming the stored
+  batch id (from :class:`~lpld.validate.pruning.PruningPlan`) and this process's share of it.
+* :class:`SoftLabelBatches` turns a request into a :class:`LabeledBatch`: it reads the record
+  (soft logits + recorded crop/flip/Cutout/mix parameters) from the label store and rebuilds the
+  images with :func:`lpld.augment.replay_batch`, the function relabel used -- images and labels
+  come from the same record and cannot come apart.
+* Under torch.distributed each rank trains on a disjoint slice of every stored batch (the
+  authors' DataParallel splits the batch across GPUs the same way). A rank replays only the
+  images it needs: its slice plus the CutMix/MixUp partners of its slice.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from ..augment import BatchRecord, replay_batch
+from ..data import load_rgb
+from .fetcher_patch import SoftLabelDataLoader, patched_worker_init
+from .pruning import PruningPlan
+
+
+class BatchRequest(NamedTuple):
+    """What the batch sampler hands the fetcher: a stored batch, explicitly, and this rank's share."""
+    batch_id: int
+    rank: int = 0
+    world_size: int = 1
+
+
+class LabeledBatch(NamedTuple):
+    images: torch.Tensor         # float32 [b, 3, S, S], replayed and mixed
+    soft_logits: torch.Tensor    # float32 [b, K] teacher logits (stored as fp16)
+    targets: torch.Tensor        # int64 [b] hard labels of the (unmixed) images, for train accuracy
+    batch_id: torch.Tensor       # int64 scalar: the stored batch these came from
+    image_indices: torch.Tensor  # int64 [b] distilled-image indices
+
+
+def rank_rows(batch_size: int, rank: int, world_size: int) -> np.ndarray:
+    """Positions of ``rank``'s share of a batch (contiguous, sizes differ by at most one)."""
+    return np.array_split(np.arange(batch_size), world_size)[rank]
+
+
+def rank_subrecord(record: BatchRecord, rows: Sequence[int]) -> tuple[BatchRecord, list[int]]:
+    """A record over only the images that ``rows`` need (themselves and their mix partners), with
+    the mix permutation re-indexed, and the positions of ``rows`` in it. Mixing is row-wise (row i
+    takes pixels from row ``mix_index[i]``), so the kept rows equal those of the full replay."""
+    rows = [int(r) for r in rows]
+    need = set(rows)
+    if record.mix_index is not None:
+        need |= {int(record.mix_index[r]) for r in rows}
+    order = sorted(need)
+    pos = {u: k for k, u in enumerate(order)}
+    sel = torch.tensor(order, dtype=torch.int64)
+
+    def take(t):
+        return None if t is None else t[sel]
+
+    mix = None
+    if record.mix_index is not None:  # partners-only rows mix with themselves; they are dropped
+        mix = torch.tensor([pos.get(int(record.mix_index[u]), k) for k, u in enumerate(order)],
+                           dtype=torch.int64)
+    sub = dataclasses.replace(record, image_indices=record.image_indices[sel], crops=record.crops[sel],
+                              flips=take(record.flips), cutout=take(record.cutout), mix_index=mix,
+                              logits=take(record.logits))
+    return sub, [pos[r] for r in rows]
+
+
+class SoftLabelBatches(Dataset):
+    """Map-style dataset over the distilled images whose unit of loading is a stored batch.
+
+    ``images``: a :class:`lpld.data.LabeledImages` (``.samples`` of (path, target)), indexed like
+    the relabel run. ``label_dir``: the store; opened lazily in each process.
+    """
+
+    lpld_soft_label_batches = True  # LabelBatchFetcher serves only datasets that say so
+
+    def __init__(self, images, label_dir: str, image_size: int, mean, std, *,
+                 allow_getitems: bool = False, cache_images: bool = False) -> None:
+        self.samples = list(images.samples)
+        self.targets = torch.tensor([t for _, t in self.samples], dtype=torch.int64)
+        self.label_dir = label_dir
+        self.image_size = image_size
+        self.mean, self.std = mean, std
+        self.allow_getitems = allow_getitems
+        self.cache_images = cache_images
+        self._store = None
+        self._cache: dict[int, object] = {}
+
+    @property
+    def store(self):
+        if self._store is None:
+            from ..labels import open_label_store
+            self._store = open_label_store(self.label_dir)
+        return self._store
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_store"] = None  # each worker opens its own (memory maps are per process)
+        state["_cache"] = {}
+        return state
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def image(self, index: int):
+        if not self.cache_images:
+            return load_rgb(self.samples[index][0])
+        img = self._cache.get(index)
+        if img is None:  # decoded once per process; crops never modify the source image
+            img = self._cache[index] = load_rgb(self.samples[index][0])
+        return img
+
+    def load_request(self, request) -> LabeledBatch:
+        if not isinstance(request, BatchRequest):
+            raise TypeError(f"SoftLabelBatches loads BatchRequest items; got {type(request).__name__}. "
+                            f"Use lpld.validate.loader.build_train_loader.")
+        record = self.store.read(int(request.batch_id))
+        if record.logits is None:
+            raise ValueError(f"label store {self.label_dir}: batch {request.batch_id} holds no logits")
+        bad = record.image_indices[(record.image_indices < 0) | (record.image_indices >= len(self.samples))]
+        if bad.numel():
+            raise IndexError(f"label store {self.label_dir}: batch {request.batch_id} names image "
+                             f"{int(bad[0])}, but the image folder holds {len(self.samples)} images; "
+                             f"the labels were made for other distilled images")
+        if request.world_size > 1:
+            rows = rank_rows(record.batch_size, request.rank, request.world_size)
+            sub, keep = rank_subrecord(record, rows)
+            images = replay_batch(self.image, sub, self.image_size, self.mean, self.std)[keep]
+            rows_t = torch.as_tensor(rows, dtype=torch.int64)
+            logits, indices = record.logits[rows_t], record.image_indices[rows_t]
+        else:
+            images = replay_batch(self.image, record, self.image_size, self.mean, self.std)
+            logits, indices = record.logits, record.image_indices
+        return LabeledBatch(images.contiguous(), logits.float(), self.targets[indices],
+                            torch.tensor(int(request.batch_id)), indices.clone())
+
+    def __getitem__(self, index):
+        raise RuntimeError(
+            "SoftLabelBatches was fetched image by image by torch's stock DataLoader fetcher, so "
+            "the LPLD fetcher patch is not active in this process. Build the loader with "
+            "lpld.validate.loader.build_train_loader (or use fetcher='getitems').")
+
+    def __getitems__(self, request):
+        if not self.allow_getitems:
+            self.__getitem__(request)
+        return self.load_request(request)
+
+
+def _identity(batch):
+    return batch
+
+
+class PlannedBatchSampler(Sampler):
+    """Yields one :class:`BatchRequest` per training step of the current epoch."""
+
+    def __init__(self, plan: PruningPlan, rank: int = 0, world_size: int = 1, max_steps: int = 0) -> None:
+        self.plan, self.rank, self.world_size, self.max_steps = plan, rank, world_size, max_steps
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def batch_ids(self) -> list[int]:
+        ids = self.plan.epoch_batches(self.epoch)
+        return ids[:self.max_steps] if self.max_steps > 0 else ids
+
+    def __iter__(self):
+        for b in self.batch_ids():
+            yield BatchRequest(int(b), self.rank, self.world_size)
+
+    def __len__(self) -> int:
+        n = self.plan.batches_per_epoch
+        return min(n, self.max_steps) if self.max_steps > 0 else n
+
+
+def build_train_loader(dataset: SoftLabelBatches, sampler: PlannedBatchSampler, *, workers: int,
+                       pin_memory: bool, fetcher: str = "patch", prefetch_factor: int = 4):
+    """The training DataLoader: ``fetcher='patch'`` serves batches through the run-time fetcher
+    patch; ``'getitems'`` through ``Dataset.__getitems__`` with torch's stock fetcher."""
+    kwargs = dict(batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+                  collate_fn=_identity, persistent_workers=workers > 0)
+    if workers > 0:
+        kwargs["prefetch_factor"] = prefetch_factor
+    if fetcher == "patch":
+        dataset.allow_getitems = False
+        return SoftLabelDataLoader(dataset, worker_init_fn=patched_worker_init(), **kwargs)
+    if fetcher == "getitems":
+        dataset.allow_getitems = True
+        return torch.utils.data.DataLoader(dataset, **kwargs)
+    raise ValueError(f"fetcher must be 'patch' or 'getitems'; got {fetcher!r}")

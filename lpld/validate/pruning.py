@@ -1,0 +1,140 @@
+"""Random label pruning: which stored soft-label batches each training epoch uses.
+
+The authors' semantics (``train_FKD_label_pruning_batch.py``, ``main()``):
+
+* ``total = train_epochs * batches_per_epoch`` steps (``granularity`` batch / batch_to_epoch) or
+  ``train_epochs`` (granularity epoch); the pool is the first ``int((1 - p) * total)`` of them in
+  generation order -- exactly what a label store generated with ``--prune-ratio p`` holds.
+* ``random``: every training epoch draws from the pool uniformly *with replacement*
+  (``torch.randint``): one stored epoch (granularity epoch) or ``batches_per_epoch`` single
+  batches (batch / batch_to_epoch).
+* ``order``: epoch ``e`` uses stored epoch ``e`` (their code does not consult the pool here; with
+  ``p > 0`` it would read batches that were never generated, so we cycle through the pool in
+  order, which is identical for ``p = 0``).
+* batch_to_epoch replaces a drawn batch that is the last one of its stored epoch by its
+  predecessor ("drop last batch"; for ``p = 0`` the last batch may be partial).
+
+* ``batch`` granularity assembles epochs like batch_to_epoch but without that remapping. (Their
+  loop also steps the per-epoch LR lambda after every batch in this mode, so the LR reaches 0 after
+  ``epochs`` batches; we keep the LR schedule per epoch for every granularity.)
+
+Ours draws from a generator seeded by ``(seed, epoch)``, so an epoch's batches do not depend on
+what ran before: a resumed run sees the same batches as an uninterrupted one. ``replacement=False``
+(not in the paper) walks through a fresh permutation of the pool whenever the previous one is
+used up, so every kept label is used equally often.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+GRANULARITIES = ("epoch", "batch", "batch_to_epoch")
+METRICS = ("random", "order")
+
+
+def pool_size(total: int, prune_ratio: float) -> int:
+    """The authors' ``int((1 - prune_ratio) * total)``, float rounding included (so p=0.9 of 1000
+    gives 99, exactly the number of batches their generator stores)."""
+    if not 0.0 <= prune_ratio < 1.0:
+        raise ValueError(f"prune_ratio must be in [0, 1); got {prune_ratio}")
+    return int((1 - prune_ratio) * total)
+
+
+@dataclasses.dataclass(frozen=True)
+class PruningPlan:
+    """The batches every training epoch uses. Global batch id = stored epoch * batches_per_epoch +
+    index within that epoch (the label store's ids)."""
+
+    batches_per_epoch: int
+    train_epochs: int
+    prune_ratio: float = 0.0
+    metric: str = "random"
+    granularity: str = "batch_to_epoch"
+    replacement: bool = True
+    remap_last_batch: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}; got {self.granularity!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"prune_metric must be one of {METRICS}; got {self.metric!r}")
+        if self.batches_per_epoch < 1 or self.train_epochs < 1:
+            raise ValueError("batches_per_epoch and train_epochs must be positive")
+        if self.pool_items < 1:
+            raise ValueError(f"prune_ratio {self.prune_ratio} leaves an empty pool "
+                             f"({self.unit_total} {self.unit}s in total)")
+
+    # --- the pool ----------------------------------------------------------------------------------
+    @property
+    def unit(self) -> str:
+        return "epoch" if self.granularity == "epoch" else "batch"
+
+    @property
+    def unit_total(self) -> int:
+        return self.train_epochs * (1 if self.unit == "epoch" else self.batches_per_epoch)
+
+    @property
+    def pool_items(self) -> int:
+        """Pool size in the plan's unit (stored epochs or stored batches)."""
+        return pool_size(self.unit_total, self.prune_ratio)
+
+    @property
+    def pool_batches(self) -> int:
+        """Number of stored batches the pool spans (ids ``0 .. pool_batches - 1``)."""
+        n = self.pool_items
+        return n * self.batches_per_epoch if self.unit == "epoch" else n
+
+    def used_batch_ids(self) -> set[int]:
+        """Every stored batch a full run can touch (after the last-batch remapping)."""
+        ids = range(self.pool_batches)
+        return {self._remap(b) for b in ids} if self._remaps else set(ids)
+
+    # --- per-epoch assembly ---------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> list[int]:
+        """Global ids of the stored batches trained on in ``epoch``, in training order."""
+        if not 0 <= epoch < self.train_epochs:
+            raise IndexError(f"epoch {epoch} outside 0..{self.train_epochs - 1}")
+        bpe = self.batches_per_epoch
+        if self.unit == "epoch":
+            stored = self._draw(epoch, 1)[0]
+            return list(range(stored * bpe, (stored + 1) * bpe))
+        ids = self._draw(epoch, bpe)
+        return [self._remap(b) for b in ids] if self._remaps else ids
+
+    def _draw(self, epoch: int, count: int) -> list[int]:
+        n = self.pool_items
+        if self.metric == "order":
+            return [(epoch * count + i) % n for i in range(count)]
+        if self.replacement:
+            rng = np.random.default_rng([self.seed, epoch])
+            return rng.integers(0, n, size=count).tolist()
+        # without replacement: position k of the stream made of successive permutations of the pool
+        start = epoch * count
+        out = []
+        for pos in range(start, start + count):
+            cycle, offset = divmod(pos, n)
+            out.append(int(self._permutation(cycle)[offset]))
+        return out
+
+    def _permutation(self, cycle: int) -> np.ndarray:
+        cache = self.__dict__.setdefault("_perm_cache", {})
+        if cycle not in cache:
+            if len(cache) > 4:
+                cache.clear()
+            cache[cycle] = np.random.default_rng([self.seed, 1 << 30, cycle]).permutation(self.pool_items)
+        return cache[cycle]
+
+    @property
+    def _remaps(self) -> bool:
+        return self.granularity == "batch_to_epoch" and self.remap_last_batch and self.batches_per_epoch > 1
+
+    def _remap(self, batch_id: int) -> int:
+        return batch_id - 1 if (batch_id + 1) % self.batches_per_epoch == 0 else batch_id
+
+    def describe(self) -> str:
+        ratio = {0.0: "1x", 0.9: "10x", 0.95: "20x", 0.97: "30x", 0.975: "40x"}.get(self.prune_ratio, "")
+        return (f"prune ratio {self.prune_ratio} {ratio}: pool = first {self.pool_items} stored "
+                f"{self.unit}(s) ({self.pool_batches} batches); metric {self.metric}, granularity "
+                f"{self.granularity}, {'with' if self.replacement else 'without'} replacement")

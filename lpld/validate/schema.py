@@ -1,0 +1,110 @@
+"""Options of the validate stage: train a student on distilled images + stored soft labels.
+
+Key names follow the authors' ``relabel_and_validate/train_FKD_label_pruning_batch.py`` (and their
+YAML files ``cfg/reproduce/LPLD_*.yaml``), so their configs read unchanged; the stage reads the
+``common`` and ``validate`` sections. Defaults are the script's argparse defaults unless the
+``source`` says otherwise; the per-dataset values live in ``relabel_and_validate/configs/*.yaml``.
+"""
+from __future__ import annotations
+
+from ..config import Option
+
+SCRIPT = "authors' train_FKD_label_pruning_batch.py"
+SH = "authors' scripts/reproduce/main_table_*.sh"
+
+# Dataset names: the authors' (imagenet1k, imagenet21k, tiny) and ours (lpld.data) are both accepted.
+DATASET_ALIASES = {"imagenet1k": "imagenet", "imagenet": "imagenet", "imagefolder": "imagefolder",
+                   "imagenet21k": "in21k", "in21k": "in21k", "tiny": "tiny", "demo": "demo"}
+# Classes per dataset (authors' ``class_dict``); demo/imagefolder: taken from the label store.
+DATASET_CLASSES = {"imagenet": 1000, "in21k": 10450, "tiny": 200}
+PRUNE_RATIOS = {0.0: "1x", 0.9: "10x", 0.95: "20x", 0.97: "30x", 0.975: "40x"}
+
+VALIDATE_SCHEMA = {
+    # --- data -----------------------------------------------------------------------------------
+    "dataset": Option("imagenet1k", str, "imagenet1k | tiny | imagenet21k (authors' names) or "
+                      "imagenet | in21k | demo | imagefolder", SCRIPT + " --dataset",
+                      choices=tuple(DATASET_ALIASES)),
+    "train_dir": Option(None, str, "distilled images, ImageFolder layout (authors' new000..new999)",
+                        SCRIPT + " --train_dir"),
+    "label_dir": Option(None, str, "soft-label store written by relabel (ours or the authors' "
+                        "epoch_*/batch_*.tar folder)", SCRIPT + " --fkd_path"),
+    "fkd_path": Option(None, str, "alias of label_dir (the authors' flag name)", SCRIPT + " --fkd_path"),
+    "val_dir": Option(None, str, "real validation set: ImageNet val/ (class folders), Tiny-ImageNet "
+                      "val/ (with val_annotations.txt) or its root, ImageNet-21K-P val/", SCRIPT + " --val_dir"),
+    "num_classes": Option(None, int, "classes (default: from the dataset / the label store)",
+                          SCRIPT + " class_dict"),
+    "image_size": Option(None, int, "training crop size (default: the label store's)",
+                         SCRIPT + " load_dataset: 224 ImageNet, 64 Tiny"),
+    "workers": Option(16, int, "data-loading worker processes", SCRIPT + " --workers"),
+    "teacher_ckpt": Option(None, str, "used by relabel only (accepted here because the authors' "
+                           "in21k YAML puts it in the shared 'common' section)"),
+    # --- student --------------------------------------------------------------------------------
+    "model": Option("resnet18", str, "student: torchvision model name or timm/<name>", SCRIPT + " --model"),
+    "tiny_stem": Option(None, bool, "3x3 stride-1 conv1, no max-pool (default: on for tiny, for students with conv1 + maxpool)",
+                        SCRIPT + " main(): modifications for tiny imagenet"),
+    # --- optimisation ---------------------------------------------------------------------------
+    "batch_size": Option(1024, int, "images per optimiser step; must equal the label store's",
+                         SCRIPT + " --batch_size"),
+    "gradient_accumulation_steps": Option(1, int, "split each batch into this many forward/backward "
+                                          "passes (one optimiser step)", SCRIPT + " --gradient-accumulation-steps"),
+    "epochs": Option(300, int, "epochs the labels were generated for (sets the pruning pool)",
+                     SCRIPT + " --epochs"),
+    "train_epochs": Option(-1, int, "epochs to train (-1: = epochs)", SCRIPT + " --train_epochs"),
+    "sgd": Option(False, bool, "SGD instead of AdamW", SCRIPT + " --sgd"),
+    "learning_rate": Option(1.024, float, "SGD learning rate", SCRIPT + " --learning-rate"),
+    "momentum": Option(0.875, float, "SGD momentum", SCRIPT + " --momentum"),
+    "weight_decay": Option(3e-5, float, "SGD weight decay", SCRIPT + " --weight-decay"),
+    "adamw_lr": Option(0.001, float, "AdamW learning rate", SCRIPT + " --adamw-lr"),
+    "adamw_weight_decay": Option(0.01, float, "AdamW weight decay", SCRIPT + " --adamw-weight-decay"),
+    "cos": Option(False, bool, "cosine schedule (else SRe2L's linear decay); with --sgd on tiny: "
+                  "5 linear warm-up epochs from 0.01x", SCRIPT + " --cos"),
+    "smoothing_lr": Option(False, bool, "cosine stretched by smoothing_lr_strength", SCRIPT + " --smoothing_lr"),
+    "smoothing_lr_strength": Option(2.0, float, "stretch of the smoothed cosine", SCRIPT + " --smoothing_lr_strength"),
+    "temperature": Option(3.0, float, "distillation temperature T", SCRIPT + " --temperature"),
+    "loss": Option("auto", str, "kl: KLDiv(batchmean) to softmax(t/T); kl_t2: the authors' Tiny "
+                   "variant, log_target=True and x T^2; auto: kl_t2 for tiny/demo, kl otherwise",
+                   SCRIPT + " train()", choices=("auto", "kl", "kl_t2")),
+    "label_smoothing": Option(0.0, float, "mix the stored logits with 1/K before the softmax "
+                              "(authors' ImageNet-21K-P setting: 0.2)", SCRIPT + " --label_smoothing"),
+    "adamw_decay": Option(None, float, "accepted because the authors' in21k YAML sets it; their script "
+                          "never reads it, and neither do we (the weight decay is adamw_weight_decay)",
+                          "authors' cfg/reproduce/LPLD_in21k_[2k].yaml"),
+    "ema": Option(False, bool, "validate an EMA of the weights", SCRIPT + " --ema"),
+    "ema_decay": Option(0.99, float, "EMA decay (ema_pytorch beta)", SCRIPT + " --ema_decay"),
+    "mix_type": Option(None, str, "cutmix | mixup | None; must match the label store (the replayed "
+                       "mix parameters come from the store)", SCRIPT + " --mix_type"),
+    # --- label pruning --------------------------------------------------------------------------
+    "prune_ratio": Option(0.0, float, "fraction of soft labels pruned: 0 (1x), 0.9 (10x), 0.95 (20x), "
+                          "0.97 (30x), 0.975 (40x)", SH + " ratio"),
+    "prune_metric": Option("random", str, "random: draw batches/epochs from the pool; order: use them "
+                           "in generation order", SH + " prune_metric", choices=("random", "order")),
+    "granularity": Option("batch_to_epoch", str, "epoch: reuse whole stored epochs; batch / "
+                          "batch_to_epoch: assemble each epoch from single stored batches",
+                          SH + " prune_granularity", choices=("epoch", "batch", "batch_to_epoch")),
+    "replacement": Option(True, bool, "draw pool items with replacement (authors' torch.randint); "
+                          "--no-replacement cycles through shuffled pools so every label is used "
+                          "equally often", SCRIPT + " main(): torch.randint"),
+    "remap_last_batch": Option(True, bool, "batch_to_epoch: replace the last batch of a stored epoch "
+                               "by its predecessor", SCRIPT + " main(): '# drop last batch'"),
+    "seed": Option(0, int, "seed of the model init and of the pool draws"),
+    # --- run ------------------------------------------------------------------------------------
+    "val_interval": Option(10, int, "validate after epochs 1, 1+N, 1+2N, ... and the last",
+                           SCRIPT + " --val_interval"),
+    "output_dir": Option("outputs/validate", str, "checkpoints, metrics.csv/jsonl, final.json",
+                         SCRIPT + " --output_dir"),
+    "resume": Option(False, bool, "continue from output_dir/checkpoint.pth"),
+    "checkpoint_interval": Option(1, int, "write checkpoint.pth every N epochs and after the last "
+                                  "(authors: every epoch)", SCRIPT + " save_checkpoint"),
+    "device": Option("auto", str, "auto | cpu | cuda | cuda:N (torchrun: one GPU per process)"),
+    "amp": Option(True, bool, "bf16 autocast on CUDA (ignored on CPU); channels_last is always used on CUDA"),
+    "fetcher": Option("patch", str, "patch: the run-time DataLoader fetcher (the authors' manual "
+                      "PyTorch edit, scoped to our loader); getitems: no patch, Dataset.__getitems__",
+                      "authors' README 'Necessary Modification for Pytorch'", choices=("patch", "getitems")),
+    "cache_images": Option(False, bool, "keep decoded distilled images in memory in every loader "
+                           "process (saves decoding; memory: images x H x W x 3 bytes per worker)"),
+    "prefetch_factor": Option(4, int, "batches prefetched per worker"),
+    "progress": Option(True, bool, "tqdm progress bars"),
+    "log_batches": Option(False, bool, "write output_dir/batches_rank<R>.jsonl: per step the stored "
+                          "batch id and the image indices this process trained on (audit / tests)"),
+    "max_steps_per_epoch": Option(0, int, "debug/benchmark: stop each epoch after N steps (0: all)"),
+}

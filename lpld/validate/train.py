@@ -1,0 +1,338 @@
+"""Student training on distilled images + (pruned) stored soft labels, and evaluation.
+
+Reproduces the authors' ``train_FKD_label_pruning_batch.py``: per training epoch the pruning plan
+picks stored batches; each batch's images are replayed with the recorded crop/flip/mix; the student
+minimises KL(teacher || student) at temperature T; the LR schedule steps once per epoch; the real
+validation set is evaluated after epoch 1, every ``val_interval`` epochs and after the last.
+One checkpoint per epoch (``checkpoint.pth``) makes ``--resume`` continue exactly where it
+stopped: the batches of an epoch depend only on ``(seed, epoch)``.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import time
+from typing import Any, Mapping
+
+import torch
+import torchvision.transforms as T
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from ..augment import normalize_mix_type
+from ..config import ConfigError, resolve
+from ..data import ImageFolder, TinyImageNet, normalization, val_transform
+from ..engine import evaluate
+from ..models import apply_tiny_stem, build_model, save_checkpoint
+from ..utils.io import atomic_json_dump, ensure_writable_dir
+from ..utils.metrics import MetricsLog, topk_correct
+from ..utils.runtime import autocast, seed_everything, to_channels_last
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shard_indices
+from .loader import PlannedBatchSampler, SoftLabelBatches, build_train_loader
+from .loss import ModelEMA, build_optimizer, kd_loss, lr_factor, resolve_loss_variant, set_lr
+from .pruning import PruningPlan
+from .schema import DATASET_ALIASES, DATASET_CLASSES, PRUNE_RATIOS, VALIDATE_SCHEMA
+
+CHECKPOINT = "checkpoint.pth"
+BEST = "model_best.pth"
+FINAL = "final.json"
+# Settings a resumed run must share with the checkpoint it continues.
+RESUME_KEYS = ("dataset", "model", "num_classes", "batch_size", "epochs", "train_epochs", "prune_ratio",
+               "prune_metric", "granularity", "replacement", "remap_last_batch", "seed", "sgd",
+               "temperature", "label_dir", "train_dir", "gradient_accumulation_steps")
+
+
+def as_config(cfg: argparse.Namespace | Mapping[str, Any]) -> argparse.Namespace:
+    """Validate a namespace (from ``parse_config``) or a plain dict against the schema."""
+    values = dict(vars(cfg) if isinstance(cfg, argparse.Namespace) else cfg)
+    values.pop("config", None)
+    ns = resolve(VALIDATE_SCHEMA, [("run_validate", values)])
+    if ns.train_epochs is None or ns.train_epochs <= 0:
+        ns.train_epochs = ns.epochs
+    if not ns.label_dir and ns.fkd_path:
+        ns.label_dir = ns.fkd_path
+    for key in ("train_dir", "label_dir", "val_dir"):
+        if not getattr(ns, key):
+            raise ConfigError(f"option '{key}' is required (--{key.replace('_', '-')})")
+    if ns.batch_size % ns.gradient_accumulation_steps:
+        raise ConfigError(f"batch_size {ns.batch_size} is not divisible by gradient_accumulation_steps "
+                          f"{ns.gradient_accumulation_steps}")
+    if ns.checkpoint_interval < 1:
+        raise ConfigError(f"checkpoint_interval must be >= 1; got {ns.checkpoint_interval}")
+    if ns.val_interval < 1:
+        raise ConfigError(f"val_interval must be >= 1; got {ns.val_interval}")
+    return ns
+
+
+# --- data ---------------------------------------------------------------------------------------
+def student_val_transform(dataset: str, size: int):
+    """Authors' ``load_dataset``: ImageNet-1K Resize(256) + CenterCrop(224); Tiny-ImageNet
+    ToTensor + normalise (64 px as stored); ImageNet-21K-P Resize((224, 224)), no normalisation."""
+    if dataset == "in21k":
+        return T.Compose([T.Resize((size, size)), T.ToTensor()])
+    return val_transform(size, dataset)
+
+
+def build_val_dataset(dataset: str, val_dir: str, transform):
+    """``val_dir`` as in the authors' configs: the split folder itself. Tiny-ImageNet's val/ (with
+    ``val_annotations.txt``) or its root (with ``wnids.txt``) is read in the original layout;
+    anything with class sub-folders as an ImageFolder."""
+    if not os.path.isdir(val_dir):
+        raise FileNotFoundError(f"val_dir {val_dir} is not a directory")
+    if os.path.isfile(os.path.join(val_dir, "val_annotations.txt")):
+        return TinyImageNet(os.path.dirname(os.path.abspath(val_dir)), "val", transform)
+    if os.path.isfile(os.path.join(val_dir, "wnids.txt")):
+        return TinyImageNet(val_dir, "val", transform)
+    if dataset == "demo" and os.path.isdir(os.path.join(val_dir, "val")):
+        val_dir = os.path.join(val_dir, "val")
+    return ImageFolder(val_dir, transform)
+
+
+def open_store_checked(cfg, dataset: str, num_images: int):
+    from ..labels import open_label_store
+    from ..labels.common import StoreMismatchError, check_compatible
+    store = open_label_store(cfg.label_dir)
+    man = store.manifest
+    num_classes = cfg.num_classes or DATASET_CLASSES.get(dataset) or store.num_classes
+    check_compatible(store, num_images=num_images, num_classes=num_classes, batch_size=cfg.batch_size,
+                     where=f"train_dir {cfg.train_dir}")
+    if cfg.mix_type is not None and "mix_type" in man:
+        want, have = normalize_mix_type(cfg.mix_type), normalize_mix_type(man["mix_type"])
+        if want != have:
+            raise StoreMismatchError(f"soft-label store {cfg.label_dir} was generated with mix_type "
+                                     f"{have!r}, but mix_type {want!r} is requested; the mix is replayed "
+                                     f"from the store, so set --mix-type {have} (or leave it unset)")
+    size = cfg.image_size or man.get("image_size")
+    if size is None:
+        raise StoreMismatchError(f"soft-label store {cfg.label_dir} does not record image_size; pass --image-size")
+    if cfg.image_size and man.get("image_size") and int(man["image_size"]) != cfg.image_size:
+        raise StoreMismatchError(f"soft-label store {cfg.label_dir} holds {man['image_size']} px crops, "
+                                 f"but image_size {cfg.image_size} is requested")
+    return store, num_classes, int(size)
+
+
+def make_plan(cfg, store) -> PruningPlan:
+    plan = PruningPlan(batches_per_epoch=store.batches_per_epoch, train_epochs=cfg.train_epochs,
+                       prune_ratio=cfg.prune_ratio, metric=cfg.prune_metric, granularity=cfg.granularity,
+                       replacement=cfg.replacement, remap_last_batch=cfg.remap_last_batch, seed=cfg.seed)
+    if plan.pool_batches > store.num_batches:
+        from ..labels.common import StoreMismatchError
+        man = store.manifest
+        raise StoreMismatchError(
+            f"{plan.describe()}: training needs stored batches 0..{plan.pool_batches - 1}, but "
+            f"{cfg.label_dir} holds {store.num_batches} (generated with prune_ratio "
+            f"{man.get('prune_ratio')}, epochs {man.get('epochs')}). Use a prune ratio of at least "
+            f"the store's, fewer --train-epochs, or regenerate the labels.")
+    return plan
+
+
+# --- training -----------------------------------------------------------------------------------
+def train_one_epoch(model, ema, optimizer, loader, device, cfg, variant: str, epoch: int,
+                    info: DistInfo) -> dict[str, float]:
+    model.train()
+    accum = cfg.gradient_accumulation_steps
+    sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1 hits, top5 hits, n
+    data_wait = 0.0
+    steps = 0
+    seen_batches = []
+    t_epoch = t_ready = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train_epochs}", leave=False,
+               disable=not (cfg.progress and info.is_main))
+    for batch in bar:
+        data_wait += time.perf_counter() - t_ready
+        images = to_channels_last(batch.images.to(device, non_blocking=True), device)
+        soft = batch.soft_logits.to(device, non_blocking=True)
+        target = batch.targets.to(device, non_blocking=True)
+        n = images.shape[0]
+        if cfg.log_batches:
+            seen_batches.append({"epoch": epoch, "step": steps, "batch_id": int(batch.batch_id),
+                                 "image_indices": batch.image_indices.tolist()})
+        chunk = math.ceil(n / accum)
+        optimizer.zero_grad(set_to_none=True)
+        starts = list(range(0, n, chunk))
+        for k, s in enumerate(starts):
+            sl = slice(s, s + chunk)
+            sync = k == len(starts) - 1 or not info.enabled
+            ctx = model.no_sync() if not sync else _null()
+            with ctx:
+                with autocast(device, cfg.amp):
+                    out = model(images[sl])
+                # the chunks' batchmean losses weighted by their share: the whole batch's batchmean
+                loss = kd_loss(out, soft[sl], cfg.temperature, variant, cfg.label_smoothing)
+                (loss * (out.shape[0] / n)).backward()
+            if ema is not None:
+                ema.update()  # per forward/backward pass, as the authors call it
+            c1, c5 = topk_correct(out.detach(), target[sl], (1, 5))
+            sums[0] += float(loss.detach()) * out.shape[0]
+            sums[1] += c1
+            sums[2] += c5
+            sums[3] += out.shape[0]
+        optimizer.step()
+        steps += 1
+        if steps % 20 == 0 and info.is_main:
+            bar.set_postfix(loss=f"{sums[0] / max(sums[3], 1):.4f}")
+        t_ready = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    if seen_batches:
+        with open(os.path.join(cfg.output_dir, f"batches_rank{info.rank}.jsonl"), "a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in seen_batches)
+    elapsed = time.perf_counter() - t_epoch
+    loss, c1, c5, seen = all_reduce_sum(sums, info, device)
+    seen = max(seen, 1)
+    return {"train_loss": loss / seen, "train_top1": 100.0 * c1 / seen, "train_top5": 100.0 * c5 / seen,
+            "train_images": int(seen), "epoch_time_s": elapsed, "images_per_s": seen / max(elapsed, 1e-9),
+            "data_wait_frac": data_wait / max(elapsed, 1e-9), "steps": steps}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+def _resume_state(cfg) -> dict[str, Any]:
+    return {k: getattr(cfg, k) for k in RESUME_KEYS}
+
+
+def run_validate(cfg: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
+    """Train a student from distilled images + stored soft labels and evaluate it.
+
+    ``cfg``: a namespace from ``parse_config(VALIDATE_SCHEMA, ...)`` or a dict of schema options.
+    Returns the final metrics (also written to ``output_dir/final.json``): ``top1``, ``top5``
+    (percent, last epoch), ``best_top1``, ``label_bytes_used``, ``label_batches_used``, ...
+    Under torchrun every process calls this; all return the same metrics.
+    """
+    cfg = as_config(cfg)
+    info, device = init_distributed(cfg.device)
+    try:
+        result = _run(cfg, info, device)
+    except BaseException:
+        if info.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        raise
+    if info.enabled and torch.distributed.is_initialized():
+        barrier(info)
+        torch.distributed.destroy_process_group()
+    return result
+
+
+def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
+    dataset = DATASET_ALIASES[cfg.dataset]
+    ensure_writable_dir(cfg.output_dir, "output directory")
+    images = ImageFolder(cfg.train_dir)
+    store, num_classes, size = open_store_checked(cfg, dataset, len(images))
+    plan = make_plan(cfg, store)
+    variant = resolve_loss_variant(cfg.loss, dataset)
+    mean, std = normalization(dataset)
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, num_classes)
+    # the authors replace conv1/maxpool for every Tiny-ImageNet student; on a model without them
+    # (MobileNet, EfficientNet, ...) their assignment changes nothing, so "auto" skips it there
+    has_stem = hasattr(model, "conv1") and hasattr(model, "maxpool")
+    tiny_stem = cfg.tiny_stem if cfg.tiny_stem is not None else (dataset == "tiny" and has_stem)
+    if tiny_stem:
+        apply_tiny_stem(model)
+    model = to_channels_last(model.to(device), device)
+    optimizer = build_optimizer(model, cfg)
+    ema = ModelEMA(model, beta=cfg.ema_decay) if cfg.ema else None
+    base_lr = cfg.learning_rate if cfg.sgd else cfg.adamw_lr
+
+    start_epoch, best_top1, last_val = 0, 0.0, None
+    ckpt_path = os.path.join(cfg.output_dir, CHECKPOINT)
+    if cfg.resume and os.path.isfile(ckpt_path):
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        saved = state.get("resume_state", {})
+        diff = {k: (saved.get(k), v) for k, v in _resume_state(cfg).items() if saved.get(k) != v}
+        if diff:
+            raise ConfigError(f"--resume: {ckpt_path} was written with other settings "
+                              f"(option: checkpoint value, current value) {diff}; use another --output-dir")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and state.get("ema"):
+            ema.load_state_dict(state["ema"])
+        start_epoch, best_top1, last_val = int(state["epoch"]), float(state["best_top1"]), state.get("last_val")
+    elif cfg.resume and info.is_main:
+        print(f"--resume: no {ckpt_path} yet; starting from scratch")
+
+    train_model = model
+    if info.enabled:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    train_ds = SoftLabelBatches(images, cfg.label_dir, size, mean, std, cache_images=cfg.cache_images)
+    sampler = PlannedBatchSampler(plan, info.rank, info.world_size, cfg.max_steps_per_epoch)
+    pin = device.type == "cuda"
+    loader = build_train_loader(train_ds, sampler, workers=cfg.workers, pin_memory=pin,
+                                fetcher=cfg.fetcher, prefetch_factor=cfg.prefetch_factor)
+    val_ds = build_val_dataset(dataset, cfg.val_dir, student_val_transform(dataset, size))
+    if info.enabled:
+        val_ds = Subset(val_ds, shard_indices(len(val_ds), info))
+    val_bs = cfg.batch_size // 4 if cfg.batch_size > 64 else 64  # authors' val batch size
+    val_loader = DataLoader(val_ds, batch_size=val_bs, shuffle=False, num_workers=min(cfg.workers, 8),
+                            pin_memory=pin)
+
+    log = MetricsLog(os.path.join(cfg.output_dir, "metrics")) if info.is_main else None
+    if info.is_main:
+        print(f"validate: {plan.describe()}; student {cfg.model} ({num_classes} classes, tiny stem "
+              f"{tiny_stem}); loss {variant}, T={cfg.temperature}; {len(images)} images, "
+              f"{store.batches_per_epoch} batches/epoch; world size {info.world_size}; device {device}")
+    epoch_stats: dict[str, Any] = {}
+    for epoch in range(start_epoch, cfg.train_epochs):
+        lr = set_lr(optimizer, base_lr, lr_factor(epoch, cfg, dataset))
+        sampler.set_epoch(epoch)
+        epoch_stats = train_one_epoch(train_model, ema, optimizer, loader, device, cfg, variant, epoch, info)
+        record = {"epoch": epoch + 1, "lr": lr, **epoch_stats}
+        last = epoch == cfg.train_epochs - 1
+        if epoch % cfg.val_interval == 0 or last:
+            eval_model = ema.model if ema is not None else model
+            last_val = evaluate(eval_model, val_loader, device, amp=cfg.amp,
+                                progress=cfg.progress and info.is_main)
+            record.update({"val_top1": last_val["top1"], "val_top5": last_val["top5"],
+                           "val_loss": last_val["loss"]})
+            best_top1 = max(best_top1, last_val["top1"])
+        if info.is_main:
+            log.append(record)
+            extra = dict(optimizer=optimizer.state_dict(), epoch=epoch + 1, best_top1=best_top1,
+                         last_val=last_val, ema=ema.state_dict() if ema is not None else None,
+                         plan=dataclasses.asdict(plan), resume_state=_resume_state(cfg))
+            if (epoch + 1) % cfg.checkpoint_interval == 0 or last:
+                save_checkpoint(ckpt_path, model, **extra)
+            if last_val is not None and "val_top1" in record and record["val_top1"] >= best_top1:
+                save_checkpoint(os.path.join(cfg.output_dir, BEST),
+                                ema.model if ema is not None else model, epoch=epoch + 1, top1=best_top1)
+            msg = (f"epoch {epoch + 1}/{cfg.train_epochs} lr {lr:.5f} loss {record['train_loss']:.4f} "
+                   f"{record['images_per_s']:.0f} img/s")
+            if "val_top1" in record:
+                msg += f" | val top1 {record['val_top1']:.2f} top5 {record['val_top5']:.2f}"
+            print(msg, flush=True)
+
+    if last_val is None:  # resumed a finished run without a stored evaluation
+        last_val = evaluate(ema.model if ema is not None else model, val_loader, device, amp=cfg.amp,
+                            progress=False)
+        best_top1 = max(best_top1, last_val["top1"])
+    used = plan.used_batch_ids()
+    per_batch_logits = store.batch_size * store.num_classes * 2  # fp16 logits of one full batch
+    result = {
+        "top1": last_val["top1"], "top5": last_val["top5"], "val_loss": last_val["loss"],
+        "best_top1": best_top1, "dataset": cfg.dataset, "model": cfg.model, "epochs": cfg.train_epochs,
+        "prune_ratio": cfg.prune_ratio, "compression": PRUNE_RATIOS.get(cfg.prune_ratio, ""),
+        "prune_metric": cfg.prune_metric, "granularity": cfg.granularity,
+        "label_batches_used": len(used), "pool_batches": plan.pool_batches,
+        "label_bytes_used": len(used) * per_batch_logits,
+        "label_bytes_store": store.nbytes(), "world_size": info.world_size,
+        "images_per_s": epoch_stats.get("images_per_s"), "output_dir": cfg.output_dir,
+    }
+    if info.is_main:
+        atomic_json_dump(result, os.path.join(cfg.output_dir, FINAL))
+    return result

@@ -1,0 +1,315 @@
+"""Student training (validate stage): loss, schedule, config, store checks, DDP slicing, resume."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(__file__))
+from test_validate_helpers import make_label_store, one_thread  # noqa: E402,F401
+
+from lpld.augment import replay_batch  # noqa: E402
+from lpld.config import ConfigError, load_yaml, parse_config, resolve  # noqa: E402
+from lpld.data import load_rgb, normalization  # noqa: E402
+from lpld.labels import StoreMismatchError, open_label_store  # noqa: E402
+from lpld.validate import VALIDATE_SCHEMA, run_validate  # noqa: E402
+from lpld.validate import train as train_mod  # noqa: E402
+from lpld.validate.loader import rank_rows, rank_subrecord  # noqa: E402
+from lpld.validate.loss import ModelEMA, kd_loss, lr_factor, param_groups  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(REPO, "relabel_and_validate", "configs")
+
+
+# --- loss -----------------------------------------------------------------------------------------
+def test_kd_loss_matches_the_authors_formulas():
+    torch.manual_seed(0)
+    s, t, T = torch.randn(6, 10), torch.randn(6, 10), 20.0
+    plain = nn.KLDivLoss(reduction="batchmean")(F.log_softmax(s / T, 1), F.softmax(t / T, 1))
+    tiny = nn.KLDivLoss(reduction="batchmean", log_target=True)(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1)) * T ** 2
+    torch.testing.assert_close(kd_loss(s, t, T, "kl"), plain)
+    torch.testing.assert_close(kd_loss(s, t, T, "kl_t2"), tiny)
+    torch.testing.assert_close(kd_loss(s, t, T, "kl_t2"), plain * T ** 2, rtol=1e-4, atol=1e-6)
+    # label smoothing on the stored logits (authors' in21k), before the softmax
+    smoothed = (1 - 0.2) * t + 0.2 / 10
+    torch.testing.assert_close(kd_loss(s, t, T, "kl", 0.2), kd_loss(s, smoothed, T, "kl"))
+    assert float(kd_loss(t, t, T, "kl")) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_accumulated_chunks_reproduce_the_full_batch_loss_and_gradient():
+    torch.manual_seed(0)
+    model = nn.Linear(8, 5)
+    x, t = torch.randn(12, 8), torch.randn(12, 5)
+    kd_loss(model(x), t, 4.0, "kl").backward()
+    full = model.weight.grad.clone()
+    model.zero_grad()
+    for sl in (slice(0, 4), slice(4, 8), slice(8, 12)):  # the trainer's weighting of each chunk
+        (kd_loss(model(x[sl]), t[sl], 4.0, "kl") * (4 / 12)).backward()
+    torch.testing.assert_close(model.weight.grad, full)
+
+
+# --- optimiser and schedule -------------------------------------------------------------------------
+class Cfg:
+    def __init__(self, **kw):
+        self.__dict__.update(dict(cos=True, sgd=False, epochs=10, train_epochs=10, smoothing_lr=False,
+                                  smoothing_lr_strength=2.0) | kw)
+
+
+def torch_lrs(scheduler_fn, epochs):
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = scheduler_fn(opt)
+    out = []
+    for _ in range(epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_lr_schedules_match_the_authors_torch_schedulers():
+    # Tiny-ImageNet, --cos --sgd: SequentialLR(LinearLR(0.01, 5), CosineAnnealingLR(epochs - 5))
+    ref = torch_lrs(lambda o: torch.optim.lr_scheduler.SequentialLR(
+        o, [torch.optim.lr_scheduler.LinearLR(o, start_factor=0.01, total_iters=5),
+            torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10 - 5, eta_min=0.0)], milestones=[5]), 10)
+    ours = [lr_factor(e, Cfg(sgd=True), "tiny") for e in range(10)]
+    assert ours == pytest.approx(ref, abs=1e-9)
+    # --cos otherwise: LambdaLR(0.5 * (1 + cos(pi * step / train_epochs)))
+    ref = torch_lrs(lambda o: torch.optim.lr_scheduler.LambdaLR(
+        o, lambda s: 0.5 * (1 + math.cos(math.pi * s / 10)) if s <= 10 else 0), 10)
+    assert [lr_factor(e, Cfg(), "imagenet") for e in range(10)] == pytest.approx(ref)
+    assert [lr_factor(e, Cfg(sgd=True), "imagenet") for e in range(10)] == pytest.approx(ref)
+    # no --cos: SRe2L's linear decay
+    assert [lr_factor(e, Cfg(cos=False), "imagenet") for e in range(3)] == pytest.approx([1.0, 0.9, 0.8])
+
+
+def test_weight_decay_only_on_multidimensional_weights():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
+    decay, no_decay = param_groups(model, 0.01)
+    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[3].weight)}
+    assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 4
+
+
+def test_ema_follows_the_ema_pytorch_schedule():
+    model = nn.Linear(1, 1, bias=False)
+    ema = ModelEMA(model, beta=0.99)
+    for step in range(111):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        ema.update()
+    # calls 0, 10, ..., 100 copy the weights; call 110 averages with decay min(0.99, 1 - 10^(-2/3))
+    decay = min(0.99, 1 - (1 + 10) ** (-2 / 3))
+    expected = 100 * decay + 110 * (1 - decay)
+    assert float(ema.model.weight) == pytest.approx(expected)
+
+
+# --- configuration --------------------------------------------------------------------------------
+def read(name, **cli):
+    argv = ["--config", os.path.join(CONFIGS, name)] + [f"--{k.replace('_', '-')}={v}" for k, v in cli.items()]
+    return parse_config(VALIDATE_SCHEMA, argv, sections=("common", "validate"))
+
+
+def test_shipped_configs_hold_the_authors_values():
+    tiny = read("tiny.yaml")
+    assert (tiny.dataset, tiny.batch_size, tiny.epochs, tiny.sgd, tiny.cos) == ("tiny", 64, 100, True, True)
+    assert (tiny.learning_rate, tiny.momentum, tiny.weight_decay, tiny.temperature) == (0.2, 0.9, 1e-4, 20.0)
+    in1k = read("imagenet1k.yaml")
+    assert (in1k.dataset, in1k.batch_size, in1k.epochs, in1k.sgd, in1k.cos) == ("imagenet1k", 128, 300, False, True)
+    assert (in1k.adamw_lr, in1k.adamw_weight_decay, in1k.temperature, in1k.mix_type) == (1e-3, 0.01, 20.0, "cutmix")
+    in21k = read("in21k.yaml")
+    assert (in21k.batch_size, in21k.num_classes, in21k.adamw_lr, in21k.label_smoothing) == (32, 10450, 0.002, 0.2)
+    assert in21k.val_interval == 50
+    for cfg in (tiny, in1k, in21k):
+        assert (cfg.prune_ratio, cfg.prune_metric, cfg.granularity) == (0.975, "random", "batch_to_epoch")
+    assert read("tiny.yaml", prune_ratio=0.9).prune_ratio == 0.9  # command line wins
+
+
+def test_the_authors_yaml_reads_unchanged(tmp_path):
+    text = """common:
+  basic: {dataset: tiny, batch_size: 64, workers: 8, epochs: 100}
+relabel:
+  basic: {model: resnet18, fkd_seed: 42, input_size: 64, min_scale_crops: 0.08, max_scale_crops: 1, mode: fkd_save}
+  store_true: [use_fp16]
+validate:
+  basic: {gradient_accumulation_steps: 1, temperature: 20, learning_rate: 0.2, momentum: 0.9, weight_decay: 0.0001}
+  store_true: [cos, sgd]
+  path: {val_dir: ../recover/tiny_forward/data/tiny-imagenet-200/val}
+  aim: {tag_name: LPLD_tiny}
+"""
+    path = tmp_path / "LPLD_tiny_[4k].yaml"
+    path.write_text(text)
+    cfg = resolve(VALIDATE_SCHEMA, [(str(path), load_yaml(str(path), ("common", "validate")))])
+    assert cfg.temperature == 20.0 and cfg.sgd and cfg.val_dir.endswith("tiny-imagenet-200/val")
+    in21k = tmp_path / "LPLD_in21k_[2k].yaml"
+    in21k.write_text("""common:
+  basic: {dataset: imagenet21k, batch_size: 32, epochs: 300, workers: 8, num_classes: 10450}
+  path: {teacher_ckpt: ../recover/model_with_class_bn/resnet18_21k_0.pth}
+validate:
+  basic: {gradient_accumulation_steps: 1, mix_type: None, temperature: 20, adamw_lr: 0.002,
+          adamw_decay: 0.01, label_smoothing: 0.2}
+  store_true: [cos]
+""")
+    cfg = resolve(VALIDATE_SCHEMA, [(str(in21k), load_yaml(str(in21k), ("common", "validate")))])
+    assert (cfg.adamw_lr, cfg.adamw_weight_decay, cfg.label_smoothing, cfg.mix_type) == (0.002, 0.01, 0.2, "None")
+
+
+def test_bad_configs_name_the_key_and_the_file(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("validate:\n  basic:\n    temprature: 20\n")
+    with pytest.raises(SystemExit):
+        parse_config(VALIDATE_SCHEMA, ["--config", str(bad)], sections=("common", "validate"))
+    err = capsys.readouterr().err
+    assert "temprature" in err and str(bad) in err
+    bad.write_text("common:\n  basic:\n    batch_size: sixty-four\n")
+    with pytest.raises(SystemExit):
+        parse_config(VALIDATE_SCHEMA, ["--config", str(bad)], sections=("common", "validate"))
+    err = capsys.readouterr().err
+    assert "batch_size" in err and "int" in err and str(bad) in err
+    with pytest.raises(ConfigError, match="prune_metric"):
+        run_validate(dict(train_dir="a", label_dir="b", val_dir="c", prune_metric="forgetting"))
+    with pytest.raises(ConfigError, match="label_dir"):
+        run_validate(dict(train_dir="a", val_dir="c"))
+
+
+# --- data: stores, slicing --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def store(demo_root, tmp_path_factory):
+    return make_label_store(os.path.join(demo_root, "train"), str(tmp_path_factory.mktemp("v") / "labels"),
+                            None, num_classes=4, batch_size=8, epochs=3, mix_type="cutmix")
+
+
+def base_cfg(demo_root, store, out, **kw):
+    return dict(dataset="demo", train_dir=os.path.join(demo_root, "train"), label_dir=store.path,
+                val_dir=os.path.join(demo_root, "val"), batch_size=8, epochs=3, workers=0, output_dir=str(out),
+                temperature=4.0, val_interval=1, progress=False, seed=0) | kw
+
+
+@pytest.mark.parametrize("mix", ["cutmix", "mixup"])
+def test_rank_slices_equal_the_rows_of_the_full_replay(demo_root, tmp_path, mix):
+    st = make_label_store(os.path.join(demo_root, "train"), str(tmp_path / mix), None, num_classes=4,
+                          batch_size=8, epochs=1, mix_type=mix)
+    from lpld.data import ImageFolder
+    images = ImageFolder(os.path.join(demo_root, "train"))
+    load = lambda i: load_rgb(images.samples[i][0])  # noqa: E731
+    mean, std = normalization("demo")
+    record = st.read(2)
+    full = replay_batch(load, record, 16, mean, std)
+    seen = []
+    for rank in range(3):
+        rows = rank_rows(record.batch_size, rank, 3)
+        sub, keep = rank_subrecord(record, rows)
+        assert sub.batch_size < record.batch_size or mix == "mixup"
+        torch.testing.assert_close(replay_batch(load, sub, 16, mean, std)[keep], full[rows], rtol=0, atol=0)
+        seen += rows.tolist()
+    assert sorted(seen) == list(range(8))
+
+
+def test_mismatched_label_stores_fail_clearly(demo_root, store, tmp_path):
+    with pytest.raises(StoreMismatchError, match="batch size 8.*batch size 16"):
+        run_validate(base_cfg(demo_root, store, tmp_path, batch_size=16))
+    with pytest.raises(StoreMismatchError, match="mix_type 'cutmix'.*'mixup'"):
+        run_validate(base_cfg(demo_root, store, tmp_path, mix_type="mixup"))
+    with pytest.raises(StoreMismatchError, match="5 classes|over 4 classes"):
+        run_validate(base_cfg(demo_root, store, tmp_path, num_classes=5))
+    # a store pruned at 0.5 cannot serve an unpruned run
+    pruned = make_label_store(os.path.join(demo_root, "train"), str(tmp_path / "p50"), None, num_classes=4,
+                              batch_size=8, epochs=3, prune_ratio=0.5)
+    with pytest.raises(StoreMismatchError, match="needs stored batches 0..17.*holds 9"):
+        run_validate(base_cfg(demo_root, pruned, tmp_path, prune_ratio=0.0))
+    # labels made for another image folder
+    other = tmp_path / "other"
+    for c in ("class00", "class01"):
+        (other / c).mkdir(parents=True)
+        for k in range(3):
+            src = os.path.join(demo_root, "train", c, sorted(os.listdir(os.path.join(demo_root, "train", c)))[k])
+            (other / c / f"{k}.png").write_bytes(open(src, "rb").read())
+    with pytest.raises(StoreMismatchError, match="48 images.*has 6"):
+        run_validate(base_cfg(demo_root, store, tmp_path, train_dir=str(other)))
+
+
+# --- training -------------------------------------------------------------------------------------
+def test_resume_continues_exactly(demo_root, store, tmp_path, monkeypatch):
+    kw = dict(epochs=3, train_epochs=2, prune_ratio=0.5, adamw_lr=0.002, cos=True)
+    straight = run_validate(base_cfg(demo_root, store, tmp_path / "a", **kw))
+    real = train_mod.train_one_epoch
+    calls = []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_validate(base_cfg(demo_root, store, tmp_path / "b", **kw))
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    with pytest.raises(ConfigError, match="other settings.*temperature"):
+        run_validate(base_cfg(demo_root, store, tmp_path / "b", resume=True, temperature=3.0, **kw))
+    resumed = run_validate(base_cfg(demo_root, store, tmp_path / "b", resume=True, **kw))
+    assert resumed["top1"] == straight["top1"] and resumed["val_loss"] == pytest.approx(straight["val_loss"])
+    a = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+    rows = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert json.load(open(tmp_path / "b" / "final.json"))["label_batches_used"] <= 9
+
+
+def test_authors_format_store_trains_like_ours(demo_root, tmp_path):
+    """The relabel stage's two output formats (ours; the authors' epoch_*/batch_*.tar folder) feed
+    the student the very same batches."""
+    from lpld.models import build_model
+    from lpld.relabel.generate import run_relabel
+    from lpld.data import ImageFolder
+    from lpld.validate.loader import PlannedBatchSampler, SoftLabelBatches, build_train_loader
+    from lpld.validate.pruning import PruningPlan
+    torch.manual_seed(0)
+    teacher = build_model("resnet18", 4).eval()
+    paths = {}
+    for fmt in ("ours", "authors"):
+        paths[fmt] = run_relabel(dict(dataset="demo", train_dir=os.path.join(demo_root, "train"),
+                                      output_dir=str(tmp_path / fmt), format=fmt, num_classes=4, batch_size=8,
+                                      epochs=2, prune_ratio=0.5, input_size=16, mix_type="cutmix", workers=0,
+                                      device="cpu", progress=False), teacher=teacher)
+    mean, std = normalization("demo")
+    batches = {}
+    for fmt, path in paths.items():
+        st = open_label_store(path)
+        plan = PruningPlan(st.batches_per_epoch, 2, prune_ratio=0.5, seed=0)
+        sampler = PlannedBatchSampler(plan)
+        sampler.set_epoch(1)
+        ds = SoftLabelBatches(ImageFolder(os.path.join(demo_root, "train")), path, 16, mean, std)
+        batches[fmt] = list(build_train_loader(ds, sampler, workers=0, pin_memory=False))
+    assert len(batches["ours"]) == len(batches["authors"]) == 6
+    for a, b in zip(batches["ours"], batches["authors"]):
+        assert int(a.batch_id) == int(b.batch_id)
+        torch.testing.assert_close(a.images, b.images, rtol=0, atol=0)
+        torch.testing.assert_close(a.soft_logits, b.soft_logits, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("variant", [
+    dict(granularity="epoch", prune_metric="order", prune_ratio=0.0, ema=True, gradient_accumulation_steps=2,
+         sgd=True, cos=True, learning_rate=0.05, momentum=0.9, weight_decay=1e-4, dataset="tiny"),
+    dict(granularity="batch", replacement=False, prune_ratio=0.5, label_smoothing=0.2, loss="kl",
+         fetcher="getitems", model="mobilenet_v3_small"),
+])
+def test_other_training_modes_run(demo_root, store, tmp_path, variant):
+    kw = dict(epochs=3, train_epochs=2, val_interval=5, checkpoint_interval=5, log_batches=True,
+              max_steps_per_epoch=3) | variant
+    if kw.get("dataset") == "tiny":  # the Tiny-ImageNet code paths (stem, warm-up, log-target loss) on demo images
+        kw |= dict(num_classes=4)
+    result = run_validate(base_cfg(demo_root, store, tmp_path, **kw))
+    assert math.isfinite(result["val_loss"]) and result["epochs"] == 2
+    rows = [json.loads(line) for line in open(tmp_path / "batches_rank0.jsonl")]
+    assert len(rows) == 2 * 3
+    if variant["granularity"] == "epoch":  # order, unpruned: stored epochs 0 and 1 in order
+        assert [r["batch_id"] for r in rows] == [0, 1, 2, 6, 7, 8]
+    metrics = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert [m["epoch"] for m in metrics] == [1, 2] and "val_top1" in metrics[0] and "val_top1" in metrics[1]
