@@ -7,4 +7,4 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
-exec "$PYTHON" -m lpld.pipeline "$@"
+exec "$PYTHON" -m lpld.cli demo "$@"

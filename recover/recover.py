@@ -6,8 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lpld.config import parse_config  # noqa: E402
-from lpld.recover import RECOVER_SCHEMA, run_recovery  # noqa: E402
+from lpld.cli import run_command  # noqa: E402
 
 if __name__ == "__main__":
-    print(run_recovery(parse_config(RECOVER_SCHEMA, sections=("common", "recover"), description=__doc__)))
+    run_command("recover")

@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lpld.relabel.cli import main_check  # noqa: E402
+from lpld.cli import run_command  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main_check())
+    sys.exit(run_command("check-labels"))

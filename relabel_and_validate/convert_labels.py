@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lpld.relabel.cli import main_convert  # noqa: E402
+from lpld.cli import run_command  # noqa: E402
 
 if __name__ == "__main__":
-    main_convert()
+    run_command("convert-labels")

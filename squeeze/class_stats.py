@@ -6,8 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lpld.config import parse_config  # noqa: E402
-from lpld.squeeze import CLASS_STATS_SCHEMA, run_class_stats  # noqa: E402
+from lpld.cli import run_command  # noqa: E402
 
 if __name__ == "__main__":
-    run_class_stats(parse_config(CLASS_STATS_SCHEMA, sections=("common", "squeeze"), description=__doc__))
+    run_command("class-stats")

@@ -5,8 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lpld.config import parse_config  # noqa: E402
-from lpld.squeeze import TRAIN_SCHEMA, run_teacher_training  # noqa: E402
+from lpld.cli import run_command  # noqa: E402
 
 if __name__ == "__main__":
-    run_teacher_training(parse_config(TRAIN_SCHEMA, sections=("common", "squeeze"), description=__doc__))
+    run_command("squeeze-train")
