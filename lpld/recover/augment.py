@@ -19,12 +19,13 @@ in the same state it returns the same box (tested against torchvision).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Sequence
 
 import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
+
+from ..augment import sample_crop as sample_rrc
 
 RATIO = (3.0 / 4.0, 4.0 / 3.0)  # torchvision RandomResizedCrop default, used by the authors
 
@@ -41,34 +42,15 @@ class AugmentParams:
     shift_x: int
 
 
-def _uniform(gen: torch.Generator, low: float, high: float) -> float:
-    return float(torch.empty(1).uniform_(low, high, generator=gen).item())
-
-
 def _randint(gen: torch.Generator, low: int, high_exclusive: int) -> int:
     return int(torch.randint(low, high_exclusive, size=(1,), generator=gen).item())
 
 
 def sample_crop(gen: torch.Generator, height: int, width: int, scale: Sequence[float],
                 ratio: Sequence[float] = RATIO) -> tuple[int, int, int, int]:
-    """torchvision's ``RandomResizedCrop.get_params`` (10 tries, then a centre crop), drawing from ``gen``."""
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * _uniform(gen, scale[0], scale[1])
-        aspect = math.exp(_uniform(gen, log_ratio[0], log_ratio[1]))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            return _randint(gen, 0, height - h + 1), _randint(gen, 0, width - w + 1), h, w
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+    """torchvision's ``RandomResizedCrop.get_params`` (10 tries, then a centre crop), drawing from ``gen``;
+    the sampler relabel records its crops with (one implementation for both stages)."""
+    return sample_rrc(height, width, scale, ratio, generator=gen)
 
 
 def sample_params(gen: torch.Generator, size: int, scale: Sequence[float], jitter: Sequence[int]) -> AugmentParams:
