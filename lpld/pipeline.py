@@ -22,6 +22,9 @@ from .utils.io import atomic_json_dump, atomic_write_text
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 RECOVER_MODES = {"lpld": "class", "sre2l": "sre2l"}
+# Full labels (1x) are replayed epoch by epoch in stored order, as the authors' less_label_*.sh
+# scripts do for ratio 0 (prune_metric order, granularity epoch); pruned runs use the config's.
+UNPRUNED_REPLAY = {"prune_metric": "order", "granularity": "epoch"}
 
 PIPELINE_SCHEMA = {
     "output_dir": Option("outputs/demo", str, "everything the job writes goes under this folder"),
@@ -130,6 +133,7 @@ def run_pipeline(cfg: argparse.Namespace) -> list[dict[str, Any]]:
             val_cfg = _stage_cfg(VALIDATE_SCHEMA, ("common", "validate"), cfg.label_configs,
                                  {**common, "dataset": cfg.dataset, "train_dir": image_dirs[method],
                                   "label_dir": store, "val_dir": val_dir, "prune_ratio": ratio,
+                                  **(UNPRUNED_REPLAY if ratio == 0 else {}),
                                   "output_dir": student_dir,
                                   "resume": os.path.isfile(os.path.join(student_dir, "checkpoint.pth"))})
             _step(f"validate: {tag}", os.path.isfile(final), lambda c=val_cfg: run_validate(c))
