@@ -78,7 +78,9 @@ RECOVER_SCHEMA = {
     "device": Option("auto", str, "auto | cpu | cuda | cuda:N"),
     "seed": Option(0, int, "random seed; each class's noise and draws depend only on (seed, class)"),
     # ---- output ----
-    "output_dir": Option("syn_data_LPLD", str, "root of the synthetic data", IN1K + " --syn-data-path syn_data_LPLD"),
+    "output_dir": Option("recover/syn_data_LPLD", str, "root of the synthetic data (relative to the repo root; "
+                                                          "download.sh puts the released images there too)",
+                         IN1K + " --syn-data-path syn_data_LPLD (run from recover/)"),
     "exp_name": Option("LPLD_in1k_rn18_4k_ipc50", str, "sub-folder of output_dir holding new000/...",
                        IN1K + " --exp-name LPLD_in1k_rn18_4k_ipc${ipc}"),
     "jpeg_quality": Option(75, int, "JPEG quality", SYN + " PIL Image.save default quality"),

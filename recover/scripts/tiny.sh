@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source recover/scripts/_parallel.sh
 TEACHER=${TEACHER:-recover/model_with_class_bn/resnet18_tiny_0.pth}
-OUT=${OUT:-syn_data_LPLD}
+OUT=${OUT:-recover/syn_data_LPLD}  # where download.sh puts the released images
 IPC=${IPC:-50}
 GPUS=${GPUS:-0}
 CLASS_START=${CLASS_START:-0}
