@@ -105,6 +105,13 @@ def run_pipeline(cfg: argparse.Namespace) -> list[dict[str, Any]]:
                                 "weights": os.path.join(sq_dir, "teacher.pth"), "output": teacher})
         _step("squeeze: class-wise BN statistics", os.path.isfile(teacher), lambda: run_class_stats(stats_cfg))
 
+    # The teacher decides the class count for every later stage (a dataset subset has fewer classes
+    # than the dataset presets say).
+    from .models import read_state_dict
+    from .recover.run import infer_num_classes
+    num_classes = infer_num_classes(read_state_dict(teacher), teacher)
+    common["num_classes"] = num_classes
+
     # 2. recover: one image set per method (recovery itself skips finished classes)
     image_dirs = {}
     for method in cfg.methods:
@@ -112,7 +119,8 @@ def run_pipeline(cfg: argparse.Namespace) -> list[dict[str, Any]]:
             raise ValueError(f"unknown method {method!r}; expected one of {sorted(RECOVER_MODES)}")
         files = cfg.recover_configs + (cfg.sre2l_configs if method == "sre2l" else [])
         rec_cfg = _stage_cfg(RECOVER_SCHEMA, ("common", "recover"), files,
-                             {"device": cfg.device, "progress": cfg.progress, "dataset": cfg.dataset, "teacher": teacher, "ipc": cfg.ipc,
+                             {"device": cfg.device, "progress": cfg.progress, "num_classes": num_classes,
+                              "dataset": cfg.dataset, "teacher": teacher, "ipc": cfg.ipc,
                               "mode": RECOVER_MODES[method], "output_dir": os.path.join(out, "recover"),
                               "exp_name": f"{method}_ipc{cfg.ipc}"})
         image_dirs[method] = _step(f"recover: {method} images", False, lambda c=rec_cfg: run_recovery(c))
