@@ -343,6 +343,21 @@ run_cell() {
 }
 
 # paper_value KEY TABLE...: look up "KEY=value" in a space-separated list (empty if absent).
+# run_lpld_grid "IPCS" "STUDENTS" "RATIOS" "PAPER_40X": one LPLD cell per ipc x student x ratio;
+# the ResNet-18 40x cells carry the paper's top-1 for that ipc ("ipc=top1 ..." pairs).
+run_lpld_grid() {
+    local ipc student ratio paper
+    for ipc in $1; do
+        for student in $2; do
+            for ratio in $3; do
+                paper=""
+                [ "$student" = resnet18 ] && [ "$ratio" = 0.975 ] && paper=$(paper_value "$ipc" $4)
+                run_cell lpld "$ipc" "$student" "$ratio" "" "" "$paper"
+            done
+        done
+    done
+}
+
 paper_value() {
     local key=$1; shift
     local kv

@@ -19,13 +19,5 @@ IPCS=$(pick "${IPCS:-}" "10 20" "$SMOKE_IPC")
 RATIOS=$(pick "${RATIOS:-}" "0.975" "0.9")
 STUDENTS=$(pick "${STUDENTS:-}" "resnet18" "resnet18")
 PAPER_40X="10=21.3 20=29.4"
-for ipc in $IPCS; do
-    for student in $STUDENTS; do
-        for ratio in $RATIOS; do
-            paper=""
-            [ "$student" = resnet18 ] && [ "$ratio" = 0.975 ] && paper=$(paper_value "$ipc" $PAPER_40X)
-            run_cell lpld "$ipc" "$student" "$ratio" "" "" "$paper"
-        done
-    done
-done
+run_lpld_grid "$IPCS" "$STUDENTS" "$RATIOS" "$PAPER_40X"
 say "done: $RESULTS"

@@ -26,13 +26,5 @@ IPCS=$(pick "${IPCS:-}" "50 100" "$SMOKE_IPC")
 RATIOS=$(pick "${RATIOS:-}" "0 0.9 0.95 0.97 0.975" "0 0.9")
 STUDENTS=$(pick "${STUDENTS:-}" "resnet18" "resnet18")
 PAPER_40X="50=38.4 100=46.1"
-for ipc in $IPCS; do
-    for student in $STUDENTS; do
-        for ratio in $RATIOS; do
-            paper=""
-            [ "$student" = resnet18 ] && [ "$ratio" = 0.975 ] && paper=$(paper_value "$ipc" $PAPER_40X)
-            run_cell lpld "$ipc" "$student" "$ratio" "" "" "$paper"
-        done
-    done
-done
+run_lpld_grid "$IPCS" "$STUDENTS" "$RATIOS" "$PAPER_40X"
 say "done: $RESULTS"
