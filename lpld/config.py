@@ -155,7 +155,7 @@ def parse_config(schema: Schema, argv: Sequence[str] | None = None, *, sections:
                  description: str = "") -> argparse.Namespace:
     """Parse ``--config FILE [FILE ...]`` plus per-option flags into a validated namespace."""
     parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", nargs="*", default=[], help="YAML config file(s); later ones win")
     add_schema_arguments(parser, schema)
     args = parser.parse_args(argv)
