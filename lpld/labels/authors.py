@@ -28,7 +28,7 @@ import torch
 
 from ..augment import BatchRecord
 from ..utils.io import atomic_json_dump, atomic_path, atomic_write_text
-from .common import FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, StoreMismatchError
+from .common import FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, OrderedBatchWriter, StoreMismatchError
 
 SAMPLER_JSON = "sampler_indices_epoch.json"
 META = "lpld_manifest.json"
@@ -181,7 +181,7 @@ class AuthorsLabelStore:
         return total
 
 
-class AuthorsStoreWriter:
+class AuthorsStoreWriter(OrderedBatchWriter):
     """Write batches in the authors' layout, one atomic ``torch.save`` per batch.
 
     Resumable: the batch files present (each complete, thanks to the atomic rename) are the
@@ -224,17 +224,8 @@ class AuthorsStoreWriter:
             n += 1
         return n
 
-    @property
-    def planned(self) -> int:
-        return int(self.manifest["planned_batches"])
-
-    @property
-    def done(self) -> bool:
-        return self.next_id >= self.planned
-
     def write(self, record: BatchRecord) -> None:
-        if record.batch_id != self.next_id:
-            raise ValueError(f"batches must be written in order: expected {self.next_id}, got {record.batch_id}")
+        self.check_next(record.batch_id)
         epoch, index = divmod(record.batch_id, self.per_epoch)
         os.makedirs(os.path.join(self.path, f"epoch_{epoch}"), exist_ok=True)
         second = record.flips if record.cutout is None else record.cutout

@@ -79,3 +79,26 @@ def check_compatible(store: Any, *, num_images: int | None = None, num_classes: 
             raise StoreMismatchError(
                 f"soft-label store {path} refers to image index {top}, but the image folder has "
                 f"only {num_images} images{ctx}. These labels belong to another image set.")
+
+
+class OrderedBatchWriter:
+    """What both store writers share: batches are written in id order up to ``planned_batches``."""
+
+    manifest: dict
+    next_id: int
+    path: str
+
+    @property
+    def planned(self) -> int:
+        return int(self.manifest["planned_batches"])
+
+    @property
+    def done(self) -> bool:
+        return self.next_id >= self.planned
+
+    def check_next(self, batch_id: int) -> None:
+        if batch_id != self.next_id:
+            raise ValueError(f"batches must be written in order: expected {self.next_id}, got {batch_id}")
+        if self.done:
+            raise ValueError(f"{self.path} is complete ({self.planned} batches)")
+

@@ -31,7 +31,7 @@ import torch
 
 from ..augment import BatchRecord
 from ..utils.io import atomic_dir, atomic_json_dump
-from .common import FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, StoreMismatchError
+from .common import FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, OrderedBatchWriter, StoreMismatchError
 
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
@@ -177,7 +177,7 @@ class LabelStore:
                    if os.path.isfile(os.path.join(self.path, f)))
 
 
-class LabelStoreWriter:
+class LabelStoreWriter(OrderedBatchWriter):
     """Append batches in generation order to a (new or partly written) store.
 
     ``resume=True`` continues a store with the same plan after its committed count; a store with
@@ -222,19 +222,8 @@ class LabelStoreWriter:
             atomic_json_dump(self.manifest, os.path.join(tmp, MANIFEST))
             atomic_json_dump({"committed": 0}, os.path.join(tmp, PROGRESS))
 
-    @property
-    def planned(self) -> int:
-        return int(self.manifest["planned_batches"])
-
-    @property
-    def done(self) -> bool:
-        return self.next_id >= self.planned
-
     def write(self, record: BatchRecord) -> None:
-        if record.batch_id != self.next_id:
-            raise ValueError(f"batches must be written in order: expected {self.next_id}, got {record.batch_id}")
-        if self.done:
-            raise ValueError(f"{self.path} is complete ({self.planned} batches)")
+        self.check_next(record.batch_id)
         k, n = record.batch_id, record.batch_size
         if record.logits is None or tuple(record.logits.shape) != (n, self.manifest["num_classes"]):
             raise ValueError(f"batch {k}: logits must be [{n}, {self.manifest['num_classes']}]")
