@@ -342,22 +342,25 @@ run_cell() {
     record_result "$LPLD_TABLE" "$method" "$ipc" "$student" "$mode" "$ratio" "$metric" "$gran" "$paper" "$out"
 }
 
-# paper_value KEY TABLE...: look up "KEY=value" in a space-separated list (empty if absent).
-# run_lpld_grid "IPCS" "STUDENTS" "RATIOS" "PAPER_40X": one LPLD cell per ipc x student x ratio;
-# the ResNet-18 40x cells carry the paper's top-1 for that ipc ("ipc=top1 ..." pairs).
-run_lpld_grid() {
-    local ipc student ratio paper
-    for ipc in $1; do
-        for student in $2; do
-            for ratio in $3; do
-                paper=""
-                [ "$student" = resnet18 ] && [ "$ratio" = 0.975 ] && paper=$(paper_value "$ipc" $4)
-                run_cell lpld "$ipc" "$student" "$ratio" "" "" "$paper"
+# run_grid "METHODS" "IPCS" "STUDENTS" "RATIOS" ["PAPER_40X"]: one cell per ipc x method x student x
+# ratio; with PAPER_40X ("ipc=top1 ..." pairs) the ResNet-18 40x cells carry the paper's top-1.
+run_grid() {
+    local ipc method student ratio paper
+    for ipc in $2; do
+        for method in $1; do
+            for student in $3; do
+                for ratio in $4; do
+                    paper=""
+                    [ -n "${5:-}" ] && [ "$student" = resnet18 ] && [ "$ratio" = 0.975 ] \
+                        && paper=$(paper_value "$ipc" $5)
+                    run_cell "$method" "$ipc" "$student" "$ratio" "" "" "$paper"
+                done
             done
         done
     done
 }
 
+# paper_value KEY TABLE...: look up "KEY=value" in a space-separated list (empty if absent).
 paper_value() {
     local key=$1; shift
     local kv

@@ -19,5 +19,5 @@ IPCS=$(pick "${IPCS:-}" "10 20" "$SMOKE_IPC")
 RATIOS=$(pick "${RATIOS:-}" "0.975" "0.9")
 STUDENTS=$(pick "${STUDENTS:-}" "resnet18" "resnet18")
 PAPER_40X="10=21.3 20=29.4"
-run_lpld_grid "$IPCS" "$STUDENTS" "$RATIOS" "$PAPER_40X"
+run_grid lpld "$IPCS" "$STUDENTS" "$RATIOS" "$PAPER_40X"
 say "done: $RESULTS"

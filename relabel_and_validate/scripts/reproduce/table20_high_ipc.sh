@@ -20,11 +20,5 @@ lpld_setup table20 in1k
 IPCS=$(pick "${IPCS:-}" "300 400" "$SMOKE_IPC")
 RATIOS=$(pick "${RATIOS:-}" "0 0.9 0.95 0.97 0.975" "0.9")
 STUDENTS=$(pick "${STUDENTS:-}" "resnet18" "resnet18")
-for ipc in $IPCS; do
-    for student in $STUDENTS; do
-        for ratio in $RATIOS; do
-            run_cell lpld "$ipc" "$student" "$ratio"
-        done
-    done
-done
+run_grid lpld "$IPCS" "$STUDENTS" "$RATIOS"
 say "done: $RESULTS"

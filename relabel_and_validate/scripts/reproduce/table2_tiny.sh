@@ -26,5 +26,5 @@ IPCS=$(pick "${IPCS:-}" "50 100" "$SMOKE_IPC")
 RATIOS=$(pick "${RATIOS:-}" "0 0.9 0.95 0.97 0.975" "0 0.9")
 STUDENTS=$(pick "${STUDENTS:-}" "resnet18" "resnet18")
 PAPER_40X="50=38.4 100=46.1"
-run_lpld_grid "$IPCS" "$STUDENTS" "$RATIOS" "$PAPER_40X"
+run_grid lpld "$IPCS" "$STUDENTS" "$RATIOS" "$PAPER_40X"
 say "done: $RESULTS"

@@ -27,13 +27,5 @@ METHODS=$(pick "${METHODS:-}" "sre2l cb_global lpld" "sre2l cb_global lpld")
 IPCS=$(pick "${IPCS:-}" "10" "$SMOKE_IPC")
 RATIOS=$(pick "${RATIOS:-}" "0 0.9 0.95 0.97 0.975" "0.9")
 STUDENTS=$(pick "${STUDENTS:-}" "resnet18" "resnet18")
-for ipc in $IPCS; do
-    for method in $METHODS; do
-        for student in $STUDENTS; do
-            for ratio in $RATIOS; do
-                run_cell "$method" "$ipc" "$student" "$ratio"
-            done
-        done
-    done
-done
+run_grid "$METHODS" "$IPCS" "$STUDENTS" "$RATIOS"
 say "done: $RESULTS"

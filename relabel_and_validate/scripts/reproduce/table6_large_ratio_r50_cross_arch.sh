@@ -34,12 +34,6 @@ for part in $PARTS; do
         c) students=$CROSS_STUDENTS; ratios=$CROSS_RATIOS ;;
         *) die "PARTS: unknown part '$part' (a | b | c)" ;;
     esac
-    for ipc in $IPCS; do
-        for student in $students; do
-            for ratio in $ratios; do
-                run_cell lpld "$ipc" "$student" "$ratio"
-            done
-        done
-    done
+    run_grid lpld "$IPCS" "$students" "$ratios"
 done
 say "done: $RESULTS"
