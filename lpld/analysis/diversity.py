@@ -48,9 +48,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Option, parse_config
+from ..data import DATASET_NUM_CLASSES
 
 FEATURES_FORMAT = "lpld-features-v1"
-DEFAULT_NUM_CLASSES = {"tiny": 200, "imagenet": 1000, "in21k": 10450}
 
 
 # --------------------------------------------------------------------------------------------
@@ -455,7 +455,7 @@ def run_diversity(cfg) -> dict:
 
     def teacher_fn(dataset_classes):
         if "t" not in teacher:
-            k = num_classes or dataset_classes or DEFAULT_NUM_CLASSES.get(cfg.dataset)
+            k = num_classes or dataset_classes or DATASET_NUM_CLASSES.get(cfg.dataset)
             if not k:
                 raise ValueError("--num-classes is needed (no real dataset to read it from)")
             teacher["t"] = _Teacher(cfg, k)
@@ -486,7 +486,7 @@ def run_diversity(cfg) -> dict:
     largest = max([int(lab.max()) + 1 for _, lab in syn.values() if lab.numel()] +
                   ([int(real[1].max()) + 1] if real and real[1].numel() else []) + [1])
     k = num_classes or (len(class_names) if class_names else None) or \
-        (teacher["t"].num_classes if teacher else None) or DEFAULT_NUM_CLASSES.get(cfg.dataset) or largest
+        (teacher["t"].num_classes if teacher else None) or DATASET_NUM_CLASSES.get(cfg.dataset) or largest
     if largest > k:
         raise ValueError(f"a feature set holds class index {largest - 1}, but there are {k} classes; "
                          f"set --num-classes")

@@ -10,6 +10,15 @@ from .folder import ImageFolder, LabeledImages, TinyImageNet, load_rgb  # noqa: 
 from .transforms import normalization, train_transform, val_transform  # noqa: F401
 
 DATASETS = ("tiny", "imagenet", "imagefolder", "in21k", "demo")
+# The authors' dataset names, accepted everywhere and mapped to ours.
+DATASET_ALIASES = {"imagenet1k": "imagenet", "imagenet21k": "in21k"}
+# Classes per dataset (the authors' ``class_dict``); other datasets take the count from their data.
+DATASET_NUM_CLASSES = {"imagenet": 1000, "in21k": 10450, "tiny": 200}
+
+
+def canonical_dataset(name: str) -> str:
+    """Our name for ``name`` (``imagenet1k`` -> ``imagenet``, ``imagenet21k`` -> ``in21k``)."""
+    return DATASET_ALIASES.get(name, name)
 
 
 def build_dataset(dataset: str, root: str, split: str, transform: Callable | None = None) -> LabeledImages:

@@ -31,12 +31,12 @@ from tqdm import tqdm
 
 from ..augment import normalize_mix_type, replay_batch, sample_batch_params
 from ..config import resolve
-from ..data import ImageFolder, load_rgb
+from ..data import DATASET_NUM_CLASSES, ImageFolder, canonical_dataset, load_rgb
 from ..data.transforms import normalization
 from ..labels import image_list_fingerprint, open_label_store, plan_batches, writer_for
 from ..utils.io import ensure_writable_dir
 from ..utils.runtime import resolve_device
-from .schema import DATASET_ALIASES, DEFAULT_CLASSES, RELABEL_SCHEMA
+from .schema import RELABEL_SCHEMA
 from .teacher import build_teacher, teacher_logits, teacher_summary
 
 
@@ -46,7 +46,7 @@ def normalize_config(cfg: Any) -> argparse.Namespace:
         cfg = resolve(RELABEL_SCHEMA, [("run_relabel(cfg)", dict(cfg))])
     else:
         cfg = argparse.Namespace(**{**{k: o.default for k, o in RELABEL_SCHEMA.items()}, **vars(cfg)})
-    cfg.dataset = DATASET_ALIASES.get(cfg.dataset, cfg.dataset)
+    cfg.dataset = canonical_dataset(cfg.dataset)
     cfg.mix_type = normalize_mix_type(cfg.mix_type)
     if cfg.weights and cfg.teacher_ckpt and os.path.abspath(cfg.weights) != os.path.abspath(cfg.teacher_ckpt):
         raise ValueError(f"--weights {cfg.weights} and --teacher-ckpt {cfg.teacher_ckpt} disagree; give one")
@@ -177,7 +177,7 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
 
 def default_num_classes(dataset_name: str, dataset: ImageFolder) -> int:
     """The authors' class_dict (1000 / 10450 / 200); the folder's class count otherwise."""
-    return DEFAULT_CLASSES.get(dataset_name, len(dataset.classes))
+    return DATASET_NUM_CLASSES.get(dataset_name, len(dataset.classes))
 
 
 def prepare_teacher(model: nn.Module, device: torch.device, channels_last: bool = True) -> nn.Module:

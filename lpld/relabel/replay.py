@@ -13,12 +13,11 @@ from typing import Sequence
 from torch import nn
 
 from ..augment import replay_batch
-from ..data import ImageFolder, load_rgb
+from ..data import ImageFolder, canonical_dataset, load_rgb
 from ..labels import check_compatible, image_list_fingerprint, open_label_store
 from ..labels.common import StoreMismatchError
 from ..utils.runtime import resolve_device
 from .generate import dataset_normalization, prepare_teacher
-from .schema import DATASET_ALIASES
 from .teacher import build_teacher, teacher_logits
 
 
@@ -63,7 +62,7 @@ def replay_check(store_path: str, train_dir: str, teacher: nn.Module | None = No
         if image_list_fingerprint(rel) != m["image_list_sha1"]:
             raise StoreMismatchError(f"{train_dir} holds other image files (or in another order) than the "
                                      f"folder the labels in {store_path} were generated from")
-    dataset = DATASET_ALIASES.get(dataset or m.get("dataset") or "", dataset or m.get("dataset"))
+    dataset = canonical_dataset(dataset or m.get("dataset") or "") or None
     size = input_size or m.get("image_size")
     if dataset is None or size is None:
         raise ValueError(f"{store_path} does not record its dataset / input size: pass dataset= and input_size=")

@@ -6,13 +6,12 @@ Key names are the authors' (``relabel_and_validate/generate_soft_label_pruning.p
 from __future__ import annotations
 
 from ..config import Option
+from ..data import DATASET_ALIASES
 
 GEN = "authors' generate_soft_label_pruning.py"
 CFG_IN1K = "authors' cfg/reproduce/LPLD_in1k_[4k].yaml"
 
-DATASETS = ("imagenet1k", "imagenet21k", "tiny", "imagenet", "in21k", "imagefolder", "demo")
-DATASET_ALIASES = {"imagenet1k": "imagenet", "imagenet21k": "in21k"}
-DEFAULT_CLASSES = {"imagenet": 1000, "in21k": 10450, "tiny": 200}  # authors' class_dict
+DATASETS = (*DATASET_ALIASES, "tiny", "imagenet", "in21k", "imagefolder", "demo")
 
 RELABEL_SCHEMA = {
     # --- data ---------------------------------------------------------------------------------

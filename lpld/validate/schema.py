@@ -8,22 +8,20 @@ YAML files ``cfg/reproduce/LPLD_*.yaml``), so their configs read unchanged; the 
 from __future__ import annotations
 
 from ..config import Option
+from ..data import DATASET_ALIASES, DATASETS
 
 SCRIPT = "authors' train_FKD_label_pruning_batch.py"
 SH = "authors' scripts/reproduce/main_table_*.sh"
 
 # Dataset names: the authors' (imagenet1k, imagenet21k, tiny) and ours (lpld.data) are both accepted.
-DATASET_ALIASES = {"imagenet1k": "imagenet", "imagenet": "imagenet", "imagefolder": "imagefolder",
-                   "imagenet21k": "in21k", "in21k": "in21k", "tiny": "tiny", "demo": "demo"}
-# Classes per dataset (authors' ``class_dict``); demo/imagefolder: taken from the label store.
-DATASET_CLASSES = {"imagenet": 1000, "in21k": 10450, "tiny": 200}
+DATASET_NAMES = (*DATASET_ALIASES, *DATASETS)
 PRUNE_RATIOS = {0.0: "1x", 0.9: "10x", 0.95: "20x", 0.97: "30x", 0.975: "40x"}
 
 VALIDATE_SCHEMA = {
     # --- data -----------------------------------------------------------------------------------
     "dataset": Option("imagenet1k", str, "imagenet1k | tiny | imagenet21k (authors' names) or "
                       "imagenet | in21k | demo | imagefolder", SCRIPT + " --dataset",
-                      choices=tuple(DATASET_ALIASES)),
+                      choices=DATASET_NAMES),
     "train_dir": Option(None, str, "distilled images, ImageFolder layout (authors' new000..new999)",
                         SCRIPT + " --train_dir"),
     "label_dir": Option(None, str, "soft-label store written by relabel (ours or the authors' "

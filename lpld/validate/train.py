@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from ..augment import normalize_mix_type
 from ..config import ConfigError, resolve
-from ..data import ImageFolder, TinyImageNet, normalization, val_transform
+from ..data import DATASET_NUM_CLASSES, ImageFolder, TinyImageNet, canonical_dataset, normalization, val_transform
 from ..engine import evaluate
 from ..models import apply_tiny_stem, build_model, save_checkpoint
 from ..utils.io import atomic_json_dump, ensure_writable_dir
@@ -34,7 +34,7 @@ from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, sh
 from .loader import PlannedBatchSampler, SoftLabelBatches, build_train_loader
 from .loss import ModelEMA, build_optimizer, kd_loss, lr_factor, resolve_loss_variant, set_lr
 from .pruning import PruningPlan
-from .schema import DATASET_ALIASES, DATASET_CLASSES, PRUNE_RATIOS, VALIDATE_SCHEMA
+from .schema import PRUNE_RATIOS, VALIDATE_SCHEMA
 
 CHECKPOINT = "checkpoint.pth"
 BEST = "model_best.pth"
@@ -96,7 +96,7 @@ def open_store_checked(cfg, dataset: str, num_images: int):
     from ..labels.common import StoreMismatchError, check_compatible
     store = open_label_store(cfg.label_dir)
     man = store.manifest
-    num_classes = cfg.num_classes or DATASET_CLASSES.get(dataset) or store.num_classes
+    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or store.num_classes
     check_compatible(store, num_images=num_images, num_classes=num_classes, batch_size=cfg.batch_size,
                      where=f"train_dir {cfg.train_dir}")
     if cfg.mix_type is not None and "mix_type" in man:
@@ -227,7 +227,7 @@ def run_validate(cfg: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
-    dataset = DATASET_ALIASES[cfg.dataset]
+    dataset = canonical_dataset(cfg.dataset)
     ensure_writable_dir(cfg.output_dir, "output directory")
     images = ImageFolder(cfg.train_dir)
     store, num_classes, size = open_store_checked(cfg, dataset, len(images))
