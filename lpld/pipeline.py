@@ -149,14 +149,9 @@ def run_pipeline(cfg: argparse.Namespace) -> list[dict[str, Any]]:
                 metrics = json.load(f)
             rows.append({"method": method, "compression": compression_name(ratio), "prune_ratio": ratio,
                          "top1": round(float(metrics["top1"]), 2), "top5": round(float(metrics["top5"]), 2),
-                         "label_bytes": int(_store_bytes(store))})
+                         "label_bytes": int(metrics["label_bytes_store"])})
     write_results(out, rows)
     return rows
-
-
-def _store_bytes(path: str) -> int:
-    from .labels import open_label_store
-    return open_label_store(path).nbytes()
 
 
 def write_results(out: str, rows: list[dict[str, Any]]) -> None:
