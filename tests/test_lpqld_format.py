@@ -1,7 +1,6 @@
 """The flat LPQLD label layout: their files read as BatchRecords, our writer round-trips, clear errors."""
 from __future__ import annotations
 
-import io
 import json
 import os
 
@@ -58,7 +57,8 @@ def test_roundtrip(tmp_path, mix, cutout, topk):
     records, per_epoch = _records(6, mix=mix, cutout=cutout, topk=topk)
     path = _write(tmp_path / "labels", records, _manifest(6, per_epoch, mix, cutout, topk))
     assert is_lpqld_store(path)
-    assert sorted(os.listdir(path)) == sorted([f"batch_{i}.tar" for i in range(6)] + [SAMPLER_JSON, "lpld_manifest.json"])
+    names = [f"batch_{i}.tar" for i in range(6)] + [SAMPLER_JSON, "lpld_manifest.json"]
+    assert sorted(os.listdir(path)) == sorted(names)
     store = LPQLDLabelStore(path)
     assert (len(store), store.batch_size, store.num_classes, store.batches_per_epoch) == (6, B, C, per_epoch)
     assert store.manifest["label_topk"] == topk and store.manifest["mix_type"] == mix
@@ -76,7 +76,8 @@ def test_roundtrip(tmp_path, mix, cutout, topk):
             a, b = getattr(got, name), getattr(rec, name)
             assert (a is None and b is None) or torch.equal(a, b), name
         assert got.mix_lam == rec.mix_lam and got.mix_bbox == rec.mix_bbox
-    assert torch.equal(store.epoch_image_order(1), torch.cat([r.image_indices for r in records[per_epoch:2 * per_epoch]]))
+    second_epoch = records[per_epoch:2 * per_epoch]
+    assert torch.equal(store.epoch_image_order(1), torch.cat([r.image_indices for r in second_epoch]))
 
 
 def test_fp16_coords_replay_the_same_views(tmp_path):

@@ -79,8 +79,11 @@ def select_topk(logits: torch.Tensor, k: int, values_dtype: torch.dtype = torch.
 
 
 def check_topk_pair(values: torch.Tensor, indices: torch.Tensor, num_classes: int | None = None,
-                    where: str = "") -> None:
-    """Shapes and dtypes of stored top-k labels, and their indices against ``num_classes``."""
+                    where: str = "", check_range: bool = True) -> None:
+    """Shapes and dtypes of stored top-k labels, and their indices against ``num_classes``.
+
+    ``check_range=False`` skips the index range (a min/max, i.e. a device sync on a GPU): for the
+    training step, whose labels were range-checked when the store was read."""
     ctx = f" ({where})" if where else ""
     if not values.is_floating_point():
         raise TypeError(f"top-k values must be a float tensor; got {values.dtype}{ctx}")
@@ -94,7 +97,7 @@ def check_topk_pair(values: torch.Tensor, indices: torch.Tensor, num_classes: in
         if k > num_classes:
             raise ValueError(f"labels hold the top {k} of each row, but the model has only {num_classes} "
                              f"classes{ctx}; the labels belong to another dataset")
-        if indices.numel():
+        if check_range and indices.numel():
             low, high = int(indices.min()), int(indices.max())
             if low < 0 or high >= num_classes:
                 raise ValueError(f"top-k class index {low if low < 0 else high} is outside 0..{num_classes - 1} "
@@ -110,12 +113,12 @@ def smooth_topk_values(values: torch.Tensor, label_smoothing: float) -> torch.Te
 
 
 def scatter_topk_logits(values: torch.Tensor, indices: torch.Tensor, num_classes: int,
-                        fill: float = float("-inf")) -> torch.Tensor:
+                        fill: float = float("-inf"), check_range: bool = True) -> torch.Tensor:
     """float32 [B, num_classes]: the stored logits at their classes, ``fill`` elsewhere.
 
     With ``fill=-inf`` a softmax over the result is exactly zero outside the top-k and equals the
     softmax over the k values inside; with k = num_classes it is the full logit row, bit for bit."""
-    check_topk_pair(values, indices, num_classes)
+    check_topk_pair(values, indices, num_classes, check_range=check_range)
     full = torch.full((values.shape[0], num_classes), fill, dtype=torch.float32, device=values.device)
     return full.scatter_(1, indices.long(), values.float())
 

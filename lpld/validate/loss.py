@@ -150,10 +150,13 @@ def topk_kd_loss(student_logits: torch.Tensor, values: torch.Tensor, indices: to
     from ..labels.topk import check_topk_pair, scatter_topk_logits, smooth_topk_values, topk_mask
 
     num_classes = int(student_logits.shape[1])
-    check_topk_pair(values, indices, num_classes, where="top-k distillation loss")
+    # shapes only: index ranges are checked where the store is read (a min/max here would be a
+    # device sync every step); an index past the classes still fails in the scatter
+    check_topk_pair(values, indices, num_classes, where="top-k distillation loss", check_range=False)
     if values.shape[0] != student_logits.shape[0]:
         raise ValueError(f"{student_logits.shape[0]} student rows but {values.shape[0]} top-k label rows")
-    full = scatter_topk_logits(smooth_topk_values(values, label_smoothing), indices, num_classes)
+    full = scatter_topk_logits(smooth_topk_values(values, label_smoothing), indices, num_classes,
+                               check_range=False)
     t_student = temperature if student_temperature is None else student_temperature
     log_q = F.log_softmax(student_logits.float() / t_student, dim=1)
     if variant == "kl":
