@@ -167,6 +167,8 @@ def test_writer_resumes_after_listed_batches_and_checks(tmp_path):
         LPQLDStoreWriter(str(tmp_path / "l"), {**manifest, "label_topk": 3})
     with pytest.raises(ValueError, match="uint8: batch_size 300"):
         LPQLDStoreWriter(str(tmp_path / "big"), {**manifest, "batch_size": 300})
+    with pytest.raises(ValueError, match="uint8: image_size 256"):
+        LPQLDStoreWriter(str(tmp_path / "big"), {**manifest, "image_size": 256})
     with pytest.raises(ValueError, match="label_topk must be in 1..50"):
         LPQLDStoreWriter(str(tmp_path / "k"), {**manifest, "label_topk": 0})
     bad = records[0]
