@@ -55,6 +55,14 @@ class BatchRecord:
     mix_bbox: tuple[int, int, int, int] | None = None
     logits: torch.Tensor | None = None  # [B, num_classes] teacher logits (float16 by default)
     extra: dict = field(default_factory=dict)
+    # Top-k labels (LPQLD's "MR-k"): ``logits`` then holds the k largest teacher logits per view
+    # [B, k] and this their class indices [B, k] (int16 as stored; see lpld.labels.topk).
+    topk_indices: torch.Tensor | None = None
+
+    @property
+    def label_topk(self) -> int | None:
+        """k of a top-k record, None for full logits."""
+        return None if self.topk_indices is None else int(self.topk_indices.shape[1])
 
     @property
     def batch_size(self) -> int:

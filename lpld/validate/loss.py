@@ -126,3 +126,44 @@ class ModelEMA:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.step = int(state["step"])
+
+
+def topk_kd_loss(student_logits: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
+                 temperature: float, variant: str = "kl", label_smoothing: float = 0.0,
+                 student_temperature: float | None = None) -> torch.Tensor:
+    """:func:`kd_loss` on top-k labels (LPQLD's MR-k, ``train_FKD_LPQLD.py`` 714-790).
+
+    The target is ``softmax(v / T)`` over the k stored logits ``values`` at their class
+    ``indices``, zero elsewhere (:func:`lpld.labels.topk.topk_target`); the student's
+    ``log_softmax(s / T_s)`` uses ``student_temperature`` when given (calibrated alignment, see
+    :mod:`lpld.validate.temperature`), else ``T``. ``label_smoothing`` follows theirs on the k
+    stored logits: ``(1 - ls) * v + ls / k``.
+
+    ``kl``: ``KLDivLoss(batchmean)``, their ImageNet path. ``kl_t2`` (Tiny-ImageNet): the same
+    divergence times ``T**2`` (the teacher's T, as theirs), i.e. LPLD's log-target loss. Their Tiny
+    branch instead scatters ``log_softmax`` targets into zeros and hands them to ``KLDivLoss``
+    without ``log_target=True`` (lines 723-729, 783), which is not a divergence; we do not copy it.
+
+    The stored logits are placed in a row of ``-inf`` before one softmax over all classes: the same
+    target as theirs up to float rounding, and with k = num_classes bit for bit :func:`kd_loss`.
+    """
+    from ..labels.topk import check_topk_pair, scatter_topk_logits, smooth_topk_values, topk_mask
+
+    num_classes = int(student_logits.shape[1])
+    # shapes only: index ranges are checked where the store is read (a min/max here would be a
+    # device sync every step); an index past the classes still fails in the scatter
+    check_topk_pair(values, indices, num_classes, where="top-k distillation loss", check_range=False)
+    if values.shape[0] != student_logits.shape[0]:
+        raise ValueError(f"{student_logits.shape[0]} student rows but {values.shape[0]} top-k label rows")
+    full = scatter_topk_logits(smooth_topk_values(values, label_smoothing), indices, num_classes,
+                               check_range=False)
+    t_student = temperature if student_temperature is None else student_temperature
+    log_q = F.log_softmax(student_logits.float() / t_student, dim=1)
+    if variant == "kl":
+        return F.kl_div(log_q, F.softmax(full / temperature, dim=1), reduction="batchmean")
+    if variant == "kl_t2":
+        inside = topk_mask(indices, num_classes)
+        log_p = torch.where(inside, F.log_softmax(full / temperature, dim=1), 0.0)  # no -inf * 0
+        pointwise = torch.where(inside, log_p.exp() * (log_p - log_q), 0.0)
+        return pointwise.sum() / student_logits.shape[0] * temperature ** 2
+    raise ValueError(f"unknown loss variant {variant!r}; expected 'kl' or 'kl_t2'")
