@@ -190,3 +190,13 @@ def test_stage_errors_name_the_fix(demo_root, teacher_path, tmp_path):
 def test_presets_parse(preset):
     cfg = parse_config(RDED_SCHEMA, ["--config", os.path.join(REPO, "recover", "configs", preset)])
     assert cfg.mipc >= cfg.ipc * cfg.factor ** 2
+
+
+def test_commands_are_listed(capsys):
+    from lpld.cli import main
+    main([])
+    listing = capsys.readouterr().out
+    assert "rded" in listing and "random-real" in listing
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rded", "--help"])
+    assert exit_info.value.code == 0 and "--mipc" in capsys.readouterr().out
