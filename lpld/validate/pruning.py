@@ -97,7 +97,7 @@ class PruningPlan:
             raise ValueError("batches_per_epoch and train_epochs must be positive")
         if self.pool_items < 1:
             raise ValueError(f"prune_ratio {self.prune_ratio} leaves an empty pool "
-                             f"({self.unit_total} {self.unit}s in total)")
+                             f"({self.unit_total} stored {self.unit}(s) in total)")
         if self.by_score:
             if self.scores is None or len(self.scores) != self.unit_total:
                 got = "none" if self.scores is None else len(self.scores)
