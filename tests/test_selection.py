@@ -93,7 +93,8 @@ def test_hand_computed_values():
     el2n = (math.sqrt((1 - p0[0]) ** 2 + 2 * p0[1] ** 2) + math.sqrt(p1[0] ** 2 + p1[1] ** 2 + (1 - p1[0]) ** 2)) / 2
     assert metric_scores([stats], "el2n")[0] == pytest.approx(el2n) == pytest.approx(0.62991, abs=1e-5)
     assert metric_scores([stats], "aum")[0] == pytest.approx((2.0 + (0.0 - 1.0)) / 2)
-    ent = -(p0[0] * math.log(p0[0]) + 2 * p0[1] * math.log(p0[1])) - (2 * p1[0] * math.log(p1[0]) + p1[1] * math.log(p1[1]))
+    ent = (-(p0[0] * math.log(p0[0]) + 2 * p0[1] * math.log(p0[1]))
+           - (2 * p1[0] * math.log(p1[0]) + p1[1] * math.log(p1[1])))
     assert metric_scores([stats], "entropy")[0] == pytest.approx(ent / 2)
     # view 0 is right, view 1 (class 2, predicted 1) never is: forgetting 0 and T = 1
     assert metric_scores([stats], "forgetting")[0] == pytest.approx(0.5)

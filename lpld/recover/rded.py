@@ -34,9 +34,10 @@ Ours, and why:
   (lower image position first); their CUDA ``argsort`` leaves ties in unspecified order.
 * Cross-entropy via ``F.cross_entropy`` (log-softmax) instead of ``-log(softmax(...))``: the same
   value up to float rounding, without ``log(0)`` for a confident teacher.
-* Normalisation: the dataset's (``lpld.data.normalization``), i.e. the one our teachers were trained
-  with; RDED normalises Tiny-ImageNet with the ImageNet mean/std because their Tiny teacher was
-  trained that way. Only the padding colour seen by the scorer depends on it; the pixels do not.
+* Normalisation: by default the dataset's (``lpld.data.normalization``), the one our teachers were
+  trained with; RDED normalises every dataset with the ImageNet mean/std (``normalization:
+  imagenet``, e.g. with their Tiny-ImageNet teacher). It is what the teacher sees, including the
+  padding colour (zero = the mean); the written pixels are denormalised with the same constants.
 * Written class by class, atomically, in the recovered-image layout
   (:mod:`lpld.recover.io`), so a killed run resumes with the next unfinished class.
 
@@ -85,9 +86,11 @@ RDED_SCHEMA = {
                         SYN + " load_model('resnet18_modified')"),
     "num_classes": Option(None, int, "classes of the teacher (default: read from the checkpoint)"),
     # ---- real data ----
-    "dataset": Option("imagenet", str, "real training set: tiny | imagenet | imagefolder | in21k | demo "
-                      "(also selects the normalisation)",
+    "dataset": Option("imagenet", str, "real training set: tiny | imagenet | imagefolder | in21k | demo",
                       choices=("tiny", "imagenet", "imagefolder", "in21k", "demo", *DATASET_ALIASES)),
+    "normalization": Option("dataset", str, "mean/std the teacher was trained with: dataset (lpld.data."
+                            "normalization of --dataset) or imagenet (RDED's for every dataset, e.g. with "
+                            "their Tiny-ImageNet teacher)", SYN + " normalize", choices=("dataset", "imagenet")),
     "data_path": Option(None, str, "dataset root (Tiny: the folder with wnids.txt; ImageNet: with train/; "
                         "demo: generated there if absent)", RDED + " --train-dir"),
     # ---- what to make ----
@@ -114,8 +117,8 @@ RDED_SCHEMA = {
     "progress": Option(True, bool, "tqdm progress bars"),
 }
 
-DEFINING_KEYS = ("dataset", "model", "tiny_stem", "num_classes", "ipc", "image_size", "factor", "num_crop",
-                 "mipc", "crop_scale_min", "crop_scale_max", "seed", "jpeg_quality")
+DEFINING_KEYS = ("dataset", "normalization", "model", "tiny_stem", "num_classes", "ipc", "image_size", "factor",
+                 "num_crop", "mipc", "crop_scale_min", "crop_scale_max", "seed", "jpeg_quality")
 
 
 # --- the procedure, one function per step ------------------------------------------------------------
@@ -149,7 +152,8 @@ def pad_to(patches: torch.Tensor, size: int) -> torch.Tensor:
 def realism_scores(teacher: torch.nn.Module, patches: torch.Tensor, label: int, size: int,
                    batch_size: int, device: torch.device) -> torch.Tensor:
     """Teacher cross-entropy of class ``label`` on every normalised patch ([..., 3, p, p]), zero-padded
-    to ``size``: RDED's realism score (lower = more realistic). Returns a float32 tensor of shape ``patches.shape[:-3]``."""
+    to ``size``: RDED's realism score (lower = more realistic). Returns float32 of shape
+    ``patches.shape[:-3]``."""
     flat = patches.reshape(-1, *patches.shape[-3:])
     scores = []
     for start in range(0, flat.shape[0], batch_size):
@@ -272,7 +276,7 @@ def run_rded(cfg: argparse.Namespace) -> str:
     classes = class_range(cfg, num_classes)
     root = os.path.join(cfg.output_dir, cfg.exp_name)
     ensure_writable_dir(root, "RDED output directory")
-    mean, std = normalization(dataset)
+    mean, std = normalization("imagenet" if cfg.normalization == "imagenet" else dataset)
     defining = {k: getattr(cfg, k) for k in DEFINING_KEYS}
     defining.update(method="rded", dataset=dataset, num_classes=num_classes, data_path=os.path.abspath(cfg.data_path),
                     teacher_sha256=file_sha256(cfg.teacher))
