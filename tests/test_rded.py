@@ -183,7 +183,7 @@ def test_stage_errors_name_the_fix(demo_root, teacher_path, tmp_path):
         run_rded(_cfg(demo_root, teacher_path, tmp_path, mipc=20))
     imagenet = run_rded(_cfg(demo_root, teacher_path, tmp_path, normalization="imagenet", ipc=1, exp_name="in"))
     with open(os.path.join(imagenet, "rded.json")) as f:
-        assert json.load(f)["normalization"] == [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]
+        assert json.load(f)["mean_std"] == [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]
     wrong = str(tmp_path / "teacher10.pth")
     save_checkpoint(wrong, build_model("resnet18", 10))
     with pytest.raises(ValueError, match="has 10 classes"):

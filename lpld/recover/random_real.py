@@ -111,7 +111,7 @@ def write_or_check_manifest(path: str, defining: dict[str, Any], extra: dict[str
             raise ValueError(f"{path} was written with other settings (key: (existing, now)): {diff}. "
                              f"Use another --exp-name, or make the settings agree to resume.")
         return old
-    manifest = {**defining, **extra}
+    manifest = {**extra, **defining}  # a defining value is never shadowed by an extra one
     atomic_json_dump(manifest, path)
     return manifest
 

@@ -281,7 +281,7 @@ def run_rded(cfg: argparse.Namespace) -> str:
     defining.update(method="rded", dataset=dataset, num_classes=num_classes, data_path=os.path.abspath(cfg.data_path),
                     teacher_sha256=file_sha256(cfg.teacher))
     write_or_check_manifest(os.path.join(root, "rded.json"), defining, {
-        "teacher": os.path.abspath(cfg.teacher), "normalization": [list(mean), list(std)],
+        "teacher": os.path.abspath(cfg.teacher), "mean_std": [list(mean), list(std)],
         "classes": list(real.classes), "layout": "new{c:03d}/class{c:03d}_id{i:03d}.jpg"})
     remove_stale_temporaries(root, classes)
     device = resolve_device(cfg.device)
