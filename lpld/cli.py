@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "squeeze-train": ("lpld.cli", "squeeze_train", "stage 1: train a teacher"),
     "class-stats": ("lpld.cli", "class_stats", "stage 1: record class-wise BN statistics"),
     "recover": ("lpld.cli", "recover", "stage 2: synthesise distilled images"),
+    "rded": ("lpld.recover.rded", "main", "stage 2, RDED: teacher-scored patches of real images, stitched"),
+    "random-real": ("lpld.recover.random_real", "main", "stage 2, control: a seeded random real subset per class"),
     "relabel": ("lpld.relabel.cli", "main_relabel", "stage 3a: generate soft labels"),
     "check-labels": ("lpld.relabel.cli", "main_check", "replay check of a label store"),
     "convert-labels": ("lpld.relabel.cli", "main_convert", "convert a label store (ours <-> authors')"),

@@ -171,7 +171,7 @@ def test_bad_configs_name_the_key_and_the_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "batch_size" in err and "int" in err and str(bad) in err
     with pytest.raises(ConfigError, match="prune_metric"):
-        run_validate(dict(train_dir="a", label_dir="b", val_dir="c", prune_metric="forgetting"))
+        run_validate(dict(train_dir="a", label_dir="b", val_dir="c", prune_metric="margin"))
     with pytest.raises(ConfigError, match="label_dir"):
         run_validate(dict(train_dir="a", val_dir="c"))
 

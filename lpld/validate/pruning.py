@@ -1,4 +1,4 @@
-"""Random label pruning: which stored soft-label batches each training epoch uses.
+"""Label pruning: which stored soft-label batches each training epoch uses.
 
 The authors' semantics (``train_FKD_label_pruning_batch.py``, ``main()``):
 
@@ -22,15 +22,28 @@ Ours draws from a generator seeded by ``(seed, epoch)``, so an epoch's batches d
 what ran before: a resumed run sees the same batches as an uninterrupted one. ``replacement=False``
 (not in the paper) walks through a fresh permutation of the pool whenever the previous one is
 used up, so every kept label is used equally often.
+
+Metric-chosen pools (the metrics the authors list in ``--prune_metric`` but leave unimplemented;
+scores from :mod:`lpld.validate.selection`, definitions in ``docs/label_selection.md``): the pool
+is the ``pool_items`` units (stored batches, or stored epochs for granularity epoch) with the
+highest (``keep="high"``) or lowest (``keep="low"``) score among all ``unit_total`` stored units,
+ties broken by the lower id; each epoch then draws from that pool exactly as ``random`` does. With
+batch_to_epoch's last-batch remapping on, the last batch of every stored epoch is not a candidate
+(it would be remapped to a batch the metric did not choose), so the batches trained on are
+exactly the chosen ones.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 import numpy as np
 
 GRANULARITIES = ("epoch", "batch", "batch_to_epoch")
-METRICS = ("random", "order")
+# score metrics: the pool is chosen by a score per stored unit (lpld.validate.selection)
+SCORE_METRICS = ("el2n", "aum", "entropy", "forgetting", "yoco")
+METRICS = ("random", "order", *SCORE_METRICS)
+KEEP = ("high", "low")
 
 
 def pool_size(total: int, prune_ratio: float) -> int:
@@ -39,6 +52,23 @@ def pool_size(total: int, prune_ratio: float) -> int:
     if not 0.0 <= prune_ratio < 1.0:
         raise ValueError(f"prune_ratio must be in [0, 1); got {prune_ratio}")
     return int((1 - prune_ratio) * total)
+
+
+def select_pool(scores: Sequence[float], count: int, keep: str = "high",
+                candidates: Sequence[int] | None = None) -> list[int]:
+    """Ids (ascending) of the ``count`` candidates with the highest / lowest score; ties go to the
+    lower id. ``candidates`` defaults to every id of ``scores``."""
+    if keep not in KEEP:
+        raise ValueError(f"prune_keep must be one of {KEEP}; got {keep!r}")
+    ids = np.arange(len(scores)) if candidates is None else np.asarray(candidates, dtype=np.int64)
+    values = np.asarray(scores, dtype=np.float64)[ids]
+    if np.isnan(values).any():
+        raise ValueError(f"label-selection scores hold NaN (unit {int(ids[np.isnan(values)][0])}); "
+                         f"the stored logits or the scoring model are broken")
+    if count > len(ids):
+        raise ValueError(f"cannot keep {count} units: only {len(ids)} are candidates")
+    order = np.lexsort((ids, -values if keep == "high" else values))
+    return sorted(int(i) for i in ids[order[:count]])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +84,9 @@ class PruningPlan:
     replacement: bool = True
     remap_last_batch: bool = True
     seed: int = 0
+    # score metrics: one score per stored unit (length unit_total), and which end to keep
+    scores: tuple[float, ...] | None = None
+    keep: str = "high"
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:
@@ -64,7 +97,16 @@ class PruningPlan:
             raise ValueError("batches_per_epoch and train_epochs must be positive")
         if self.pool_items < 1:
             raise ValueError(f"prune_ratio {self.prune_ratio} leaves an empty pool "
-                             f"({self.unit_total} {self.unit}s in total)")
+                             f"({self.unit_total} stored {self.unit}(s) in total)")
+        if self.by_score:
+            if self.scores is None or len(self.scores) != self.unit_total:
+                got = "none" if self.scores is None else len(self.scores)
+                raise ValueError(f"prune_metric {self.metric!r} needs one score per stored {self.unit} "
+                                 f"({self.unit_total}); got {got}")
+            object.__setattr__(self, "scores", tuple(float(v) for v in self.scores))
+            self.pool_ids  # validates keep, NaN and the candidate count now, not at epoch 1
+        elif self.scores is not None:
+            raise ValueError(f"prune_metric {self.metric!r} takes no scores")
 
     # --- the pool ----------------------------------------------------------------------------------
     @property
@@ -81,13 +123,51 @@ class PruningPlan:
         return pool_size(self.unit_total, self.prune_ratio)
 
     @property
+    def by_score(self) -> bool:
+        return self.metric in SCORE_METRICS
+
+    @property
     def pool_batches(self) -> int:
-        """Number of stored batches the pool spans (ids ``0 .. pool_batches - 1``)."""
+        """Number of stored batches in the pool (random/order: ids ``0 .. pool_batches - 1``)."""
         n = self.pool_items
         return n * self.batches_per_epoch if self.unit == "epoch" else n
 
+    @property
+    def required_batches(self) -> int:
+        """The store must hold stored batches ``0 .. required_batches - 1``: the pool for random and
+        order; every candidate for a score metric (it ranks them all)."""
+        if not self.by_score:
+            return self.pool_batches
+        return self.unit_total * (self.batches_per_epoch if self.unit == "epoch" else 1)
+
+    @property
+    def candidate_ids(self) -> list[int]:
+        """Units a score metric may choose (all but the last batch of each stored epoch when
+        batch_to_epoch remaps it)."""
+        ids = range(self.unit_total)
+        if self.unit == "batch" and self._remaps:
+            return [b for b in ids if (b + 1) % self.batches_per_epoch]
+        return list(ids)
+
+    @property
+    def pool_ids(self) -> list[int]:
+        """Units of the pool, ascending: ``0 .. pool_items - 1`` for random and order."""
+        cached = self.__dict__.get("_pool_ids")
+        if cached is None:
+            if self.by_score:
+                cached = select_pool(self.scores, self.pool_items, self.keep, self.candidate_ids)
+            else:
+                cached = list(range(self.pool_items))
+            self.__dict__["_pool_ids"] = cached
+        return cached
+
     def used_batch_ids(self) -> set[int]:
         """Every stored batch a full run can touch (after the last-batch remapping)."""
+        if self.by_score:
+            if self.unit == "epoch":
+                bpe = self.batches_per_epoch
+                return {e * bpe + k for e in self.pool_ids for k in range(bpe)}
+            return set(self.pool_ids)
         ids = range(self.pool_batches)
         return {self._remap(b) for b in ids} if self._remaps else set(ids)
 
@@ -97,11 +177,14 @@ class PruningPlan:
         if not 0 <= epoch < self.train_epochs:
             raise IndexError(f"epoch {epoch} outside 0..{self.train_epochs - 1}")
         bpe = self.batches_per_epoch
+        draws = self._draw(epoch, 1 if self.unit == "epoch" else bpe)
+        if self.by_score:  # draws are positions in the chosen pool
+            pool = self.pool_ids
+            draws = [pool[k] for k in draws]
         if self.unit == "epoch":
-            stored = self._draw(epoch, 1)[0]
+            stored = draws[0]
             return list(range(stored * bpe, (stored + 1) * bpe))
-        ids = self._draw(epoch, bpe)
-        return [self._remap(b) for b in ids] if self._remaps else ids
+        return [self._remap(b) for b in draws] if self._remaps and not self.by_score else draws
 
     def _draw(self, epoch: int, count: int) -> list[int]:
         n = self.pool_items
@@ -135,6 +218,8 @@ class PruningPlan:
 
     def describe(self) -> str:
         ratio = {0.0: "1x", 0.9: "10x", 0.95: "20x", 0.97: "30x", 0.975: "40x"}.get(self.prune_ratio, "")
-        return (f"prune ratio {self.prune_ratio} {ratio}: pool = first {self.pool_items} stored "
-                f"{self.unit}(s) ({self.pool_batches} batches); metric {self.metric}, granularity "
-                f"{self.granularity}, {'with' if self.replacement else 'without'} replacement")
+        which = (f"the {self.pool_items} {'highest' if self.keep == 'high' else 'lowest'}-{self.metric} of "
+                 f"{len(self.candidate_ids)} stored" if self.by_score else f"first {self.pool_items} stored")
+        return (f"prune ratio {self.prune_ratio} {ratio}: pool = {which} {self.unit}(s) ({self.pool_batches} "
+                f"batches); metric {self.metric}, granularity {self.granularity}, "
+                f"{'with' if self.replacement else 'without'} replacement")

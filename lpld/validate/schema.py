@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from ..config import Option
 from ..data import DATASET_ALIASES, DATASETS
+from .pruning import METRICS
+from .selection import SELECTION_SCHEMA
 
 SCRIPT = "authors' train_FKD_label_pruning_batch.py"
 SH = "authors' scripts/reproduce/main_table_*.sh"
@@ -75,7 +77,9 @@ VALIDATE_SCHEMA = {
     "prune_ratio": Option(0.0, float, "fraction of soft labels pruned: 0 (1x), 0.9 (10x), 0.95 (20x), "
                           "0.97 (30x), 0.975 (40x)", SH + " ratio"),
     "prune_metric": Option("random", str, "random: draw batches/epochs from the pool; order: use them "
-                           "in generation order", SH + " prune_metric", choices=("random", "order")),
+                           "in generation order; el2n | aum | entropy | forgetting | yoco: choose the pool "
+                           "by score, then draw from it (docs/label_selection.md)", SH + " prune_metric",
+                           choices=METRICS),
     "granularity": Option("batch_to_epoch", str, "epoch: reuse whole stored epochs; batch / "
                           "batch_to_epoch: assemble each epoch from single stored batches",
                           SH + " prune_granularity", choices=("epoch", "batch", "batch_to_epoch")),
@@ -84,6 +88,7 @@ VALIDATE_SCHEMA = {
                           "equally often", SCRIPT + " main(): torch.randint"),
     "remap_last_batch": Option(True, bool, "batch_to_epoch: replace the last batch of a stored epoch "
                                "by its predecessor", SCRIPT + " main(): '# drop last batch'"),
+    **SELECTION_SCHEMA,  # prune_keep, selection_source, proxy_epochs, yoco_topk
     "seed": Option(0, int, "seed of the model init and of the pool draws"),
     # --- run ------------------------------------------------------------------------------------
     "val_interval": Option(10, int, "validate after epochs 1, 1+N, 1+2N, ... and the last",

@@ -33,7 +33,7 @@ from ..utils.runtime import autocast, seed_everything, to_channels_last
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shard_indices
 from .loader import PlannedBatchSampler, SoftLabelBatches, build_train_loader
 from .loss import ModelEMA, build_optimizer, kd_loss, lr_factor, resolve_loss_variant, set_lr
-from .pruning import PruningPlan
+from .pruning import SCORE_METRICS, PruningPlan
 from .schema import PRUNE_RATIOS, VALIDATE_SCHEMA
 
 CHECKPOINT = "checkpoint.pth"
@@ -115,14 +115,19 @@ def open_store_checked(cfg, dataset: str, num_images: int):
 
 
 def make_plan(cfg, store) -> PruningPlan:
+    scores = None
+    if cfg.prune_metric in SCORE_METRICS:  # the pool is chosen by a label-selection score
+        from .selection import plan_scores
+        scores = plan_scores(cfg, store)
     plan = PruningPlan(batches_per_epoch=store.batches_per_epoch, train_epochs=cfg.train_epochs,
                        prune_ratio=cfg.prune_ratio, metric=cfg.prune_metric, granularity=cfg.granularity,
-                       replacement=cfg.replacement, remap_last_batch=cfg.remap_last_batch, seed=cfg.seed)
-    if plan.pool_batches > store.num_batches:
+                       replacement=cfg.replacement, remap_last_batch=cfg.remap_last_batch, seed=cfg.seed,
+                       scores=scores, keep=cfg.prune_keep)
+    if plan.required_batches > store.num_batches:
         from ..labels.common import StoreMismatchError
         man = store.manifest
         raise StoreMismatchError(
-            f"{plan.describe()}: training needs stored batches 0..{plan.pool_batches - 1}, but "
+            f"{plan.describe()}: training needs stored batches 0..{plan.required_batches - 1}, but "
             f"{cfg.label_dir} holds {store.num_batches} (generated with prune_ratio "
             f"{man.get('prune_ratio')}, epochs {man.get('epochs')}). Use a prune ratio of at least "
             f"the store's, fewer --train-epochs, or regenerate the labels.")
