@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..data import build_dataset, train_transform, val_transform
 from ..engine import evaluate
-from ..models import class_bn_layers, class_labels, finalize_exact_class_stats, save_checkpoint, set_class_stats_mode
+from ..models import class_labels, finalize_exact_class_stats, save_checkpoint, set_class_stats_mode
 from ..models.class_bn import check_labels
 from ..utils.runtime import autocast, on_for_cuda, resolve_device, seed_everything, to_channels_last
 from .sampling import SeededEpochSampler
@@ -31,14 +31,12 @@ def record_class_statistics(model, loader, device, *, mode: str = "ema", amp: bo
 
     fp32 by default, as the authors' ``forward_once.py``. With ``amp`` the BN inputs arrive in
     bf16 (statistics are still accumulated in fp32, or fp64 in exact mode, inside the layer).
-    Labels are checked against the class count once per batch on the host copy the loader hands
-    over, so the loop never waits for the device."""
+    The labels must lie in [0, classes) (:func:`run_class_stats` checks the dataset's once): the
+    loop never reads a value back from the device."""
     model.eval()
     set_class_stats_mode(model, mode)
-    num_classes = class_bn_layers(model)[0].num_classes if class_bn_layers(model) else None
     seen = 0
     for images, target in tqdm(loader, desc="class statistics", leave=False, disable=not progress):
-        check_labels(target, num_classes)
         images = to_channels_last(images.to(device, non_blocking=True), channels_last)
         target = target.to(device, non_blocking=True)
         with class_labels(model, target, check=False), autocast(device, amp):
@@ -65,6 +63,7 @@ def run_class_stats(cfg: argparse.Namespace) -> dict:
     val_set = build_dataset(cfg.dataset, root, "val", val_transform(cfg.image_size, cfg.dataset))
     num_classes = cfg.num_classes or len(train_set.classes)
     model = build_teacher(cfg, num_classes, class_aware=True, weights=cfg.weights)
+    check_labels(torch.as_tensor(train_set.targets), num_classes)
     model = to_channels_last(model.to(device), channels_last)
     train_loader = build_loader(train_set, cfg, device, shuffle=True, sampler=SeededEpochSampler(len(train_set), cfg.seed))
     val_loader = build_loader(val_set, cfg, device, shuffle=False)
