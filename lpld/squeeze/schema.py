@@ -59,6 +59,6 @@ CLASS_STATS_SCHEMA = {
                          AUTHORS_FORWARD, choices=("ema", "exact")),
     "check_unchanged": Option(True, bool, "also evaluate before the pass and fail if accuracy changed"),
     "amp": Option(False, bool, "bf16 autocast for the pass (opt-in; default fp32 as the authors' "
-                               "forward_once.py: class statistics then differ by ~1e-2 relative, "
-                               "docs/benchmarks.md)", AUTHORS_FORWARD),
+                               "forward_once.py; bf16 moves the class statistics by up to ~2e-3 "
+                               "relative per layer, docs/benchmarks.md)", AUTHORS_FORWARD),
 }
