@@ -101,7 +101,7 @@ def build_val_dataset(dataset: str, val_dir: str, transform):
 def open_store_checked(cfg, dataset: str, num_images: int):
     from ..labels import open_label_store
     from ..labels.common import StoreMismatchError, check_compatible
-    store = open_label_store(cfg.label_dir)
+    store = open_label_store(cfg.label_dir, index_dir=cfg.output_dir)  # the label folder may be read-only
     man = store.manifest
     num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or store.num_classes
     check_compatible(store, num_images=num_images, num_classes=num_classes, batch_size=cfg.batch_size,
