@@ -84,22 +84,29 @@ def _count_batches(epoch_dir: str) -> int:
 
 
 class SamplerIndex:
-    """``sampler_indices_epoch.json`` as one memory-mapped int32 array plus a small table of
-    epochs, built once and cached under the sha256 of the json's bytes.
+    """``sampler_indices_epoch.json`` as one int32 ``.npy`` array plus a small table of epochs,
+    built once and cached under the sha256 of the json's bytes.
 
     The json of a full ImageNet-1K IPC50 x 300-epoch run lists 15 M image indices: as Python
     lists that is ~0.5 GB in every process that parses it (each DataLoader worker, each rank).
-    The memory map costs each process only the pages it reads and is shared through the page
-    cache; it pickles as a path. The cache lives in ``cache_dir`` (the trainer passes its output
-    directory, since the label folder may be read-only); a cache whose json changed is never used
-    (other sha256, other file name)."""
+    Here a batch's indices are read from the file with one ``pread`` (the page cache serves it to
+    every process), so a process holds only the table; the index pickles as a path. The cache
+    lives in ``cache_dir`` (the trainer passes its output directory, since the label folder may
+    be read-only); a cache whose json changed is never used (other sha256, other file name)."""
 
     def __init__(self, indices_path: str, table: dict) -> None:
         self.indices_path = indices_path
         self.epochs = {int(e): (int(a), int(b)) for e, a, b in table["epochs"]}
         self.max_index = int(table["max"])
-        self._map: np.ndarray | None = None
-        self._pid = -1
+        with open(indices_path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)(f)
+            self._data_offset = f.tell()
+        if dtype != np.dtype(np.int32) or shape != (int(table["count"]),):
+            raise ValueError(f"{indices_path}: holds {shape} {dtype}, expected ({table['count']},) int32; "
+                             f"delete it to rebuild the index")
+        self._fd, self._pid = -1, -1
 
     @classmethod
     def open(cls, json_path: str, cache_dir: str) -> "SamplerIndex":
@@ -111,13 +118,15 @@ class SamplerIndex:
             table = json.load(f)
         return cls(stem + ".npy", table)
 
-    def _array(self) -> np.ndarray:
-        if self._map is None or self._pid != os.getpid():
-            self._map, self._pid = np.load(self.indices_path, mmap_mode="r"), os.getpid()
-        return self._map
-
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_map": None, "_pid": -1}
+        return {**self.__dict__, "_fd": -1, "_pid": -1}
+
+    def __del__(self) -> None:
+        try:
+            if self._fd >= 0 and self._pid == os.getpid():
+                os.close(self._fd)
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
 
     def __contains__(self, epoch: int) -> bool:
         return epoch in self.epochs
@@ -130,7 +139,11 @@ class SamplerIndex:
         """int64 image indices ``json[epoch][start:stop]``."""
         first, last = self.epochs[epoch]
         stop = last - first if stop is None else min(stop, last - first)
-        return torch.from_numpy(self._array()[first + start:first + stop].astype(np.int64))
+        count = max(stop - start, 0)
+        if self._pid != os.getpid():  # one descriptor per process (forked workers reopen)
+            self._fd, self._pid = os.open(self.indices_path, os.O_RDONLY), os.getpid()
+        data = os.pread(self._fd, 4 * count, self._data_offset + 4 * (first + start))
+        return torch.from_numpy(np.frombuffer(data, dtype=np.int32).astype(np.int64))
 
 
 def _sha256(path: str) -> str:
