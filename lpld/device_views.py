@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .augment import BatchRecord
+from .augment import BatchRecord, apply_mix, normalize_views
 from .data import load_rgb
 
 PRECISION_BITS = 32 - 8 - 2  # PIL's fixed-point coefficients for 8-bit images (Resample.c)
@@ -45,7 +45,7 @@ class ImageBank:
                    threads: int | None = None) -> "ImageBank":
         """Decode every image once (threads: PIL releases the GIL while decoding)."""
         with ThreadPoolExecutor(threads or min(16, os.cpu_count() or 1)) as pool:
-            arrays = list(pool.map(lambda p: np.asarray(load_rgb(p)), paths))
+            arrays = list(pool.map(lambda p: np.array(load_rgb(p)), paths))
         if not arrays:
             raise ValueError("ImageBank: no images")
         height = max(a.shape[0] for a in arrays)
@@ -54,7 +54,7 @@ class ImageBank:
         for k, a in enumerate(arrays):
             pixels[k, :, :a.shape[0], :a.shape[1]] = torch.from_numpy(a).permute(2, 0, 1)
         sizes = torch.tensor([a.shape[:2] for a in arrays], dtype=torch.int64)
-        return cls(pixels.to(device), sizes, view_size)
+        return cls(pixels.to(device), sizes, view_size)  # once, at start-up
 
     @classmethod
     def from_folder(cls, images, device: torch.device, view_size: int) -> "ImageBank":
@@ -74,6 +74,12 @@ class ImageBank:
         src = self.pixels[record.image_indices.to(self.device, non_blocking=True)]
         return cut_views(src, self.sizes[record.image_indices], record.crops, record.flips, record.cutout,
                          self.view_size)
+
+
+def replay_batch_on_device(bank: ImageBank, record: BatchRecord, mean: Sequence[float] | None,
+                           std: Sequence[float] | None) -> torch.Tensor:
+    """:func:`lpld.augment.replay_batch` on the bank's device: views, normalised, mixed."""
+    return apply_mix(normalize_views(bank.views(record), mean, std), record)
 
 
 def _pixel_boxes(crops: torch.Tensor, hw: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -151,8 +157,8 @@ def cut_views(src: torch.Tensor, hw: torch.Tensor, crops: torch.Tensor, flips: t
     if b == 0:
         return torch.empty(0, c, size, size, dtype=torch.uint8, device=dev)
     top, left, h, w = _pixel_boxes(crops.cpu(), hw.cpu())
-    wx = resample_weights(left.to(dev), w.to(dev), size, width)   # [B, S, W]
-    wy = resample_weights(top.to(dev), h.to(dev), size, height)   # [B, S, H]
+    wx = resample_weights(*(t.to(dev, non_blocking=True) for t in (left, w)), size, width)   # [B, S, W]
+    wy = resample_weights(*(t.to(dev, non_blocking=True) for t in (top, h)), size, height)   # [B, S, H]
     x = src.to(torch.float64)
     # Pillow's choice of pass order (it rounds in between, so the order shows in the pixels)
     shrink_h, shrink_w = h - size, w - size
@@ -164,7 +170,7 @@ def cut_views(src: torch.Tensor, hw: torch.Tensor, crops: torch.Tensor, flips: t
     else:
         out = torch.empty(b, c, size, size, dtype=torch.float64, device=dev)
         for mask, first in ((~vertical, False), (vertical, True)):
-            idx = torch.nonzero(mask).flatten().to(dev)
+            idx = torch.nonzero(mask).flatten().to(dev, non_blocking=True)
             out[idx] = _resize(x[idx], wx[idx], wy[idx], first)
     out = out.to(torch.uint8)
     if flips is not None:
