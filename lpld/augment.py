@@ -234,13 +234,16 @@ def views_uint8(images: Sequence[Image.Image], crops: torch.Tensor, flips: torch
                         for k, img in enumerate(images)])
 
 
-def normalize_views(views: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
+def normalize_views(views: torch.Tensor, mean, std) -> torch.Tensor:
     """uint8 views -> float32 in [0, 1] -> normalised: the arithmetic of ``ToTensor`` +
-    ``Normalize``, on whatever device the views are."""
+    ``Normalize``, on whatever device the views are. ``mean``/``std``: sequences, or tensors
+    already on that device (no host-to-device copy per call)."""
     x = views.float().div(255)
-    if mean is not None and std is not None:
-        x = TF.normalize(x, list(mean), list(std))
-    return x
+    if mean is None or std is None:
+        return x
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x.sub_(m).div_(s)
 
 
 def apply_view(img: Image.Image, crop: torch.Tensor, flip: bool = False, cutout: torch.Tensor | None = None,

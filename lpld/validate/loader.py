@@ -176,7 +176,10 @@ class BatchInputs:
     :class:`lpld.device_views.ImageBank`) the views themselves are cut on the device."""
 
     def __init__(self, device: torch.device, mean, std, *, channels_last: bool = False, bank=None) -> None:
-        self.device, self.mean, self.std = device, mean, std
+        self.device = device
+        # constants on the device once: a per-step host-to-device copy would wait for the device
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32, device=device)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32, device=device)
         self.channels_last, self.bank = channels_last, bank
 
     def __call__(self, batch: LabeledBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
