@@ -86,6 +86,15 @@ def test_bad_data_path_fails_at_once(tmp_path):
                                   output_dir=str(tmp_path / "o")))
 
 
+def test_cpu_amp_channels_last_training_and_class_pass(demo, tmp_path):
+    """The CUDA test's branches on the CPU: bf16 autocast and channels_last in training, evaluation
+    and the class pass (which leaves the accuracy unchanged)."""
+    metrics = run_teacher_training(_train_cfg(demo, tmp_path, epochs=2, amp=True, channels_last=True))
+    info = run_class_stats(_cfg(CLASS_STATS_SCHEMA, data_path=demo, weights=metrics["teacher"], amp=True,
+                                channels_last=True, output=str(tmp_path / "cbn.pth")))
+    assert info["val_top1"] == pytest.approx(metrics["val_top1"]) and info["amp"] is True
+
+
 @pytest.mark.cuda
 def test_cuda_amp_channels_last_training_and_class_pass(demo, tmp_path):
     metrics = run_teacher_training(_train_cfg(demo, tmp_path, epochs=2, device="cuda", amp=True))
