@@ -9,7 +9,7 @@ Fabricates, at the sizes of ImageNet-1K IPC 50 (50,000 images, batch 128, 1000 c
 * a x40 store (prune ratio 0.975: 2,925 batches) in our format and in the authors';
 
 and prints, for each, the main process's RSS above its baseline and each DataLoader worker's RSS
-and private memory (USS) above a worker of the same loader over a label-free dataset, after
+and anonymous memory above a worker of the same loader over a label-free dataset, after
 ``--reads`` random batch reads per worker; the shared-memory bytes of one loader item at the
 ImageNet-1K config (now: uint8 views + fp16 logits; before: float32 normalised images + float32
 logits); the label bytes on disk of the x40 store in both formats.
@@ -44,17 +44,19 @@ MB = 1 << 20
 
 
 def memory() -> tuple[int, int]:
-    """(RSS, USS) of this process in bytes, from /proc (USS: private pages)."""
-    rss = uss = 0
+    """(RSS, anonymous) of this process in bytes, from /proc/self/smaps_rollup. RSS also counts
+    pages of memory-mapped files (page cache, shared by every process that maps them);
+    anonymous memory is the process's own heap."""
+    rss = anon = 0
     with open("/proc/self/smaps_rollup") as f:
         for line in f:
             key, _, rest = line.partition(":")
             kb = int(rest.split()[0]) * 1024 if rest.split() and rest.split()[0].isdigit() else 0
             if key == "Rss":
                 rss = kb
-            elif key in ("Private_Clean", "Private_Dirty"):
-                uss += kb
-    return rss, uss
+            elif key == "Anonymous":
+                anon = kb
+    return rss, anon
 
 
 class LegacyAuthorsIndex:
@@ -167,9 +169,9 @@ def report(name: str, main_before: tuple, main_after: tuple, workers: list, base
     base_rss = max(r for r, _ in baseline)
     base_uss = max(u for _, u in baseline)
     rss = [r - base_rss for r, _ in workers]
-    uss = [u - base_uss for _, u in workers]
+    anon = [u - base_uss for _, u in workers]
     print(f"  {name:38s} main +{(main_after[0] - main_before[0]) / MB:7.1f} MB RSS | per worker RSS "
-          f"+{max(rss) / MB:7.1f} MB (max of {len(rss)}), private +{max(uss) / MB:7.1f} MB")
+          f"+{max(rss) / MB:7.1f} MB (max of {len(rss)}), of it anonymous +{max(anon) / MB:7.1f} MB")
 
 
 def item_bytes(batch) -> int:
@@ -253,12 +255,15 @@ def main() -> None:
         gc.collect()
         baseline = worker_memory(None, 1, 1, args.workers, args.reads)
         m0 = memory()
-        legacy = LegacyAuthorsIndex(os.path.join(root, SAMPLER_JSON), args.batch_size)
-        legacy.read_indices(0, per_epoch)
+        # before: the trainer parsed the json to check the store, and every worker parsed it again
+        # when its dataset first opened the store
+        checked = LegacyAuthorsIndex(os.path.join(root, SAMPLER_JSON), args.batch_size)
+        checked.read_indices(0, per_epoch)
         m1 = memory()
-        report("authors' json as lists (before)", m0, m1, worker_memory(legacy, per_epoch, per_epoch, args.workers,
+        unopened = LegacyAuthorsIndex(os.path.join(root, SAMPLER_JSON), args.batch_size)
+        report("authors' json as lists (before)", m0, m1, worker_memory(unopened, per_epoch, per_epoch, args.workers,
                                                                           args.reads), baseline)
-        del legacy
+        del checked, unopened
         gc.collect()
         shutil_rm(root)
         shm_section(args, tmp)
