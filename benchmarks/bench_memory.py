@@ -210,12 +210,16 @@ def shm_section(args, tmp: str) -> None:
     before_images = replay_batch(lambda i: load_rgb(images.samples[i][0]), stored, 224, mean, std)
     before = item_bytes((before_images, stored.logits.float(), ds.targets[stored.image_indices],
                          torch.tensor(0), stored.image_indices.clone()))
+    records_only = SoftLabelBatches(images, label_dir, 224, mean, std, views_on_device=True)
+    device = item_bytes(tuple(records_only.load_request(BatchRequest(0))))
     print(f"shared memory per loader item (batch {args.batch_size}, 224 px, {args.classes} classes): now "
           f"{now / MB:.2f} MB (uint8 views + fp16 logits), before {before / MB:.2f} MB (float32 images + float32 "
-          f"logits): {now / before * 100:.1f}%")
+          f"logits): {now / before * 100:.1f}%; --input-path device (records only): {device / MB:.3f} MB "
+          f"({device / before * 100:.2f}%)")
     for workers in (8, 16):
         print(f"  in flight with {workers} workers: now x prefetch 2 = {workers * 2 * now / MB:,.0f} MB, before x "
-              f"prefetch 4 = {workers * 4 * before / MB:,.0f} MB")
+              f"prefetch 4 = {workers * 4 * before / MB:,.0f} MB, device path x prefetch 2 = "
+              f"{workers * 2 * device / MB:,.1f} MB")
 
 
 def main() -> None:

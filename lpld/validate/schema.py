@@ -104,10 +104,10 @@ VALIDATE_SCHEMA = {
     "fetcher": Option("patch", str, "patch: the run-time DataLoader fetcher (the authors' manual "
                       "PyTorch edit, scoped to our loader); getitems: no patch, Dataset.__getitems__",
                       "authors' README 'Necessary Modification for Pytorch'", choices=("patch", "getitems")),
-    "input_path": Option("pil", str, "pil: workers cut the recorded views with PIL, as relabel did "
-                         "(pixel-exact replay); device: decode the distilled images once into one "
-                         "uint8 tensor and cut, flip and mix batches on the device (fewer CPU cores; "
-                         "views differ from PIL's by rounding, docs/benchmarks.md)",
+    "input_path": Option("pil", str, "pil: DataLoader workers cut the recorded views with PIL, as "
+                         "relabel did; device: decode the distilled images once into one uint8 tensor "
+                         "on the device and cut and flip whole batches there (~100x less CPU per image; "
+                         "PIL's fixed-point arithmetic, equal views where measured: docs/benchmarks.md)",
                          choices=("pil", "device")),
     "cache_images": Option(False, bool, "keep decoded distilled images in memory in every loader "
                            "process (saves decoding; memory: images x H x W x 3 bytes per worker)"),
