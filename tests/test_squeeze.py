@@ -178,3 +178,21 @@ def test_resume_with_workers_equals_an_uninterrupted_run(demo, tmp_path, monkeyp
     a, b = read_state_dict(str(tmp_path / "a" / "teacher.pth")), read_state_dict(str(tmp_path / "b" / "teacher.pth"))
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_teacher_schedule_is_the_authors_recipe():
+    """SRe2L's squeeze command (--lr 0.2 --lr-warmup-epochs 5 --lr-warmup-decay 0.01, cosine over
+    the remaining epochs), stepped once per epoch as torchvision's reference does."""
+    import math
+
+    from lpld.utils.schedule import warmup_cosine
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    sched = warmup_cosine(opt, 50, 5, 0.01)
+    lrs = []
+    for _ in range(50):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [0.2 * (0.01 + 0.99 * e / 5) for e in range(5)]
+    expected += [0.2 * 0.5 * (1 + math.cos(math.pi * (e - 5) / 45)) for e in range(5, 50)]
+    assert lrs == pytest.approx(expected, abs=1e-9)
