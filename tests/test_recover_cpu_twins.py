@@ -49,6 +49,7 @@ def test_batched_gradients_equal_single_class_channels_last(teacher_path):
         rec.close()
 
 
+@pytest.mark.slow
 def test_bf16_channels_last_reaches_fp32_quality(teacher_path):
     model = build_model("resnet18", NUM_CLASSES, class_aware=True, weights=teacher_path).eval()
     fp32 = _run(model, amp=False, channels_last=False)

@@ -102,7 +102,7 @@ def _reads_in_one_epoch(demo_root, store, steps: int) -> list:
     torch.manual_seed(0)
     model = build_model("resnet18", 4)
     cfg = types.SimpleNamespace(gradient_accumulation_steps=2, batch_size=8, progress=False, train_epochs=1,
-                                temperature=4.0, label_smoothing=0.0, amp=True, log_batches=False, log_interval=20,
+                                temperature=4.0, label_smoothing=0.0, amp=False, log_batches=False, log_interval=20,
                                 sgd=False, adamw_lr=1e-3, adamw_weight_decay=0.01, output_dir=".")
     opt = build_optimizer(model, cfg)
     with HostReads() as reads:
@@ -122,7 +122,7 @@ def test_evaluation_and_class_pass_read_values_once(demo_root):
     model = build_model("resnet18", 4, class_aware=True)
     for batches in (2, 5):
         with HostReads() as reads:
-            evaluate(model, data[:batches], CPU, amp=True, progress=False)
+            evaluate(model, data[:batches], CPU, progress=False)
             record_class_statistics(model, data[:batches], CPU, progress=False)
         assert len(reads.calls) <= 1, reads.calls
 

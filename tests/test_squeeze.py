@@ -86,10 +86,11 @@ def test_bad_data_path_fails_at_once(tmp_path):
                                   output_dir=str(tmp_path / "o")))
 
 
+@pytest.mark.slow
 def test_cpu_amp_channels_last_training_and_class_pass(demo, tmp_path):
     """The CUDA test's branches on the CPU: bf16 autocast and channels_last in training, evaluation
     and the class pass (which leaves the accuracy unchanged)."""
-    metrics = run_teacher_training(_train_cfg(demo, tmp_path, epochs=2, amp=True, channels_last=True))
+    metrics = run_teacher_training(_train_cfg(demo, tmp_path, epochs=1, amp=True, channels_last=True))
     info = run_class_stats(_cfg(CLASS_STATS_SCHEMA, data_path=demo, weights=metrics["teacher"], amp=True,
                                 channels_last=True, output=str(tmp_path / "cbn.pth")))
     assert info["val_top1"] == pytest.approx(metrics["val_top1"]) and info["amp"] is True
@@ -137,6 +138,7 @@ def _class_pass(demo, tmp_path, **kw):
     return class_bn_layers(build_model("resnet18", 4, class_aware=True, weights=out)), plain, cfg
 
 
+@pytest.mark.slow
 def test_class_pass_defaults_to_fp32_and_bf16_is_opt_in(demo, tmp_path):
     from lpld.data import build_dataset, train_transform
     from lpld.squeeze.sampling import SeededEpochSampler
@@ -156,11 +158,12 @@ def test_class_pass_defaults_to_fp32_and_bf16_is_opt_in(demo, tmp_path):
     assert 1e-5 < max(errors) < 2e-2, errors  # bf16 really ran, and its error stays bounded
 
 
+@pytest.mark.slow
 def test_resume_with_workers_equals_an_uninterrupted_run(demo, tmp_path, monkeypatch):
     """Persistent DataLoader workers draw their seeds once per run: the augmentation must not depend
     on them, or the epochs after a resume would see other crops than an uninterrupted run."""
     from lpld.squeeze import train as train_mod
-    kw = dict(epochs=3, workers=2)
+    kw = dict(epochs=2, workers=2)
     run_teacher_training(_train_cfg(demo, tmp_path / "a", **kw))
     real, calls = train_mod.train_one_epoch, []
 

@@ -95,6 +95,7 @@ def _state(out) -> dict:
     return torch.load(os.path.join(out, "checkpoint.pth"), map_location="cpu", weights_only=False)
 
 
+@pytest.mark.slow
 def test_two_ranks_train_the_weights_of_one_process(demo_root, odd_folder, tmp_path, monkeypatch):
     epochs = 24  # 5 forward/backward passes per epoch: the EMA averages (after 100 calls), not only copies
     store = make_label_store(odd_folder, str(tmp_path / "labels"), None, num_classes=4, batch_size=8,
@@ -139,6 +140,7 @@ def check_reported_equals_saved(demo_root, out, part: str) -> None:
     assert final["top1"] == pytest.approx(saved["top1"]) and final["val_loss"] == pytest.approx(saved["loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_torchrun_gloo_two_ranks_train_on_disjoint_data(demo_root, tmp_path):
     """The command the reproduce scripts run on a multi-GPU machine, with 2 CPU processes."""
     store = make_label_store(os.path.join(demo_root, "train"), str(tmp_path / "labels"), None,
