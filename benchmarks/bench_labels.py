@@ -149,7 +149,7 @@ def main() -> None:
     p.add_argument("--gen-batch-size", type=int, default=64)
     p.add_argument("--gen-workers", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the sandbox shares 2 cores)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--dir", default=None, help="scratch folder (default: a temporary one, removed after)")
     p.add_argument("--skip-generate", action="store_true")
     args = p.parse_args()

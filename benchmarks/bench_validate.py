@@ -1,5 +1,5 @@
 """Student-training throughput: soft labels loaded from the store vs. the same loop with the labels
-in memory (issue 5 goal: label loading costs < 5% of step time).
+in memory (goal: label loading costs < 5% of step time).
 
 Both variants run the real training step of ``lpld.validate.train`` (``train_one_epoch``: replayed
 images from the DataLoader, forward/backward, optimiser step) on a synthetic distilled set:
@@ -36,8 +36,8 @@ from lpld.labels import LabelStoreWriter, open_label_store, plan_batches  # noqa
 from lpld.models import build_model  # noqa: E402
 from lpld.utils.runtime import resolve_device, to_channels_last  # noqa: E402
 from lpld.validate.distributed import DistInfo  # noqa: E402
-from lpld.validate.loader import PlannedBatchSampler, SoftLabelBatches, build_train_loader  # noqa: E402
-from lpld.validate.loss import build_optimizer  # noqa: E402
+from lpld.validate.loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader  # noqa: E402
+from lpld.validate.optim import build_optimizer  # noqa: E402
 from lpld.validate.pruning import PruningPlan  # noqa: E402
 from lpld.validate.train import train_one_epoch  # noqa: E402
 
@@ -104,18 +104,20 @@ def run(variant: str, args, train_dir: str, label_dir: str, device: torch.device
         dataset = SoftLabelBatches(images, label_dir, args.size, mean, std)
     plan = PruningPlan(store.batches_per_epoch, args.epochs, seed=0)
     sampler = PlannedBatchSampler(plan, max_steps=args.steps)
-    loader = build_train_loader(dataset, sampler, workers=args.workers, pin_memory=device.type == "cuda",
-                                prefetch_factor=4)
+    loader = build_train_loader(dataset, sampler, workers=args.workers, pin_memory=device.type == "cuda")
     torch.manual_seed(0)
-    model = to_channels_last(build_model(args.model, args.classes).to(device), device)
-    cfg = types.SimpleNamespace(gradient_accumulation_steps=1, progress=False, train_epochs=args.epochs,
-                                temperature=20.0, label_smoothing=0.0, amp=True, log_batches=False,
-                                sgd=False, adamw_lr=1e-3, adamw_weight_decay=0.01, output_dir=".")
-    opt = build_optimizer(model, cfg)
+    cuda = device.type == "cuda"
+    model = to_channels_last(build_model(args.model, args.classes).to(device), cuda)
+    cfg = types.SimpleNamespace(gradient_accumulation_steps=1, batch_size=args.batch_size, progress=False,
+                                train_epochs=args.epochs, temperature=20.0, label_smoothing=0.0, amp=cuda,
+                                log_batches=False, log_interval=20, sgd=False, adamw_lr=1e-3,
+                                adamw_weight_decay=0.01, output_dir=".")
+    opt = build_optimizer(model, cfg, device)
+    inputs = BatchInputs(device, mean, std, channels_last=cuda)
     sampler.set_epoch(0)
-    train_one_epoch(model, None, opt, loader, device, cfg, "kl", 0, DistInfo())  # warm-up (workers, cudnn)
+    train_one_epoch(model, None, opt, loader, device, cfg, "kl", 0, DistInfo(), inputs)  # warm-up (workers, cudnn)
     sampler.set_epoch(1)
-    stats = train_one_epoch(model, None, opt, loader, device, cfg, "kl", 1, DistInfo())
+    stats = train_one_epoch(model, None, opt, loader, device, cfg, "kl", 1, DistInfo(), inputs)
     return stats
 
 

@@ -215,10 +215,9 @@ def _draw_cutout(img: Image.Image, params: torch.Tensor) -> Image.Image:
     return img
 
 
-def apply_view(img: Image.Image, crop: torch.Tensor, flip: bool = False, cutout: torch.Tensor | None = None,
-               size: int = 224, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
-               ) -> torch.Tensor:
-    """One recorded view: resized crop (bilinear, PIL) -> flip -> Cutout -> tensor -> normalise."""
+def view_uint8(img: Image.Image, crop: torch.Tensor, flip: bool = False, cutout: torch.Tensor | None = None,
+               size: int = 224) -> torch.Tensor:
+    """One recorded view as uint8 [3, size, size]: resized crop (bilinear, PIL) -> flip -> Cutout."""
     width, height = img.size
     top, left, h, w = _pixel_box(crop, width, height)
     out = TF.resized_crop(img, top, left, h, w, [size, size], InterpolationMode.BILINEAR, antialias=True)
@@ -226,29 +225,54 @@ def apply_view(img: Image.Image, crop: torch.Tensor, flip: bool = False, cutout:
         out = TF.hflip(out)
     if cutout is not None:
         out = _draw_cutout(out, cutout)
-    tensor = TF.to_tensor(out)
-    if mean is not None and std is not None:
-        tensor = TF.normalize(tensor, list(mean), list(std))
-    return tensor
+    return TF.pil_to_tensor(out)
+
+
+def views_uint8(images: Sequence[Image.Image], crops: torch.Tensor, flips: torch.Tensor | None,
+                cutout: torch.Tensor | None, size: int) -> torch.Tensor:
+    """uint8 [B, 3, size, size]: each image with its recorded crop and flip (or Cutout). uint8 is
+    what crosses from DataLoader workers to the trainer (a quarter of the float32 bytes);
+    :func:`normalize_views` and :func:`apply_mix` finish the batch on the device."""
+    if len(images) != crops.shape[0]:
+        raise ValueError(f"{len(images)} images but {crops.shape[0]} recorded crops")
+    if not images:
+        return torch.empty(0, 3, size, size, dtype=torch.uint8)
+    return torch.stack([view_uint8(img, crops[k], bool(flips[k]) if flips is not None else False,
+                                   cutout[k] if cutout is not None else None, size)
+                        for k, img in enumerate(images)])
+
+
+def normalize_views(views: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 views -> float32 in [0, 1] -> normalised: the arithmetic of ``ToTensor`` +
+    ``Normalize``, on whatever device the views are. ``mean``/``std``: sequences, or tensors
+    already on that device (no host-to-device copy per call)."""
+    x = views.float().div(255)
+    if mean is None or std is None:
+        return x
+    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    return x.sub_(m).div_(s)
+
+
+def apply_view(img: Image.Image, crop: torch.Tensor, flip: bool = False, cutout: torch.Tensor | None = None,
+               size: int = 224, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+               ) -> torch.Tensor:
+    """One recorded view, normalised float32 [3, size, size]."""
+    return normalize_views(view_uint8(img, crop, flip, cutout, size), mean, std)
 
 
 def apply_views(images: Sequence[Image.Image], crops: torch.Tensor, flips: torch.Tensor | None,
                 cutout: torch.Tensor | None, size: int, mean: Sequence[float] | None,
                 std: Sequence[float] | None) -> torch.Tensor:
     """[B, 3, size, size]: each image with its recorded crop and flip (or Cutout), normalised."""
-    if len(images) != crops.shape[0]:
-        raise ValueError(f"{len(images)} images but {crops.shape[0]} recorded crops")
-    views = [apply_view(img, crops[k], bool(flips[k]) if flips is not None else False,
-                        cutout[k] if cutout is not None else None, size, mean, std)
-             for k, img in enumerate(images)]
-    return torch.stack(views)
+    return normalize_views(views_uint8(images, crops, flips, cutout, size), mean, std)
 
 
 def apply_mix(batch: torch.Tensor, record: BatchRecord) -> torch.Tensor:
     """Replay the recorded CutMix / MixUp on a batch (a new tensor; ``batch`` is not modified)."""
     if record.mix_index is None:
         return batch
-    perm = record.mix_index.to(batch.device)
+    perm = record.mix_index.to(batch.device, non_blocking=True)
     if record.mix_bbox is not None:
         x1, y1, x2, y2 = (int(v) for v in record.mix_bbox)
         out = batch.clone()

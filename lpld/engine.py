@@ -2,35 +2,44 @@
 from __future__ import annotations
 
 import torch
+from timm.utils import accuracy
 from torch import nn
 from tqdm import tqdm
 
-from .utils.metrics import topk_correct
+from .utils.metrics import DeviceSums
 from .utils.runtime import autocast, to_channels_last
+
+
+def hits(percent: torch.Tensor, n: int) -> torch.Tensor:
+    """Correct predictions from ``timm.utils.accuracy``'s percentage of ``n`` rows (exact)."""
+    return (percent * n / 100).round()
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, *, amp: bool = False,
-             desc: str = "val", progress: bool = True) -> dict[str, float]:
+             channels_last: bool = False, desc: str = "val", progress: bool = True) -> dict[str, float]:
     """Top-1 / top-5 accuracy (percent) and mean cross-entropy of ``model`` over ``loader``.
 
-    In a torch.distributed run each rank evaluates its shard and the counts are summed.
+    The forward may run under autocast; logits are cast to fp32 before the loss and the top-k, so
+    near-ties are ranked as an fp32 model would rank them. Counts stay on the device until the end.
+    In a torch.distributed run each rank evaluates its shard and the sums are all-reduced.
     """
     model.eval()
-    correct1 = correct5 = seen = 0
-    loss_sum = 0.0
-    criterion = nn.CrossEntropyLoss(reduction="sum")
+    sums = DeviceSums(("loss", "top1", "top5", "n"), device)
     for images, target in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        images = to_channels_last(images.to(device, non_blocking=True), device)
+        images = to_channels_last(images.to(device, non_blocking=True), channels_last)
         target = target.to(device, non_blocking=True)
         with autocast(device, amp):
             output = model(images)
-        loss_sum += float(criterion(output.float(), target))
-        c1, c5 = topk_correct(output, target, (1, 5))
-        correct1, correct5, seen = correct1 + c1, correct5 + c5, seen + target.numel()
-    totals = torch.tensor([correct1, correct5, seen, loss_sum], dtype=torch.float64, device=device)
+        output = output.float()
+        n = target.shape[0]
+        if n == 0:
+            continue
+        hits1, hits5 = (hits(acc, n) for acc in accuracy(output, target, topk=(1, 5)))
+        sums.add(nn.functional.cross_entropy(output, target, reduction="sum"), hits1, hits5, n)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(totals)
-    c1, c5, n, loss = totals.tolist()
-    n = max(n, 1)
-    return {"top1": 100.0 * c1 / n, "top5": 100.0 * c5 / n, "loss": loss / n, "samples": int(n)}
+        torch.distributed.all_reduce(sums.values)
+    totals = sums.read()
+    n = max(totals["n"], 1)
+    return {"top1": 100.0 * totals["top1"] / n, "top5": 100.0 * totals["top5"] / n,
+            "loss": totals["loss"] / n, "samples": int(round(totals["n"]))}

@@ -101,10 +101,23 @@ def test_model_context_manager_updates_every_layer_and_keeps_outputs():
     for layer in layers:
         assert torch.all(layer.class_running_mean[1:3] == 0)
         assert not torch.all(layer.class_running_mean[[0, 3, 4]] == 0)
+    # exact mode: the count-weighted statistics of exactly this pass, per class present; the
+    # classes absent from it keep what the EMA pass above left
+    before = [(m.class_running_mean.clone(), m.class_running_var.clone()) for m in layers]
+    inputs = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: inputs.__setitem__(mod, args[0].detach()))
+             for m in layers]
     set_class_stats_mode(model, "exact")
     with torch.no_grad(), class_labels(model, y):
         model(x)
     finalize_exact_class_stats(model)
+    for h in hooks:
+        h.remove()
+    for layer, (mean0, var0) in zip(layers, before):
+        ref_mean, ref_var = reference_update(mean0, var0, inputs[layer].double(), y, momentum=1.0)
+        torch.testing.assert_close(layer.class_running_mean, ref_mean.float(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(layer.class_running_var, ref_var.float(), rtol=1e-5, atol=1e-6)
+        assert torch.equal(layer.class_running_mean[1:3], mean0[1:3])
 
 
 def test_labels_out_of_range_are_rejected():

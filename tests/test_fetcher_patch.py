@@ -28,7 +28,7 @@ from lpld.augment import apply_view  # noqa: E402
 from lpld.data import ImageFolder, load_rgb, normalization  # noqa: E402
 from lpld.validate import fetcher_patch  # noqa: E402
 from lpld.validate.fetcher_patch import FetcherPatchError, LabelBatchFetcher, check_torch_internals  # noqa: E402
-from lpld.validate.loader import PlannedBatchSampler, SoftLabelBatches, build_train_loader  # noqa: E402
+from lpld.validate.loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATCH = os.path.join(REPO, "patches", "torch_fetch_fkd_load.patch")
@@ -132,7 +132,8 @@ def our_batches(train_dir, store, batch_list, workers=0, fetcher="patch", cache_
     dataset = SoftLabelBatches(ImageFolder(train_dir), store.path, SIZE, MEAN, STD, cache_images=cache_images)
     sampler = PlannedBatchSampler(FixedPlan(batch_list))
     loader = build_train_loader(dataset, sampler, workers=workers, pin_memory=False, fetcher=fetcher)
-    return [(b.images, b.soft_logits, b.targets, int(b.batch_id)) for b in loader]
+    inputs = BatchInputs(torch.device("cpu"), MEAN, STD)  # normalise and mix, as the trainer does
+    return [(*inputs(b)[:2], b.targets, int(b.batch_id)) for b in loader]
 
 
 def test_run_time_patch_equals_the_manual_patch(patched_fetch, collision_store):

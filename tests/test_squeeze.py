@@ -2,14 +2,17 @@
 import argparse
 import json
 import os
+import sys
 
 import pytest
 import torch
 
 from lpld.config import resolve
 from lpld.data import make_demo_dataset
-from lpld.models import build_model, class_bn_layers, read_state_dict
+from lpld.models import build_model, class_bn_layers, read_state_dict, save_checkpoint
 from lpld.squeeze import CLASS_STATS_SCHEMA, TRAIN_SCHEMA, run_class_stats, run_teacher_training
+
+sys.path.insert(0, os.path.dirname(__file__))
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +86,116 @@ def test_bad_data_path_fails_at_once(tmp_path):
                                   output_dir=str(tmp_path / "o")))
 
 
+@pytest.mark.slow
+def test_cpu_amp_channels_last_training_and_class_pass(demo, tmp_path):
+    """The CUDA test's branches on the CPU: bf16 autocast and channels_last in training, evaluation
+    and the class pass (which leaves the accuracy unchanged)."""
+    metrics = run_teacher_training(_train_cfg(demo, tmp_path, epochs=1, amp=True, channels_last=True))
+    info = run_class_stats(_cfg(CLASS_STATS_SCHEMA, data_path=demo, weights=metrics["teacher"], amp=True,
+                                channels_last=True, output=str(tmp_path / "cbn.pth")))
+    assert info["val_top1"] == pytest.approx(metrics["val_top1"]) and info["amp"] is True
+
+
 @pytest.mark.cuda
 def test_cuda_amp_channels_last_training_and_class_pass(demo, tmp_path):
     metrics = run_teacher_training(_train_cfg(demo, tmp_path, epochs=2, device="cuda", amp=True))
     info = run_class_stats(_cfg(CLASS_STATS_SCHEMA, data_path=demo, weights=metrics["teacher"], device="cuda",
                                 amp=True, output=str(tmp_path / "cbn.pth")))
     assert info["val_top1"] == pytest.approx(metrics["val_top1"])
+
+
+# --- the class-statistics pass: fp32 by default, bf16 only when asked ---------------------------------
+def _reference_class_stats(model, loader):
+    """fp32 reference: every BN input captured by a hook, the authors' per-class update in float64."""
+    from test_class_bn import reference_update
+    layers = class_bn_layers(model)
+    stats = {m: (m.class_running_mean.double().clone(), m.class_running_var.double().clone()) for m in layers}
+    seen = {}
+    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.__setitem__(mod, args[0].detach().double()))
+             for m in layers]
+    model.eval()
+    with torch.no_grad():
+        for images, target in loader:
+            model(images)
+            for m in layers:
+                stats[m] = reference_update(*stats[m], seen[m], target, m.momentum)
+    for h in hooks:
+        h.remove()
+    return [stats[m] for m in layers]
+
+
+def _class_pass(demo, tmp_path, **kw):
+    """The class-statistics pass with the schema's defaults (the settings here name no ``amp``)."""
+    out = str(tmp_path / f"cbn_{len(os.listdir(tmp_path))}.pth")
+    plain = str(tmp_path / "plain.pth")
+    if not os.path.exists(plain):
+        torch.manual_seed(0)
+        save_checkpoint(plain, build_model("resnet18", 4))
+    settings = dict(dataset="demo", data_path=demo, model="resnet18", tiny_stem=False, image_size=16, batch_size=32,
+                    workers=0, device="cpu", progress=False, weights=plain, output=out, check_unchanged=False)
+    cfg = resolve(CLASS_STATS_SCHEMA, [("test", settings | kw)])
+    run_class_stats(cfg)
+    return class_bn_layers(build_model("resnet18", 4, class_aware=True, weights=out)), plain, cfg
+
+
+@pytest.mark.slow
+def test_class_pass_defaults_to_fp32_and_bf16_is_opt_in(demo, tmp_path):
+    from lpld.data import build_dataset, train_transform
+    from lpld.squeeze.sampling import SeededEpochSampler
+    from lpld.squeeze.train import build_loader
+    fp32_layers, plain, cfg = _class_pass(demo, tmp_path)
+    assert cfg.amp is False
+    # the pass's loader, rebuilt: the same seeded order and augmentation
+    data = build_dataset("demo", demo, "train", train_transform(16, "demo"))
+    loader = build_loader(data, cfg, torch.device("cpu"), shuffle=True, sampler=SeededEpochSampler(len(data), cfg.seed))
+    reference = _reference_class_stats(build_model("resnet18", 4, class_aware=True, weights=plain), loader)
+    for layer, (mean, var) in zip(fp32_layers, reference):
+        torch.testing.assert_close(layer.class_running_mean.double(), mean, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(layer.class_running_var.double(), var, rtol=1e-5, atol=1e-5)
+    bf16_layers, _, _ = _class_pass(demo, tmp_path, amp=True)
+    errors = [float((b.class_running_mean - a.class_running_mean).norm() / a.class_running_mean.norm())
+              for a, b in zip(fp32_layers, bf16_layers)]
+    assert 1e-5 < max(errors) < 2e-2, errors  # bf16 really ran, and its error stays bounded
+
+
+@pytest.mark.slow
+def test_resume_with_workers_equals_an_uninterrupted_run(demo, tmp_path, monkeypatch):
+    """Persistent DataLoader workers draw their seeds once per run: the augmentation must not depend
+    on them, or the epochs after a resume would see other crops than an uninterrupted run."""
+    from lpld.squeeze import train as train_mod
+    kw = dict(epochs=2, workers=2)
+    run_teacher_training(_train_cfg(demo, tmp_path / "a", **kw))
+    real, calls = train_mod.train_one_epoch, []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_teacher_training(_train_cfg(demo, tmp_path / "b", **kw))
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    run_teacher_training(_train_cfg(demo, tmp_path / "b", resume=True, **kw))
+    a, b = read_state_dict(str(tmp_path / "a" / "teacher.pth")), read_state_dict(str(tmp_path / "b" / "teacher.pth"))
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_teacher_schedule_is_the_authors_recipe():
+    """SRe2L's squeeze command (--lr 0.2 --lr-warmup-epochs 5 --lr-warmup-decay 0.01, cosine over
+    the remaining epochs), stepped once per epoch as torchvision's reference does."""
+    import math
+
+    from lpld.utils.schedule import warmup_cosine
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.2)
+    sched = warmup_cosine(opt, 50, 5, 0.01)
+    lrs = []
+    for _ in range(50):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [0.2 * (0.01 + 0.99 * e / 5) for e in range(5)]
+    expected += [0.2 * 0.5 * (1 + math.cos(math.pi * (e - 5) / 45)) for e in range(5, 50)]
+    assert lrs == pytest.approx(expected, abs=1e-9)

@@ -21,7 +21,8 @@ from lpld.labels import StoreMismatchError, open_label_store  # noqa: E402
 from lpld.validate import VALIDATE_SCHEMA, run_validate  # noqa: E402
 from lpld.validate import train as train_mod  # noqa: E402
 from lpld.validate.loader import rank_rows, rank_subrecord  # noqa: E402
-from lpld.validate.loss import ModelEMA, kd_loss, lr_factor, param_groups  # noqa: E402
+from lpld.validate.loss import kd_loss  # noqa: E402
+from lpld.validate.optim import ModelEma, build_optimizer, build_scheduler, param_groups  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "relabel_and_validate", "configs")
@@ -58,54 +59,90 @@ def test_accumulated_chunks_reproduce_the_full_batch_loss_and_gradient():
 class Cfg:
     def __init__(self, **kw):
         self.__dict__.update(dict(cos=True, sgd=False, epochs=10, train_epochs=10, smoothing_lr=False,
-                                  smoothing_lr_strength=2.0) | kw)
+                                  smoothing_lr_strength=2.0, learning_rate=1.0, momentum=0.9, weight_decay=0.0,
+                                  adamw_lr=1.0, adamw_weight_decay=0.0) | kw)
 
 
-def torch_lrs(scheduler_fn, epochs):
-    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = scheduler_fn(opt)
+def epoch_lrs(cfg, dataset, epochs=None):
+    """The LR of each epoch as the trainer sees it: read at the epoch start, stepped after it."""
+    opt = build_optimizer(nn.Linear(1, 1), cfg)
+    sched = build_scheduler(opt, cfg, dataset)
     out = []
-    for _ in range(epochs):
+    for _ in range(epochs or cfg.train_epochs):
         out.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
     return out
 
 
-def test_lr_schedules_match_the_authors_torch_schedulers():
-    # Tiny-ImageNet, --cos --sgd: SequentialLR(LinearLR(0.01, 5), CosineAnnealingLR(epochs - 5))
-    ref = torch_lrs(lambda o: torch.optim.lr_scheduler.SequentialLR(
-        o, [torch.optim.lr_scheduler.LinearLR(o, start_factor=0.01, total_iters=5),
-            torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=10 - 5, eta_min=0.0)], milestones=[5]), 10)
-    ours = [lr_factor(e, Cfg(sgd=True), "tiny") for e in range(10)]
-    assert ours == pytest.approx(ref, abs=1e-9)
-    # --cos otherwise: LambdaLR(0.5 * (1 + cos(pi * step / train_epochs)))
-    ref = torch_lrs(lambda o: torch.optim.lr_scheduler.LambdaLR(
-        o, lambda s: 0.5 * (1 + math.cos(math.pi * s / 10)) if s <= 10 else 0), 10)
-    assert [lr_factor(e, Cfg(), "imagenet") for e in range(10)] == pytest.approx(ref)
-    assert [lr_factor(e, Cfg(sgd=True), "imagenet") for e in range(10)] == pytest.approx(ref)
-    # no --cos: SRe2L's linear decay
-    assert [lr_factor(e, Cfg(cos=False), "imagenet") for e in range(3)] == pytest.approx([1.0, 0.9, 0.8])
+def test_lr_schedules_are_the_authors():
+    """Pinned to the formulas of the authors' train_FKD_label_pruning_batch.py."""
+    # Tiny-ImageNet, --cos --sgd: LinearLR(0.01, 5 epochs), then CosineAnnealingLR(T_max = epochs - 5)
+    tiny = [0.01 + 0.99 * e / 5 for e in range(5)] + [0.5 * (1 + math.cos(math.pi * e / 5)) for e in range(5)]
+    assert epoch_lrs(Cfg(sgd=True), "tiny") == pytest.approx(tiny, abs=1e-9)
+    # --cos: LambdaLR(0.5 * (1 + cos(pi * step / train_epochs)))
+    cos = [0.5 * (1 + math.cos(math.pi * e / 10)) for e in range(10)]
+    assert epoch_lrs(Cfg(), "imagenet") == pytest.approx(cos, abs=1e-9)
+    assert epoch_lrs(Cfg(sgd=True), "imagenet") == pytest.approx(cos, abs=1e-9)
+    # --cos --smoothing_lr: the cosine argument divided by smoothing_lr_strength
+    smooth = [0.5 * (1 + math.cos(math.pi * e / 10 / 2)) for e in range(10)]
+    assert epoch_lrs(Cfg(smoothing_lr=True), "imagenet") == pytest.approx(smooth, abs=1e-9)
+    # no --cos: SRe2L's linear decay 1 - step / train_epochs; train_epochs < epochs shortens it
+    assert epoch_lrs(Cfg(cos=False), "imagenet") == pytest.approx([1 - e / 10 for e in range(10)], abs=1e-9)
+    assert epoch_lrs(Cfg(cos=False, train_epochs=4), "imagenet") == pytest.approx([1.0, 0.75, 0.5, 0.25])
 
 
-def test_weight_decay_only_on_multidimensional_weights():
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
-    decay, no_decay = param_groups(model, 0.01)
-    assert {id(p) for p in decay["params"]} == {id(model[0].weight), id(model[3].weight)}
-    assert no_decay["weight_decay"] == 0.0 and len(no_decay["params"]) == 4
+def test_schedule_resumes_from_its_state_dict():
+    cfg = Cfg(sgd=True)
+    opt = build_optimizer(nn.Linear(1, 1), cfg)
+    sched = build_scheduler(opt, cfg, "tiny")
+    for _ in range(7):
+        opt.step()
+        sched.step()
+    opt2 = build_optimizer(nn.Linear(1, 1), cfg)
+    sched2 = build_scheduler(opt2, cfg, "tiny")
+    opt2.load_state_dict(opt.state_dict())
+    sched2.load_state_dict(sched.state_dict())
+    assert opt2.param_groups[0]["lr"] == pytest.approx(epoch_lrs(cfg, "tiny")[7], abs=1e-12)
+
+
+def authors_get_parameters(model):
+    """The authors' utils.get_parameters: decay on parameters named 'weight' with more than one dimension."""
+    decay = [p for n, p in model.named_parameters() if "weight" in n and p.ndim > 1]
+    return {id(p) for p in decay}, {id(p) for p in model.parameters()} - {id(p) for p in decay}
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "efficientnet_b0", "timm/resnet18"])
+def test_weight_decay_groups_are_the_authors(arch):
+    from lpld.models import build_model
+    model = build_model(arch, 10)
+    groups = param_groups(model, 0.01)
+    decay = {id(p) for g in groups if g["weight_decay"] for p in g["params"]}
+    no_decay = {id(p) for g in groups if not g["weight_decay"] for p in g["params"]}
+    assert (decay, no_decay) == authors_get_parameters(model)
+    assert [g["weight_decay"] for g in groups] == [0.0, 0.01]
 
 
 def test_ema_follows_the_ema_pytorch_schedule():
     model = nn.Linear(1, 1, bias=False)
-    ema = ModelEMA(model, beta=0.99)
-    for step in range(111):
+    ema = ModelEma(model, beta=0.99)
+    seen = []
+    for step in range(131):
         with torch.no_grad():
             model.weight.fill_(float(step))
-        ema.update()
-    # calls 0, 10, ..., 100 copy the weights; call 110 averages with decay min(0.99, 1 - 10^(-2/3))
-    decay = min(0.99, 1 - (1 + 10) ** (-2 / 3))
-    expected = 100 * decay + 110 * (1 - decay)
-    assert float(ema.model.weight) == pytest.approx(expected)
+        ema.step(model)
+        seen.append(float(ema.module.weight))
+    # calls 0, 10, ..., 100 copy the weights, the others change nothing
+    assert seen[:101] == [float(s - s % 10) for s in range(101)]
+    # call 110 averages with decay min(0.99, 1 - (1 + 10)^(-2/3)); call 120 with n = 20
+    d110 = min(0.99, 1 - (1 + 10) ** (-2 / 3))
+    assert seen[110] == pytest.approx(100 * d110 + 110 * (1 - d110))
+    d120 = min(0.99, 1 - (1 + 20) ** (-2 / 3))
+    assert seen[120] == pytest.approx(seen[110] * d120 + 120 * (1 - d120))
+    state = ema.checkpoint()
+    again = ModelEma(nn.Linear(1, 1, bias=False))
+    again.restore(state)
+    assert again.calls == 131 and float(again.module.weight) == seen[-1]
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -262,13 +299,38 @@ def test_resume_continues_exactly(demo_root, store, tmp_path, monkeypatch):
     assert json.load(open(tmp_path / "b" / "final.json"))["label_batches_used"] <= 9
 
 
+def test_resume_with_workers_and_dropout_continues_exactly(demo_root, store, tmp_path, monkeypatch):
+    """MobileNet trains with dropout: a resumed run must continue the random stream (checkpointed
+    RNG state, loaders that do not draw from it), with persistent DataLoader workers."""
+    kw = dict(epochs=3, train_epochs=3, model="mobilenet_v3_small", workers=2, max_steps_per_epoch=2,
+              val_interval=5, adamw_lr=0.01)
+    run_validate(base_cfg(demo_root, store, tmp_path / "a", **kw))
+    real, calls = train_mod.train_one_epoch, []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_validate(base_cfg(demo_root, store, tmp_path / "b", **kw))
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    run_validate(base_cfg(demo_root, store, tmp_path / "b", resume=True, **kw))
+    a = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)["model"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_authors_format_store_trains_like_ours(demo_root, tmp_path):
     """The relabel stage's two output formats (ours; the authors' epoch_*/batch_*.tar folder) feed
     the student the very same batches."""
     from lpld.models import build_model
     from lpld.relabel.generate import run_relabel
     from lpld.data import ImageFolder
-    from lpld.validate.loader import PlannedBatchSampler, SoftLabelBatches, build_train_loader
+    from lpld.validate.loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader
     from lpld.validate.pruning import PruningPlan
     torch.manual_seed(0)
     teacher = build_model("resnet18", 4).eval()
@@ -288,10 +350,11 @@ def test_authors_format_store_trains_like_ours(demo_root, tmp_path):
         ds = SoftLabelBatches(ImageFolder(os.path.join(demo_root, "train")), path, 16, mean, std)
         batches[fmt] = list(build_train_loader(ds, sampler, workers=0, pin_memory=False))
     assert len(batches["ours"]) == len(batches["authors"]) == 6
+    inputs = BatchInputs(torch.device("cpu"), mean, std)
     for a, b in zip(batches["ours"], batches["authors"]):
         assert int(a.batch_id) == int(b.batch_id)
-        torch.testing.assert_close(a.images, b.images, rtol=0, atol=0)
-        torch.testing.assert_close(a.soft_logits, b.soft_logits, rtol=0, atol=0)
+        for x, y in zip(inputs(a), inputs(b)):  # images, soft logits, targets
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("variant", [

@@ -98,8 +98,8 @@ def extract_features(model: nn.Module, loader, device: torch.device, *, amp: boo
     model.eval()
     feats, labels = [], []
     for images, target in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        images = to_channels_last(images.to(device, non_blocking=True), device)
-        with autocast(device, amp):
+        images = to_channels_last(images.to(device, non_blocking=True), device.type == "cuda")
+        with autocast(device, amp and device.type == "cuda"):
             f = penultimate_features(model, images)
         feats.append(f.float().cpu())
         labels.append(torch.as_tensor(target, dtype=torch.int64))
@@ -397,7 +397,7 @@ class _Teacher:
                 raise ValueError("--weights (the teacher checkpoint) is needed to extract features from images")
             self.device = resolve_device(cfg.device)
             self.model = build_model(cfg.model, self.num_classes, tiny_stem=cfg.tiny_stem, weights=cfg.weights)
-            self.model = to_channels_last(self.model.to(self.device).eval(), self.device)
+            self.model = to_channels_last(self.model.to(self.device).eval(), self.device.type == "cuda")
         loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers,
                             pin_memory=self.device.type == "cuda")
         return extract_features(self.model, loader, self.device, amp=cfg.amp, progress=cfg.progress, desc=desc)

@@ -12,15 +12,16 @@ from .store import LabelStore, LabelStoreWriter
 FORMATS = ("ours", "authors")
 
 
-def open_label_store(path: str, batches_per_epoch: int | None = None):
+def open_label_store(path: str, batches_per_epoch: int | None = None, index_dir: str | None = None):
     """Open a store of either format: ours (``manifest.json``) or the authors' (``epoch_0/``).
 
     ``batches_per_epoch`` is needed only for an authors' folder whose first epoch is incomplete
-    and that carries no ``lpld_manifest.json``."""
+    and that carries no ``lpld_manifest.json``; ``index_dir``: where an authors' folder's
+    memory-mapped sampler index is cached (default: the user's cache)."""
     if os.path.isfile(os.path.join(path, "manifest.json")):
         return LabelStore(path)
     if is_authors_store(path):
-        return AuthorsLabelStore(path, batches_per_epoch=batches_per_epoch)
+        return AuthorsLabelStore(path, batches_per_epoch=batches_per_epoch, index_dir=index_dir)
     if not os.path.exists(path):
         raise FileNotFoundError(f"soft-label store not found: {path}")
     raise ValueError(f"{path} is neither an lpld soft-label store (manifest.json) nor the authors' "

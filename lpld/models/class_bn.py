@@ -131,17 +131,24 @@ def convert_to_class_aware(model: nn.Module, num_classes: int) -> nn.Module:
     return model
 
 
+def check_labels(labels: torch.Tensor, num_classes: int | None) -> None:
+    """Raise unless every label lies in [0, num_classes). Reads the values: call it on a host
+    tensor (the loader's) in a hot loop, not on a device tensor."""
+    if num_classes is not None and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"class labels must lie in [0, {num_classes}); got min {int(labels.min())}, "
+                         f"max {int(labels.max())}")
+
+
 @contextlib.contextmanager
-def class_labels(model: nn.Module, labels: torch.Tensor) -> Iterator[None]:
-    """Within this context, a forward pass in eval mode updates the per-class statistics."""
+def class_labels(model: nn.Module, labels: torch.Tensor, check: bool = True) -> Iterator[None]:
+    """Within this context, a forward pass in eval mode updates the per-class statistics.
+    ``check=False``: the caller has checked the labels (see :func:`check_labels`)."""
     layers = class_bn_layers(model)
     if not layers:
         raise ValueError("class_labels: the model has no ClassAwareBatchNorm2d layers "
                          "(build it with class_aware=True)")
-    num_classes = layers[0].num_classes
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"class labels must lie in [0, {num_classes}); got min {int(labels.min())}, "
-                         f"max {int(labels.max())}")
+    if check:
+        check_labels(labels, layers[0].num_classes)
     for layer in layers:
         layer.class_labels = labels
     try:

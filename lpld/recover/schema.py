@@ -73,7 +73,7 @@ RECOVER_SCHEMA = {
                                       "step. 1 = the authors' loop"),
     "amp": Option(False, bool, "bf16 autocast for the teacher forward on CUDA (BN statistics and losses stay "
                                "fp32); off = the authors' fp32"),
-    "channels_last": Option(True, bool, "channels_last memory format on CUDA"),
+    "channels_last": Option(True, bool, "channels_last memory format (cuDNN on CUDA, oneDNN on the CPU)"),
     "compile": Option(False, bool, "torch.compile the teacher (CUDA; first steps are slow while compiling)"),
     "device": Option("auto", str, "auto | cpu | cuda | cuda:N"),
     "seed": Option(0, int, "random seed; each class's noise and draws depend only on (seed, class)"),

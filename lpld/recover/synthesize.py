@@ -99,18 +99,20 @@ class Recoverer:
     """Optimises groups of synthetic images against a frozen teacher; see the module docstring."""
 
     def __init__(self, teacher: nn.Module, settings: RecoverySettings, target: str, device: torch.device,
-                 compile_model: bool = False) -> None:
+                 compile_model: bool | str = False) -> None:
         self.s = settings
         self.device = device
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        self.channels_last = settings.channels_last and device.type == "cuda"
+        self.channels_last = settings.channels_last  # on any device: oneDNN takes NHWC on the CPU
         if self.channels_last:
             teacher = teacher.to(memory_format=torch.channels_last)
         self.teacher = teacher
         self.matcher = BNMatcher(teacher, settings.first_bn_multiplier, target)
-        self.forward = torch.compile(teacher) if compile_model else teacher
+        # compile_model: True (inductor) or a torch.compile backend name
+        backend = compile_model if isinstance(compile_model, str) else "inductor"
+        self.forward = torch.compile(teacher, backend=backend) if compile_model else teacher
         mean = torch.tensor(settings.mean, device=device).view(1, -1, 1, 1)
         std = torch.tensor(settings.std, device=device).view(1, -1, 1, 1)
         # Valid range of a normalised pixel: (0 - m) / s .. (1 - m) / s (authors' clip()).

@@ -35,7 +35,8 @@ from ..data import DATASET_NUM_CLASSES, ImageFolder, canonical_dataset, load_rgb
 from ..data.transforms import normalization
 from ..labels import image_list_fingerprint, open_label_store, plan_batches, writer_for
 from ..utils.io import ensure_writable_dir
-from ..utils.runtime import resolve_device
+from ..device_views import ImageBank, replay_batch_on_device
+from ..utils.runtime import resolve_device, set_cudnn_benchmark
 from .schema import RELABEL_SCHEMA
 from .teacher import build_teacher, teacher_logits, teacher_summary
 
@@ -86,9 +87,11 @@ class AugmentedBatches(Dataset):
     Runs in DataLoader workers; the images come from :func:`lpld.augment.replay_batch`, the same
     function the replay check and the student use."""
 
-    def __init__(self, paths: list[str], orders: np.ndarray, manifest: dict[str, Any], start: int, stop: int) -> None:
+    def __init__(self, paths: list[str], orders: np.ndarray, manifest: dict[str, Any], start: int, stop: int,
+                 sizes: list[tuple[int, int]] | None = None) -> None:
         self.paths, self.orders, self.m = paths, orders, manifest
         self.start, self.stop = start, stop
+        self.sizes = sizes  # given: only draw the record; the trainer cuts the views on the device
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -101,12 +104,15 @@ class AugmentedBatches(Dataset):
     def __getitem__(self, k: int):
         gid = self.start + k
         indices = self.batch_indices(gid).tolist()
-        images = {i: load_rgb(self.paths[i]) for i in indices}
+        images = {} if self.sizes is not None else {i: load_rgb(self.paths[i]) for i in indices}
+        sizes = [self.sizes[i] if self.sizes is not None else images[i].size for i in indices]
         m = self.m
-        record = sample_batch_params(gid, indices, [images[i].size for i in indices], seed=m["seed"],
+        record = sample_batch_params(gid, indices, sizes, seed=m["seed"],
                                      size=m["image_size"], scale=(m["min_scale_crops"], m["max_scale_crops"]),
                                      cutout=m["cutout"], mix_type=m["mix_type"], mixup_alpha=m["mixup_alpha"],
                                      cutmix_alpha=m["cutmix_alpha"])
+        if self.sizes is not None:
+            return None, record
         mean, std = m["normalize"]
         batch = replay_batch(images.__getitem__, record, m["image_size"], mean, std)
         return batch, record
@@ -150,7 +156,10 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
         model = teacher if teacher is not None else build_teacher(cfg.model, num_classes, cfg.teacher_ckpt,
                                                                   cfg.tiny_stem)
         model = prepare_teacher(model, device, cfg.channels_last)
-        batches = AugmentedBatches([p for p, _ in dataset.samples], orders, manifest, start, stop)
+        set_cudnn_benchmark(device)  # every batch has the same shapes
+        bank = ImageBank.from_folder(dataset, device, cfg.input_size) if cfg.input_path == "device" else None
+        batches = AugmentedBatches([p for p, _ in dataset.samples], orders, manifest, start, stop,
+                                   sizes=bank.image_sizes() if bank is not None else None)
         loader = DataLoader(batches, batch_size=None, shuffle=False, num_workers=cfg.workers,
                             pin_memory=device.type == "cuda", persistent_workers=False,
                             prefetch_factor=4 if cfg.workers > 0 else None)
@@ -159,13 +168,15 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
             with torch.no_grad():
                 for images, record in tqdm(loader, desc=desc, total=len(batches), initial=0,
                                            disable=not cfg.progress, unit="batch"):
+                    if images is None:
+                        images = replay_batch_on_device(bank, record, *manifest["normalize"])
                     logits = teacher_logits(model, images, device, cfg.amp, cfg.channels_last)
                     record.logits = logits.half() if cfg.use_fp16 else logits.float()
                     writer.write(record)
         finally:
             writer.commit()  # every batch written so far is complete: keep it for the resumed run
     if cfg.format == "authors":
-        writer.close({e: orders[e].tolist() for e in range(orders.shape[0])})
+        writer.close({e: orders[e] for e in range(orders.shape[0])})
     else:
         writer.close()
     store = open_label_store(cfg.output_dir)

@@ -68,6 +68,9 @@ RELABEL_SCHEMA = {
     "amp": Option(False, bool, "fp16 autocast for the teacher on CUDA (faster; logits then differ from "
                   "fp32 by more than fp16 rounding, so the replay check needs a looser tolerance)"),
     "channels_last": Option(True, bool, "channels_last teacher on CUDA"),
+    "input_path": Option("pil", str, "pil: workers cut the views with PIL; device: decode the images once "
+                         "into one uint8 tensor on the device and cut, flip and mix there (docs/benchmarks.md)",
+                         choices=("pil", "device")),
     "progress": Option(True, bool, "tqdm progress bar"),
     # --- accepted for the authors' YAML/flags, no effect here ------------------------------------
     "seed": Option(None, int, "authors' global --seed; ignored: every draw comes from fkd_seed", GEN + " --seed"),

@@ -24,8 +24,10 @@ COMMON = {
     "batch_size": Option(256, int, "images per step", SRE2L_TINY + " --batch-size 256"),
     "workers": Option(8, int, "data-loading worker processes"),
     "device": Option("auto", str, "auto | cpu | cuda | cuda:N"),
-    "amp": Option(True, bool, "bf16 autocast on CUDA (ignored on CPU)"),
-    "seed": Option(0, int, "random seed"),
+    "amp": Option(None, bool, "bf16 autocast for the forward (default: on for CUDA, off on CPU; --amp "
+                              "on CPU uses CPU autocast); the loss and the top-k stay fp32"),
+    "channels_last": Option(None, bool, "channels_last memory format (default: on for CUDA)"),
+    "seed": Option(0, int, "random seed (model init, epoch order, per-image augmentation)"),
     "progress": Option(True, bool, "tqdm progress bars"),
 }
 
@@ -42,6 +44,7 @@ TRAIN_SCHEMA = {
     "val_interval": Option(1, int, "evaluate every N epochs (and after the last)"),
     "output_dir": Option("outputs/squeeze", str, "checkpoints and metrics go here"),
     "resume": Option(False, bool, "continue from output_dir/checkpoint.pth"),
+    "log_interval": Option(20, int, "refresh the progress-bar loss every N steps (one host synchronisation each)"),
 }
 
 CLASS_STATS_SCHEMA = {
@@ -55,4 +58,7 @@ CLASS_STATS_SCHEMA = {
                                      "(order independent; a deviation from the paper)",
                          AUTHORS_FORWARD, choices=("ema", "exact")),
     "check_unchanged": Option(True, bool, "also evaluate before the pass and fail if accuracy changed"),
+    "amp": Option(False, bool, "bf16 autocast for the pass (opt-in; default fp32 as the authors' "
+                               "forward_once.py; bf16 moves the class statistics by up to ~2e-3 "
+                               "relative per layer, docs/benchmarks.md)", AUTHORS_FORWARD),
 }

@@ -50,23 +50,35 @@ def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]
     return DistInfo(rank, world, local), device
 
 
-def shutdown_distributed(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-
-
 def barrier(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.barrier()
 
 
-def all_reduce_sum(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+def all_reduce_(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Sum ``tensor`` over the ranks, in place (nothing to do in a single process)."""
+    if info.enabled:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+@torch.no_grad()
+def broadcast_buffers(module: torch.nn.Module, info: DistInfo) -> None:
+    """Give every rank rank 0's buffers (BN running statistics). DDP broadcasts them at the start
+    of each forward, so after the last step every rank holds its own last update; evaluated on
+    each rank, the model would not be the one rank 0 saves."""
+    if info.enabled:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)
+
+
+def gather_objects(obj, info: DistInfo) -> list:
+    """``obj`` of every rank, in rank order (``[obj]`` in a single process)."""
     if not info.enabled:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
+        return [obj]
+    out = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def shard_indices(n: int, info: DistInfo) -> list[int]:

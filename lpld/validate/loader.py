@@ -3,9 +3,10 @@
 * :class:`PlannedBatchSampler` yields, per training step, a :class:`BatchRequest` naming the stored
   batch id (from :class:`~lpld.validate.pruning.PruningPlan`) and this process's share of it.
 * :class:`SoftLabelBatches` turns a request into a :class:`LabeledBatch`: it reads the record
-  (soft logits + recorded crop/flip/Cutout/mix parameters) from the label store and rebuilds the
-  images with :func:`lpld.augment.replay_batch`, the function relabel used -- images and labels
-  come from the same record and cannot come apart.
+  (soft logits + recorded crop/flip/Cutout/mix parameters) from the label store and cuts the
+  recorded views (uint8) -- images and labels come from the same record and cannot come apart.
+* :class:`BatchInputs` finishes the batch on the training device: normalise and mix, the rest of
+  :func:`lpld.augment.replay_batch`, the function relabel used.
 * Under torch.distributed each rank trains on a disjoint slice of every stored batch (the
   authors' DataParallel splits the batch across GPUs the same way). A rank replays only the
   images it needs: its slice plus the CutMix/MixUp partners of its slice.
@@ -13,14 +14,16 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..augment import BatchRecord, replay_batch
+from ..augment import BatchRecord, apply_mix, normalize_views, views_uint8
 from ..data import load_rgb
+from ..utils.runtime import to_channels_last
 from .fetcher_patch import SoftLabelDataLoader, patched_worker_init
 from .pruning import PruningPlan
 
@@ -33,11 +36,17 @@ class BatchRequest(NamedTuple):
 
 
 class LabeledBatch(NamedTuple):
-    images: torch.Tensor         # float32 [b, 3, S, S], replayed and mixed
-    soft_logits: torch.Tensor    # float32 [b, K] teacher logits (stored as fp16)
+    """One training step's data as it leaves a DataLoader worker: uint8 views and fp16 logits, a
+    quarter and a half of the float32 bytes. :meth:`BatchInputs.__call__` normalises and mixes
+    them on the training device."""
+    views: torch.Tensor | None   # uint8 [m, 3, S, S] recorded crops (+ flip / Cutout); None: cropped on the device
+    record: BatchRecord          # the record of the m viewed images (mix parameters; no logits)
+    keep: torch.Tensor           # int64 [b]: this rank's rows among the m mixed views
+    soft_logits: torch.Tensor    # [b, K] teacher logits as stored (fp16)
     targets: torch.Tensor        # int64 [b] hard labels of the (unmixed) images, for train accuracy
     batch_id: torch.Tensor       # int64 scalar: the stored batch these came from
     image_indices: torch.Tensor  # int64 [b] distilled-image indices
+    global_rows: int             # rows of the whole stored batch, over all ranks
 
 
 def rank_rows(batch_size: int, rank: int, world_size: int) -> np.ndarray:
@@ -74,21 +83,26 @@ class SoftLabelBatches(Dataset):
     """Map-style dataset over the distilled images whose unit of loading is a stored batch.
 
     ``images``: a :class:`lpld.data.LabeledImages` (``.samples`` of (path, target)), indexed like
-    the relabel run. ``label_dir``: the store; opened lazily in each process.
+    the relabel run. ``label_dir``: the store, opened (pickled to each worker as a path and a few
+    numbers: memory maps reopen per process) or its path (opened lazily in each process).
+    ``views_on_device``: send only the records; :class:`BatchInputs` crops on the device.
     """
 
     lpld_soft_label_batches = True  # LabelBatchFetcher serves only datasets that say so
 
-    def __init__(self, images, label_dir: str, image_size: int, mean, std, *,
-                 allow_getitems: bool = False, cache_images: bool = False) -> None:
-        self.samples = list(images.samples)
-        self.targets = torch.tensor([t for _, t in self.samples], dtype=torch.int64)
-        self.label_dir = label_dir
+    def __init__(self, images, label_dir, image_size: int, mean, std, *, allow_getitems: bool = False,
+                 cache_images: bool = False, views_on_device: bool = False) -> None:
+        # One numpy array of encoded paths rather than a list of str: forked workers share its
+        # pages, where Python objects would be copied page by page as reference counts change.
+        self.paths = np.array([os.fsencode(p) for p, _ in images.samples])
+        self.targets = torch.tensor([t for _, t in images.samples], dtype=torch.int64)
+        self._store = None if isinstance(label_dir, (str, os.PathLike)) else label_dir
+        self.label_dir = str(label_dir) if self._store is None else self._store.path
         self.image_size = image_size
         self.mean, self.std = mean, std
         self.allow_getitems = allow_getitems
         self.cache_images = cache_images
-        self._store = None
+        self.views_on_device = views_on_device
         self._cache: dict[int, object] = {}
 
     @property
@@ -100,19 +114,18 @@ class SoftLabelBatches(Dataset):
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_store"] = None  # each worker opens its own (memory maps are per process)
         state["_cache"] = {}
         return state
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.paths)
 
     def image(self, index: int):
         if not self.cache_images:
-            return load_rgb(self.samples[index][0])
+            return load_rgb(os.fsdecode(self.paths[index]))
         img = self._cache.get(index)
         if img is None:  # decoded once per process; crops never modify the source image
-            img = self._cache[index] = load_rgb(self.samples[index][0])
+            img = self._cache[index] = load_rgb(os.fsdecode(self.paths[index]))
         return img
 
     def load_request(self, request) -> LabeledBatch:
@@ -122,22 +135,26 @@ class SoftLabelBatches(Dataset):
         record = self.store.read(int(request.batch_id))
         if record.logits is None:
             raise ValueError(f"label store {self.label_dir}: batch {request.batch_id} holds no logits")
-        bad = record.image_indices[(record.image_indices < 0) | (record.image_indices >= len(self.samples))]
+        bad = record.image_indices[(record.image_indices < 0) | (record.image_indices >= len(self.paths))]
         if bad.numel():
             raise IndexError(f"label store {self.label_dir}: batch {request.batch_id} names image "
-                             f"{int(bad[0])}, but the image folder holds {len(self.samples)} images; "
+                             f"{int(bad[0])}, but the image folder holds {len(self.paths)} images; "
                              f"the labels were made for other distilled images")
         if request.world_size > 1:
-            rows = rank_rows(record.batch_size, request.rank, request.world_size)
-            sub, keep = rank_subrecord(record, rows)
-            images = replay_batch(self.image, sub, self.image_size, self.mean, self.std)[keep]
-            rows_t = torch.as_tensor(rows, dtype=torch.int64)
-            logits, indices = record.logits[rows_t], record.image_indices[rows_t]
+            rows = torch.as_tensor(rank_rows(record.batch_size, request.rank, request.world_size), dtype=torch.int64)
+            sub, keep = rank_subrecord(record, rows.tolist())
+            keep = torch.as_tensor(keep, dtype=torch.int64)
+            logits, indices = record.logits[rows], record.image_indices[rows]
         else:
-            images = replay_batch(self.image, record, self.image_size, self.mean, self.std)
+            sub, keep = record, torch.arange(record.batch_size)
             logits, indices = record.logits, record.image_indices
-        return LabeledBatch(images.contiguous(), logits.float(), self.targets[indices],
-                            torch.tensor(int(request.batch_id)), indices.clone())
+        sub = dataclasses.replace(sub, logits=None)
+        views = None
+        if not self.views_on_device:
+            views = views_uint8([self.image(int(i)) for i in sub.image_indices.tolist()], sub.crops, sub.flips,
+                                sub.cutout, self.image_size)
+        return LabeledBatch(views, sub, keep, logits.contiguous(), self.targets[indices],
+                            torch.tensor(int(request.batch_id)), indices.clone(), record.batch_size)
 
     def __getitem__(self, index):
         raise RuntimeError(
@@ -149,6 +166,35 @@ class SoftLabelBatches(Dataset):
         if not self.allow_getitems:
             self.__getitem__(request)
         return self.load_request(request)
+
+
+class BatchInputs:
+    """The trainer's half of the input pipeline: a :class:`LabeledBatch` -> this rank's
+    (images, soft logits, targets) on the device. uint8 views are normalised and mixed here
+    (:func:`lpld.augment.normalize_views`, :func:`lpld.augment.apply_mix`: the arithmetic of
+    ``replay_batch``, so the images equal the relabel stage's bit for bit); with ``bank`` (a
+    :class:`lpld.device_views.ImageBank`) the views themselves are cut on the device."""
+
+    def __init__(self, device: torch.device, mean, std, *, channels_last: bool = False, bank=None) -> None:
+        self.device = device
+        # constants on the device once: a per-step host-to-device copy would wait for the device
+        self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32, device=device)
+        self.std = None if std is None else torch.tensor(std, dtype=torch.float32, device=device)
+        self.channels_last, self.bank = channels_last, bank
+
+    def __call__(self, batch: LabeledBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if batch.views is not None:
+            views = batch.views.to(self.device, non_blocking=True)
+        elif self.bank is not None:
+            views = self.bank.views(batch.record)
+        else:
+            raise ValueError("the batch holds no views: build BatchInputs with the ImageBank of the distilled images")
+        images = apply_mix(normalize_views(views, self.mean, self.std), batch.record)
+        if batch.keep.numel() != images.shape[0]:  # DDP: drop the mix partners of other ranks' rows
+            images = images[batch.keep.to(self.device, non_blocking=True)]
+        images = to_channels_last(images, self.channels_last)
+        soft = batch.soft_logits.to(self.device, non_blocking=True).float()
+        return images, soft, batch.targets.to(self.device, non_blocking=True)
 
 
 def _identity(batch):
@@ -179,11 +225,15 @@ class PlannedBatchSampler(Sampler):
 
 
 def build_train_loader(dataset: SoftLabelBatches, sampler: PlannedBatchSampler, *, workers: int,
-                       pin_memory: bool, fetcher: str = "patch", prefetch_factor: int = 4):
+                       pin_memory: bool, fetcher: str = "patch", prefetch_factor: int = 2, seed: int = 0):
     """The training DataLoader: ``fetcher='patch'`` serves batches through the run-time fetcher
-    patch; ``'getitems'`` through ``Dataset.__getitems__`` with torch's stock fetcher."""
+    patch; ``'getitems'`` through ``Dataset.__getitems__`` with torch's stock fetcher.
+
+    Its own generator (for the workers' base seed) leaves the global RNG alone, so creating the
+    persistent iterator once in a resumed run does not shift the dropout stream."""
     kwargs = dict(batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
-                  collate_fn=_identity, persistent_workers=workers > 0)
+                  collate_fn=_identity, persistent_workers=workers > 0,
+                  generator=torch.Generator().manual_seed(seed))
     if workers > 0:
         kwargs["prefetch_factor"] = prefetch_factor
     if fetcher == "patch":

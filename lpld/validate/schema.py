@@ -99,13 +99,27 @@ VALIDATE_SCHEMA = {
     "checkpoint_interval": Option(1, int, "write checkpoint.pth every N epochs and after the last "
                                   "(authors: every epoch)", SCRIPT + " save_checkpoint"),
     "device": Option("auto", str, "auto | cpu | cuda | cuda:N (torchrun: one GPU per process)"),
-    "amp": Option(True, bool, "bf16 autocast on CUDA (ignored on CPU); channels_last is always used on CUDA"),
+    "amp": Option(None, bool, "bf16 autocast for the student's forward/backward (default: on for CUDA, "
+                  "off on CPU; --amp on CPU uses CPU autocast). The logits, the KD loss and the top-k "
+                  "stay fp32 (docs/benchmarks.md: numerics)"),
+    "channels_last": Option(None, bool, "channels_last memory format (default: on for CUDA)"),
+    "compile": Option(False, bool, "torch.compile the student (the first steps compile)"),
+    "compile_backend": Option("inductor", str, "torch.compile backend (inductor; aot_eager: no code "
+                              "generation, for debugging)"),
     "fetcher": Option("patch", str, "patch: the run-time DataLoader fetcher (the authors' manual "
                       "PyTorch edit, scoped to our loader); getitems: no patch, Dataset.__getitems__",
                       "authors' README 'Necessary Modification for Pytorch'", choices=("patch", "getitems")),
+    "input_path": Option("pil", str, "pil: DataLoader workers cut the recorded views with PIL, as "
+                         "relabel did; device: decode the distilled images once into one uint8 tensor "
+                         "on the device and cut and flip whole batches there (~100x less CPU per image; "
+                         "PIL's fixed-point arithmetic, equal views where measured: docs/benchmarks.md)",
+                         choices=("pil", "device")),
     "cache_images": Option(False, bool, "keep decoded distilled images in memory in every loader "
                            "process (saves decoding; memory: images x H x W x 3 bytes per worker)"),
-    "prefetch_factor": Option(4, int, "batches prefetched per worker"),
+    "prefetch_factor": Option(2, int, "batches prefetched per worker (each holds a uint8 batch in "
+                              "shared memory)"),
+    "log_interval": Option(20, int, "refresh the progress-bar loss every N steps (one host "
+                           "synchronisation each)"),
     "progress": Option(True, bool, "tqdm progress bars"),
     "log_batches": Option(False, bool, "write output_dir/batches_rank<R>.jsonl: per step the stored "
                           "batch id and the image indices this process trained on (audit / tests)"),

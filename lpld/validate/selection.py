@@ -287,7 +287,7 @@ def _proxy_stats(cfg, store, images, labels, num_classes: int, size: int, datase
     from ..data import normalization
     from ..models import apply_tiny_stem, build_model
     from ..utils.runtime import resolve_device, seed_everything
-    from .loader import BatchRequest, SoftLabelBatches
+    from .loader import BatchInputs, BatchRequest, SoftLabelBatches
     from .loss import kd_loss, resolve_loss_variant
     bpe = store.batches_per_epoch
     if not 1 <= cfg.proxy_epochs <= cfg.train_epochs:
@@ -295,10 +295,11 @@ def _proxy_stats(cfg, store, images, labels, num_classes: int, size: int, datase
     device = resolve_device(cfg.device)
     mean, std = normalization(dataset)
     data = SoftLabelBatches(images, cfg.label_dir, size, mean, std, allow_getitems=True)
+    inputs = BatchInputs(device, mean, std)  # normalises and mixes the worker's uint8 views
 
     def load(b: int):
-        batch = data.load_request(BatchRequest(b))
-        return batch.images, batch.soft_logits
+        batch_images, soft, _ = inputs(data.load_request(BatchRequest(b)))
+        return batch_images, soft
 
     seed_everything(cfg.seed)
     model = build_model(cfg.model, num_classes)

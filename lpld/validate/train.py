@@ -4,12 +4,14 @@ Reproduces the authors' ``train_FKD_label_pruning_batch.py``: per training epoch
 picks stored batches; each batch's images are replayed with the recorded crop/flip/mix; the student
 minimises KL(teacher || student) at temperature T; the LR schedule steps once per epoch; the real
 validation set is evaluated after epoch 1, every ``val_interval`` epochs and after the last.
-One checkpoint per epoch (``checkpoint.pth``) makes ``--resume`` continue exactly where it
-stopped: the batches of an epoch depend only on ``(seed, epoch)``.
+One checkpoint per epoch (``checkpoint.pth``: model, optimizer, scheduler, EMA, every rank's RNG
+state) makes ``--resume`` continue exactly where it stopped: the batches of an epoch depend only
+on ``(seed, epoch)``, and dropout continues its random stream.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -19,20 +21,25 @@ from typing import Any, Mapping
 
 import torch
 import torchvision.transforms as T
+from timm.utils import accuracy
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
 from ..augment import normalize_mix_type
 from ..config import ConfigError, resolve
 from ..data import DATASET_NUM_CLASSES, ImageFolder, TinyImageNet, canonical_dataset, normalization, val_transform
-from ..engine import evaluate
+from ..device_views import ImageBank
+from ..engine import evaluate, hits
 from ..models import apply_tiny_stem, build_model, save_checkpoint
 from ..utils.io import atomic_json_dump, ensure_writable_dir
-from ..utils.metrics import MetricsLog, topk_correct
-from ..utils.runtime import autocast, seed_everything, to_channels_last
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shard_indices
-from .loader import PlannedBatchSampler, SoftLabelBatches, build_train_loader
-from .loss import ModelEMA, build_optimizer, kd_loss, lr_factor, resolve_loss_variant, set_lr
+from ..utils.metrics import DeviceSums, MetricsLog
+from ..utils.runtime import (autocast, keep_logits_fp32, on_for_cuda, rng_state, seed_everything,
+                             set_cudnn_benchmark, set_rng_state, to_channels_last)
+from .distributed import (DistInfo, all_reduce_, barrier, broadcast_buffers, gather_objects, init_distributed,
+                          shard_indices)
+from .loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader
+from .loss import kd_loss, resolve_loss_variant
+from .optim import ModelEma, build_optimizer, build_scheduler
 from .pruning import SCORE_METRICS, PruningPlan
 from .schema import PRUNE_RATIOS, VALIDATE_SCHEMA
 
@@ -94,7 +101,7 @@ def build_val_dataset(dataset: str, val_dir: str, transform):
 def open_store_checked(cfg, dataset: str, num_images: int):
     from ..labels import open_label_store
     from ..labels.common import StoreMismatchError, check_compatible
-    store = open_label_store(cfg.label_dir)
+    store = open_label_store(cfg.label_dir, index_dir=cfg.output_dir)  # the label folder may be read-only
     man = store.manifest
     num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or store.num_classes
     check_compatible(store, num_images=num_images, num_classes=num_classes, batch_size=cfg.batch_size,
@@ -136,10 +143,14 @@ def make_plan(cfg, store) -> PruningPlan:
 
 # --- training -----------------------------------------------------------------------------------
 def train_one_epoch(model, ema, optimizer, loader, device, cfg, variant: str, epoch: int,
-                    info: DistInfo) -> dict[str, float]:
+                    info: DistInfo, inputs: BatchInputs) -> dict[str, float]:
+    """One epoch of the authors' ``train()``: per stored batch, ``ceil(rows / (batch_size / accum))``
+    forward/backward passes (the last in sync across ranks), an EMA step after each pass, one
+    optimiser step. Loss and accuracy stay on the device until the log interval."""
     model.train()
-    accum = cfg.gradient_accumulation_steps
-    sums = [0.0, 0.0, 0.0, 0.0]  # loss*n, top1 hits, top5 hits, n
+    module = _unwrap(model)
+    chunk_rows = cfg.batch_size // cfg.gradient_accumulation_steps
+    sums = DeviceSums(("loss", "top1", "top5", "n"), device)
     data_wait = 0.0
     steps = 0
     seen_batches = []
@@ -148,61 +159,54 @@ def train_one_epoch(model, ema, optimizer, loader, device, cfg, variant: str, ep
                disable=not (cfg.progress and info.is_main))
     for batch in bar:
         data_wait += time.perf_counter() - t_ready
-        images = to_channels_last(batch.images.to(device, non_blocking=True), device)
-        soft = batch.soft_logits.to(device, non_blocking=True)
-        target = batch.targets.to(device, non_blocking=True)
-        n = images.shape[0]
+        images, soft, target = inputs(batch)
         if cfg.log_batches:
             seen_batches.append({"epoch": epoch, "step": steps, "batch_id": int(batch.batch_id),
                                  "image_indices": batch.image_indices.tolist()})
-        chunk = math.ceil(n / accum)
+        # Every rank makes the same number of passes (DDP pairs their gradient all-reduces), each
+        # over its share of the rows, possibly none. Summed losses scaled by world / rows: after
+        # DDP averages the ranks' gradients, the step follows the whole stored batch's batchmean
+        # however unevenly its rows are split, and a rank without rows adds 0, not NaN.
+        passes = math.ceil(batch.global_rows / chunk_rows)
+        scale = info.world_size / batch.global_rows
         optimizer.zero_grad(set_to_none=True)
-        starts = list(range(0, n, chunk))
-        for k, s in enumerate(starts):
-            sl = slice(s, s + chunk)
-            sync = k == len(starts) - 1 or not info.enabled
-            ctx = model.no_sync() if not sync else _null()
-            with ctx:
+        for k, (x, t, y) in enumerate(zip(images.tensor_split(passes), soft.tensor_split(passes),
+                                          target.tensor_split(passes))):
+            in_sync = k == passes - 1 or not info.enabled
+            with contextlib.nullcontext() if in_sync else model.no_sync():
                 with autocast(device, cfg.amp):
-                    out = model(images[sl])
-                # the chunks' batchmean losses weighted by their share: the whole batch's batchmean
-                loss = kd_loss(out, soft[sl], cfg.temperature, variant, cfg.label_smoothing)
-                (loss * (out.shape[0] / n)).backward()
+                    out = model(x)
+                loss = kd_loss(out, t, cfg.temperature, variant, cfg.label_smoothing, reduction="sum")
+                (loss * scale).backward()
             if ema is not None:
-                ema.update()  # per forward/backward pass, as the authors call it
-            c1, c5 = topk_correct(out.detach(), target[sl], (1, 5))
-            sums[0] += float(loss.detach()) * out.shape[0]
-            sums[1] += c1
-            sums[2] += c5
-            sums[3] += out.shape[0]
+                ema.step(module)  # per forward/backward pass, as the authors call it
+            n = x.shape[0]
+            if n:
+                hits1, hits5 = (hits(acc, n) for acc in accuracy(out.detach().float(), y, topk=(1, 5)))
+                sums.add(loss, hits1, hits5, n)
         optimizer.step()
         steps += 1
-        if steps % 20 == 0 and info.is_main:
-            bar.set_postfix(loss=f"{sums[0] / max(sums[3], 1):.4f}")
+        if steps % cfg.log_interval == 0 and cfg.progress and info.is_main:
+            now = sums.read()  # the only host synchronisation of the loop
+            bar.set_postfix(loss=f"{now['loss'] / max(now['n'], 1):.4f}")
         t_ready = time.perf_counter()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
     if seen_batches:
         with open(os.path.join(cfg.output_dir, f"batches_rank{info.rank}.jsonl"), "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in seen_batches)
+    totals = all_reduce_(sums.values, info).tolist()  # waits for the device: the epoch time is real
     elapsed = time.perf_counter() - t_epoch
-    loss, c1, c5, seen = all_reduce_sum(sums, info, device)
+    loss, c1, c5, seen = totals
     seen = max(seen, 1)
     return {"train_loss": loss / seen, "train_top1": 100.0 * c1 / seen, "train_top5": 100.0 * c5 / seen,
-            "train_images": int(seen), "epoch_time_s": elapsed, "images_per_s": seen / max(elapsed, 1e-9),
+            "train_images": int(round(seen)), "epoch_time_s": elapsed, "images_per_s": seen / max(elapsed, 1e-9),
             "data_wait_frac": data_wait / max(elapsed, 1e-9), "steps": steps}
 
 
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def _unwrap(model):
-    return getattr(model, "module", model)
+    """The student itself, under DDP and/or torch.compile wrappers."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "_orig_mod", None) or model.module
+    return model
 
 
 def _resume_state(cfg) -> dict[str, Any]:
@@ -239,6 +243,9 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     plan = make_plan(cfg, store)
     variant = resolve_loss_variant(cfg.loss, dataset)
     mean, std = normalization(dataset)
+    cfg.amp = on_for_cuda(cfg.amp, device)
+    channels_last = on_for_cuda(cfg.channels_last, device)
+    set_cudnn_benchmark(device)  # every step has the batch's shapes
 
     seed_everything(cfg.seed)
     model = build_model(cfg.model, num_classes)
@@ -248,13 +255,16 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     tiny_stem = cfg.tiny_stem if cfg.tiny_stem is not None else (dataset == "tiny" and has_stem)
     if tiny_stem:
         apply_tiny_stem(model)
-    model = to_channels_last(model.to(device), device)
-    optimizer = build_optimizer(model, cfg)
-    ema = ModelEMA(model, beta=cfg.ema_decay) if cfg.ema else None
-    base_lr = cfg.learning_rate if cfg.sgd else cfg.adamw_lr
+    if cfg.amp:
+        keep_logits_fp32(model)
+    model = to_channels_last(model.to(device), channels_last)
+    optimizer = build_optimizer(model, cfg, device)
+    scheduler = build_scheduler(optimizer, cfg, dataset)
+    ema = ModelEma(model, beta=cfg.ema_decay) if cfg.ema else None
 
     start_epoch, best_top1, last_val = 0, 0.0, None
     ckpt_path = os.path.join(cfg.output_dir, CHECKPOINT)
+    rng = None
     if cfg.resume and os.path.isfile(ckpt_path):
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         saved = state.get("resume_state", {})
@@ -264,9 +274,16 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
                               f"(option: checkpoint value, current value) {diff}; use another --output-dir")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        if ema is not None and state.get("ema"):
-            ema.load_state_dict(state["ema"])
         start_epoch, best_top1, last_val = int(state["epoch"]), float(state["best_top1"]), state.get("last_val")
+        if state.get("lr_scheduler"):
+            scheduler.load_state_dict(state["lr_scheduler"])
+        else:  # a checkpoint from before the scheduler was saved: replay its epochs
+            for _ in range(start_epoch):
+                scheduler.step()
+        if ema is not None and state.get("ema"):
+            ema.restore(state["ema"])
+        rngs = state.get("rng") or []
+        rng = rngs[info.rank] if info.rank < len(rngs) else (rngs[0] if rngs else None)
     elif cfg.resume and info.is_main:
         print(f"--resume: no {ckpt_path} yet; starting from scratch")
 
@@ -274,48 +291,68 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     if info.enabled:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_model = torch.compile(train_model, backend=cfg.compile_backend)
 
-    train_ds = SoftLabelBatches(images, cfg.label_dir, size, mean, std, cache_images=cfg.cache_images)
+    bank = None
+    if cfg.input_path == "device":
+        bank = ImageBank.from_folder(images, device, size)
+    train_ds = SoftLabelBatches(images, store, size, mean, std, cache_images=cfg.cache_images,
+                                views_on_device=bank is not None)
     sampler = PlannedBatchSampler(plan, info.rank, info.world_size, cfg.max_steps_per_epoch)
     pin = device.type == "cuda"
     loader = build_train_loader(train_ds, sampler, workers=cfg.workers, pin_memory=pin,
-                                fetcher=cfg.fetcher, prefetch_factor=cfg.prefetch_factor)
+                                fetcher=cfg.fetcher, prefetch_factor=cfg.prefetch_factor, seed=cfg.seed)
+    inputs = BatchInputs(device, mean, std, channels_last=channels_last, bank=bank)
     val_ds = build_val_dataset(dataset, cfg.val_dir, student_val_transform(dataset, size))
     if info.enabled:
         val_ds = Subset(val_ds, shard_indices(len(val_ds), info))
     val_bs = cfg.batch_size // 4 if cfg.batch_size > 64 else 64  # authors' val batch size
-    val_loader = DataLoader(val_ds, batch_size=val_bs, shuffle=False, num_workers=min(cfg.workers, 8),
-                            pin_memory=pin)
+    val_workers = min(cfg.workers, 8)
+    val_loader = DataLoader(val_ds, batch_size=val_bs, shuffle=False, num_workers=val_workers, pin_memory=pin,
+                            persistent_workers=val_workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
+
+    def validate_now() -> dict:
+        return evaluate(ema.module if ema is not None else model, val_loader, device, amp=cfg.amp,
+                        channels_last=channels_last, progress=cfg.progress and info.is_main)
 
     log = MetricsLog(os.path.join(cfg.output_dir, "metrics")) if info.is_main else None
     if info.is_main:
         print(f"validate: {plan.describe()}; student {cfg.model} ({num_classes} classes, tiny stem "
               f"{tiny_stem}); loss {variant}, T={cfg.temperature}; {len(images)} images, "
               f"{store.batches_per_epoch} batches/epoch; world size {info.world_size}; device {device}")
+    if rng is not None:
+        set_rng_state(rng)  # last: building the model and the loaders drew from the global RNG
     epoch_stats: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.train_epochs):
-        lr = set_lr(optimizer, base_lr, lr_factor(epoch, cfg, dataset))
+        lr = optimizer.param_groups[0]["lr"]
         sampler.set_epoch(epoch)
-        epoch_stats = train_one_epoch(train_model, ema, optimizer, loader, device, cfg, variant, epoch, info)
+        epoch_stats = train_one_epoch(train_model, ema, optimizer, loader, device, cfg, variant, epoch, info, inputs)
+        scheduler.step()
+        # every rank evaluates (its shard of) the very model rank 0 saves
+        broadcast_buffers(model, info)
+        if ema is not None:
+            broadcast_buffers(ema.module, info)
         record = {"epoch": epoch + 1, "lr": lr, **epoch_stats}
         last = epoch == cfg.train_epochs - 1
         if epoch % cfg.val_interval == 0 or last:
-            eval_model = ema.model if ema is not None else model
-            last_val = evaluate(eval_model, val_loader, device, amp=cfg.amp,
-                                progress=cfg.progress and info.is_main)
+            last_val = validate_now()
             record.update({"val_top1": last_val["top1"], "val_top5": last_val["top5"],
                            "val_loss": last_val["loss"]})
             best_top1 = max(best_top1, last_val["top1"])
+        save = (epoch + 1) % cfg.checkpoint_interval == 0 or last
+        rngs = gather_objects(rng_state(), info) if save else None
         if info.is_main:
             log.append(record)
-            extra = dict(optimizer=optimizer.state_dict(), epoch=epoch + 1, best_top1=best_top1,
-                         last_val=last_val, ema=ema.state_dict() if ema is not None else None,
+            extra = dict(optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(), epoch=epoch + 1,
+                         best_top1=best_top1, last_val=last_val, rng=rngs,
+                         ema=ema.checkpoint() if ema is not None else None,
                          plan=dataclasses.asdict(plan), resume_state=_resume_state(cfg))
-            if (epoch + 1) % cfg.checkpoint_interval == 0 or last:
+            if save:
                 save_checkpoint(ckpt_path, model, **extra)
             if last_val is not None and "val_top1" in record and record["val_top1"] >= best_top1:
                 save_checkpoint(os.path.join(cfg.output_dir, BEST),
-                                ema.model if ema is not None else model, epoch=epoch + 1, top1=best_top1)
+                                ema.module if ema is not None else model, epoch=epoch + 1, top1=best_top1)
             msg = (f"epoch {epoch + 1}/{cfg.train_epochs} lr {lr:.5f} loss {record['train_loss']:.4f} "
                    f"{record['images_per_s']:.0f} img/s")
             if "val_top1" in record:
@@ -323,8 +360,7 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
             print(msg, flush=True)
 
     if last_val is None:  # resumed a finished run without a stored evaluation
-        last_val = evaluate(ema.model if ema is not None else model, val_loader, device, amp=cfg.amp,
-                            progress=False)
+        last_val = validate_now()
         best_top1 = max(best_top1, last_val["top1"])
     used = plan.used_batch_ids()
     per_batch_logits = store.batch_size * store.num_classes * 2  # fp16 logits of one full batch
