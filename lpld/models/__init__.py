@@ -88,11 +88,11 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_weights(model: nn.Module, path: str) -> nn.Module:
-    """Load ``path`` into ``model``. Class-BN buffers may be absent (a plain teacher about to get
-    class statistics) or surplus (a class-BN checkpoint loaded into a plain model); every other
-    key must match, or the error names the keys and the file."""
-    sd = read_state_dict(path)
+def load_weights(model: nn.Module, path: str, state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Load ``path`` into ``model`` (``state_dict``: its content, when already read). Class-BN buffers
+    may be absent (a plain teacher about to get class statistics) or surplus (a class-BN checkpoint
+    loaded into a plain model); every other key must match, or the error names the keys and the file."""
+    sd = dict(read_state_dict(path) if state_dict is None else state_dict)
     own = model.state_dict()
     for k in [k for k in sd if k.endswith(CLASS_BUFFERS) and k not in own]:
         del sd[k]
