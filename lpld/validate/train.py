@@ -27,6 +27,7 @@ from ..config import ConfigError, resolve
 from ..data import DATASET_NUM_CLASSES, ImageFolder, TinyImageNet, canonical_dataset, normalization, val_transform
 from ..engine import evaluate
 from ..models import apply_tiny_stem, build_model, save_checkpoint
+from ..utils import preflight
 from ..utils.io import atomic_json_dump, ensure_writable_dir
 from ..utils.metrics import MetricsLog, topk_correct
 from ..utils.runtime import autocast, seed_everything, to_channels_last
@@ -229,6 +230,7 @@ def run_validate(cfg: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
 def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     dataset = canonical_dataset(cfg.dataset)
     ensure_writable_dir(cfg.output_dir, "output directory")
+    checked = preflight.validate(cfg, dataset)  # lock, labels bound to these images, class lists
     images = ImageFolder(cfg.train_dir)
     store, num_classes, size = open_store_checked(cfg, dataset, len(images))
     plan = make_plan(cfg, store)
@@ -305,7 +307,7 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
             log.append(record)
             extra = dict(optimizer=optimizer.state_dict(), epoch=epoch + 1, best_top1=best_top1,
                          last_val=last_val, ema=ema.state_dict() if ema is not None else None,
-                         plan=dataclasses.asdict(plan), resume_state=_resume_state(cfg))
+                         plan=dataclasses.asdict(plan), resume_state=_resume_state(cfg), classes=checked.classes)
             if (epoch + 1) % cfg.checkpoint_interval == 0 or last:
                 save_checkpoint(ckpt_path, model, **extra)
             if last_val is not None and "val_top1" in record and record["val_top1"] >= best_top1:
