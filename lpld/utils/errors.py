@@ -39,6 +39,10 @@ class BadImagesError(LpldInputError, ValueError):
     """Image files that cannot be decoded (found by the check before a stage starts)."""
 
 
+class UnreadableFileError(LpldInputError, RuntimeError):
+    """A checkpoint or data file that exists but cannot be read."""
+
+
 class UnreadableImageError(LpldInputError, RuntimeError):
     """One image file that cannot be decoded, met while loading."""
 
