@@ -95,7 +95,7 @@ def validate(cfg: argparse.Namespace, dataset: str) -> ValidateInputs:
     """Student training: the label store is complete, intact where cheap to tell, made from these
     images; the validation classes are the labels' classes; the run dir is ours."""
     from ..data import DATASET_NUM_CLASSES, ImageFolder
-    from ..labels import check_bound_inputs, incomplete_reason, open_label_store
+    from ..labels import check_bound_inputs, check_compatible, incomplete_reason, open_label_store
     from ..labels.common import StoreDamagedError
     from ..validate.train import build_val_dataset
     from .fingerprint import scan_images
@@ -106,10 +106,11 @@ def validate(cfg: argparse.Namespace, dataset: str) -> ValidateInputs:
         raise StoreDamagedError(f"label store {cfg.label_dir} is incomplete: {reason}. Finish the generation "
                                 f"(rerun the same relabel command; it resumes) before training on it.")
     images = ImageFolder(cfg.train_dir)
+    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or store.num_classes
+    check_compatible(store, num_images=len(images), num_classes=num_classes, where=f"train_dir {cfg.train_dir}")
     scan = scan_images([p for p, _ in images.samples], images.root)
     scan.raise_if_bad(cfg.train_dir)
     check_bound_inputs(store.manifest, cfg.label_dir, images_sha256=scan.sha256, train_dir=cfg.train_dir)
-    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or store.num_classes
     classes = store.manifest.get("classes")
     check_distilled_folders(images.classes, classes, num_classes, cfg.train_dir)
     val_classes = build_val_dataset(dataset, cfg.val_dir, None).classes
