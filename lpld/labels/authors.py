@@ -357,6 +357,8 @@ class AuthorsStoreWriter(OrderedBatchWriter):
                 self.manifest = {k: v for k, v in old.items() if k != "num_batches"}  # as created
             else:
                 raise FileExistsError(f"{path} exists and holds no lpld labels; choose an empty output directory")
+        require_free_space(os.path.dirname(os.path.abspath(path)),
+                           self._batch_bytes() * max(0, self.planned - self._count_done()), "label store")
         os.makedirs(path, exist_ok=True)
         for d in [path] + [os.path.join(path, e) for e in os.listdir(path) if _EPOCH.match(e)]:
             remove_stale_temporaries(d)
@@ -376,12 +378,12 @@ class AuthorsStoreWriter(OrderedBatchWriter):
                                         f"({_describe_missing([batch_file(path, *divmod(g, self.per_epoch)) for g in bad])}). "
                                         f"Regenerate them with lpld check-labels --store {path} --train-dir <images> "
                                         f"--teacher-ckpt <teacher> --repair")
-        # rewrite the checksum list cleanly (a torn last line from a kill would corrupt the next one)
-        atomic_write_text(os.path.join(path, CHECKSUMS),
-                          "".join(f"{g}\t{self._checksums[g]}\n" for g in sorted(self._checksums) if g < self.next_id))
-        per_batch = self._batch_bytes()
-        require_free_space(path, per_batch * max(0, self.planned - self.next_id), "label store")
+        self._write_checksums()  # cleanly: a line torn by a kill would corrupt the next one
         self._indices: dict[int, list[int]] = {}
+
+    def _write_checksums(self) -> None:
+        atomic_write_text(os.path.join(self.path, CHECKSUMS),
+                          "".join(f"{g}\t{self._checksums[g]}\n" for g in sorted(self._checksums) if g < self.next_id))
 
     def _batch_bytes(self) -> int:
         """Upper estimate of one batch file (tensors plus the archive's overhead)."""
@@ -453,6 +455,7 @@ class AuthorsStoreWriter(OrderedBatchWriter):
         (the full sampler order of each epoch) or from the json that run left."""
         try:
             self._write_sampler_json(epoch_orders)
+            self._write_checksums()  # in batch order, also after a repair
         finally:
             self._lock.release()
 
