@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from ..augment import BatchRecord
-from ..utils.io import (atomic_json_dump, atomic_path, atomic_write_text, remove_stale_temporaries,
+from ..utils.io import (atomic_json_dump, atomic_path, atomic_write_text, on_disk, remove_stale_temporaries,
                         require_free_space)
 from ..utils.lock import lock_output
 from .common import (FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, OrderedBatchWriter, StoreDamagedError,
@@ -357,8 +357,10 @@ class AuthorsStoreWriter(OrderedBatchWriter):
                 self.manifest = {k: v for k, v in old.items() if k != "num_batches"}  # as created
             else:
                 raise FileExistsError(f"{path} exists and holds no lpld labels; choose an empty output directory")
-        require_free_space(os.path.dirname(os.path.abspath(path)),
-                           self._batch_bytes() * max(0, self.planned - self._count_done()), "label store")
+        parent = os.path.dirname(os.path.abspath(path))
+        todo = max(0, self.planned - self._count_done())
+        require_free_space(parent, on_disk(parent, [self._batch_bytes()] * todo + [4096] * 5 +
+                                           [16 * int(self.manifest["batch_size"]) * todo, 80 * todo]), "label store")
         os.makedirs(path, exist_ok=True)
         for d in [path] + [os.path.join(path, e) for e in os.listdir(path) if _EPOCH.match(e)]:
             remove_stale_temporaries(d)

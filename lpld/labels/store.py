@@ -41,7 +41,9 @@ import numpy as np
 import torch
 
 from ..augment import BatchRecord
-from ..utils.io import atomic_dir, atomic_json_dump, remove_stale_temporaries, require_free_space, reserve_file
+from ..utils.errors import DiskSpaceError
+from ..utils.io import (atomic_dir, atomic_json_dump, free_bytes, human_bytes, is_disk_full, on_disk,
+                        remove_stale_temporaries, require_free_space, reserve_file)
 from ..utils.lock import lock_output
 from .common import (BINDING_KEYS, FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, OrderedBatchWriter, StoreDamagedError,
                      StoreMismatchError, check_bound_inputs, warn_once)
@@ -373,8 +375,21 @@ class LabelStoreWriter(OrderedBatchWriter):
 
     def _create(self) -> None:
         specs = array_specs(self.manifest)
-        needed = sum(int(np.prod(shape)) * dtype.itemsize + 128 for shape, dtype in specs.values())
-        require_free_space(os.path.dirname(os.path.abspath(self.path)), needed, "label store")
+        parent = os.path.dirname(os.path.abspath(self.path))
+        needed = on_disk(parent, [int(np.prod(shape)) * dtype.itemsize + 128 for shape, dtype in specs.values()]
+                         + [len(json.dumps(self.manifest, indent=2)) + 64, 64, 64])  # + manifest, progress, lock
+        require_free_space(parent, needed, "label store")
+        try:
+            self._create_files(specs)
+        except OSError as err:
+            if not is_disk_full(err) or isinstance(err, DiskSpaceError):
+                raise
+            raise DiskSpaceError(err.errno, f"not enough disk space for the label store at {self.path}: it needs "
+                                            f"{human_bytes(needed)} ({needed:,} bytes) on disk, "
+                                            f"{human_bytes(free_bytes(parent))} are free. Free some space or choose "
+                                            f"another output directory.") from err
+
+    def _create_files(self, specs) -> None:
         with atomic_dir(self.path) as tmp:
             for name, (shape, dtype) in specs.items():
                 file = os.path.join(tmp, name + ".npy")

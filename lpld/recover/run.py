@@ -41,7 +41,7 @@ from ..models import read_state_dict
 from ..models.teacher import TeacherInfo, infer_num_classes, load_teacher as load_checkpoint_teacher  # noqa: F401
 from ..utils.errors import InputValueError
 from ..utils.fingerprint import short
-from ..utils.io import atomic_json_dump, ensure_writable_dir, human_bytes, require_free_space
+from ..utils.io import atomic_json_dump, ensure_writable_dir, human_bytes, on_disk, require_free_space
 from ..utils.lock import lock_output
 from ..utils.metrics import MetricsLog
 from ..utils.runtime import resolve_device
@@ -52,9 +52,11 @@ DEFINING_KEYS = ("mode", "bn_target", "dataset", "model", "tiny_stem", "num_clas
                  "iterations", "lr", "r_bn", "first_bn_multiplier", "adam_beta1", "adam_beta2", "adam_eps",
                  "jitter_min", "jitter_max", "crop_scale_min", "crop_scale_max", "clip", "seed", "augment_draw",
                  "teacher_sha256", "groups_per_step")
-# JPEG bytes per pixel (quality 75) of recovered images, measured on demo and Tiny-ImageNet recoveries
-# with a margin; only used to refuse a run that cannot fit before it starts.
-JPEG_BYTES_PER_PIXEL = 0.5
+# Upper estimate of a recovered JPEG (quality 75): uniform noise, the least compressible image,
+# measured at 0.20-0.25 bytes per pixel value (64 and 224 px) plus ~600 bytes of headers. Only used
+# to refuse, before any work, a run whose images cannot fit.
+JPEG_BYTES_PER_VALUE = 0.25
+JPEG_HEADER_BYTES = 700
 
 
 def bn_target(cfg: argparse.Namespace) -> str:
@@ -204,14 +206,15 @@ def run_recovery(cfg: argparse.Namespace) -> str:
     units = list(plan_units(cfg, cfg.class_start, end, batch, root, num_classes))
     done_before = sum(class_complete(root, c, cfg.ipc) for c in range(cfg.class_start, end))
     remaining = (end - cfg.class_start) - done_before
-    require_free_space(root, int(remaining * cfg.ipc * cfg.image_size ** 2 * 3 * JPEG_BYTES_PER_PIXEL),
-                       "recovered images")
+    jpeg = int(cfg.image_size ** 2 * 3 * JPEG_BYTES_PER_VALUE) + JPEG_HEADER_BYTES
+    needed = on_disk(root, [jpeg] * (remaining * cfg.ipc) + [4096] * remaining)  # + one folder per class
+    require_free_space(root, needed, "recovered images")
     recoverer = Recoverer(teacher.to(device), settings, bn_target(cfg), device,
                           compile_model=cfg.compile)
     log = MetricsLog(os.path.join(root, f"recover_log_{cfg.class_start:05d}-{end:05d}"))
     print(f"recover: {cfg.mode} mode, classes [{cfg.class_start}, {end}) of {num_classes}, ipc {cfg.ipc}, "
           f"{done_before} already complete, {len(units)} steps of up to {cfg.groups_per_step} groups, "
-          f"about {human_bytes(remaining * cfg.ipc * cfg.image_size ** 2 * 3 * JPEG_BYTES_PER_PIXEL)} to write "
+          f"about {human_bytes(needed)} to write "
           f"-> {root}", flush=True)
     block_store: dict[int, torch.Tensor] = {}  # sre2l: class -> [ipc, H, W, 3] uint8 being filled
     block_stats: dict[int, list] = {}

@@ -138,6 +138,23 @@ def free_bytes(path: str) -> int:
     return shutil.disk_usage(probe).free
 
 
+def _existing(path: str) -> str:
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    return probe
+
+
+def on_disk(path: str, sizes: Iterable[int]) -> int:
+    """Bytes that files of ``sizes`` occupy on the filesystem of ``path`` (each rounded up to whole
+    blocks: many small files take far more than their sizes on a tmpfs or a 4 KiB-block disk)."""
+    try:
+        block = max(1, os.statvfs(_existing(path)).f_frsize)
+    except (OSError, AttributeError):
+        block = 4096
+    return sum(-(-max(int(n), 1) // block) * block for n in sizes)
+
+
 def require_free_space(path: str, needed: int, what: str) -> None:
     """Fail before any work when ``needed`` bytes will not fit next to ``path``."""
     free = free_bytes(path)
