@@ -5,12 +5,10 @@ with exit 0 and a wrong result."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest

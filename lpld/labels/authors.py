@@ -112,18 +112,18 @@ def _present(root: str) -> dict[int, set[int]]:
     return out
 
 
-def missing_batch_files(root: str, per_epoch: int, planned: int | None = None) -> list[str]:
-    """Batch files that must exist but do not: gaps before a later file, and (with ``planned``)
-    the files short of the planned count."""
+def missing_batch_ids(root: str, per_epoch: int, planned: int | None = None) -> list[int]:
+    """Ids of batches whose file must exist but does not: gaps before a later file, and (with
+    ``planned``) the files short of the planned count."""
     present = _present(root)
-    last = -1
-    for e, idx in present.items():
-        for b in idx:
-            last = max(last, e * per_epoch + b)
+    last = max((e * per_epoch + b for e, idx in present.items() for b in idx), default=-1)
     if planned is not None:
         last = max(last, planned - 1)
-    return [batch_file(root, *divmod(g, per_epoch)) for g in range(last + 1)
-            if divmod(g, per_epoch)[1] not in present.get(divmod(g, per_epoch)[0], ())]
+    return [g for g in range(last + 1) if g % per_epoch not in present.get(g // per_epoch, ())]
+
+
+def missing_batch_files(root: str, per_epoch: int, planned: int | None = None) -> list[str]:
+    return [batch_file(root, *divmod(g, per_epoch)) for g in missing_batch_ids(root, per_epoch, planned)]
 
 
 def _describe_missing(files: list[str], limit: int = 6) -> str:
@@ -320,9 +320,7 @@ class AuthorsStoreWriter(OrderedBatchWriter):
             remove_stale_temporaries(d)
         self._checksums = read_checksums(path)
         self._indices = {}
-        missing = [int(self.per_epoch * int(re.search(r"epoch_(\d+)", f).group(1))
-                       + int(re.search(r"batch_(\d+)", f).group(1)))
-                   for f in missing_batch_files(path, self.per_epoch)]
+        missing = missing_batch_ids(path, self.per_epoch)
         present_top = max((e * self.per_epoch + b for e, idx in _present(path).items() for b in idx), default=-1)
         self.damaged = sorted(set(missing) | set(self._damaged(g for g in range(present_top + 1) if g not in missing)))
         self.next_id = present_top + 1

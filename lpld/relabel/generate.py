@@ -45,7 +45,7 @@ from ..labels.authors import META as AUTHORS_META
 from ..labels.store import MANIFEST as OURS_MANIFEST
 from ..labels.store import describe_ids
 from ..models.teacher import TeacherInfo, describe_module
-from ..utils.classes import check_distilled_folders
+from ..utils.classes import check_distilled_folders, check_same_classes
 from ..utils.errors import InputValueError
 from ..utils.fingerprint import scan_images
 from ..utils.io import ensure_writable_dir
@@ -160,6 +160,16 @@ def existing_manifest(path: str) -> dict | None:
     return None
 
 
+def recovered_classes(train_dir: str) -> list[str] | None:
+    """The class list recover recorded for a distilled folder (None: not ours, or not recorded)."""
+    try:
+        with open(os.path.join(train_dir, "recover.json")) as f:
+            classes = json.load(f).get("classes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return list(classes) if classes else None
+
+
 def fingerprint_images(dataset: ImageFolder, workers: int = 0) -> str:
     """sha256 of the images of ``dataset``; every image is decoded once and bad files are named."""
     scan = scan_images([p for p, _ in dataset.samples], dataset.root, workers=max(1, workers) if workers else None)
@@ -182,6 +192,9 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
                                            default_num_classes(cfg.dataset, dataset, cfg.teacher_ckpt), cfg.tiny_stem)
         num_classes = info.num_classes
     check_distilled_folders(dataset.classes, info.classes, num_classes, cfg.train_dir)
+    check_same_classes(recovered_classes(cfg.train_dir), info.classes,
+                       expected_what=f"the teacher that recovered {cfg.train_dir} (its recover.json)",
+                       got_what=f"the teacher {cfg.teacher_ckpt}", fix="Relabel with a teacher of the same dataset.")
     manifest = build_manifest(cfg, dataset, num_classes, info, fingerprint_images(dataset, cfg.workers))
     old = None if cfg.overwrite else existing_manifest(cfg.output_dir)
     if old is not None:
