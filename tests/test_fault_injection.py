@@ -149,7 +149,7 @@ def world(tmp_path_factory):
     data = str(root / "data")
     run("make-demo", data, "--num-classes", 3, "--image-size", 16, "--train-per-class", 16, "--val-per-class", 4)
     w = {"root": root, "data": data}
-    w["train_args"] = ["squeeze-train", "--dataset", "demo", "--data-path", data, "--epochs", 4, "--batch-size", 8,
+    w["train_args"] = ["squeeze-train", "--dataset", "demo", "--data-path", data, "--epochs", 3, "--batch-size", 8,
                        "--image-size", 16, "--workers", 0, "--device", "cpu", "--no-progress", "--lr", 0.05,
                        "--warmup-epochs", 1, "--tiny-stem", "--no-amp"]
     run(*w["train_args"], "--output-dir", root / "teacher")
@@ -160,7 +160,7 @@ def world(tmp_path_factory):
     run(*w["stats_args"], "--output", root / "teacher_class_bn.pth")
     w["class_bn"] = str(root / "teacher_class_bn.pth")
     w["recover_args"] = ["recover", "--teacher", w["class_bn"], "--dataset", "demo", "--tiny-stem", "--ipc", 2,
-                         "--image-size", 16, "--iterations", 30, "--lr", 0.1, "--jitter-min", -2, "--jitter-max", 2,
+                         "--image-size", 16, "--iterations", 12, "--lr", 0.1, "--jitter-min", -2, "--jitter-max", 2,
                          "--groups-per-step", 2, "--device", "cpu", "--no-progress"]
     run(*w["recover_args"], "--output-dir", root / "recover", "--exp-name", "ref")
     w["images"] = str(root / "recover" / "ref")
@@ -170,7 +170,7 @@ def world(tmp_path_factory):
     run(*w["relabel_args"], "--output-dir", root / "labels_ref")
     w["labels"] = str(root / "labels_ref")
     w["validate_args"] = ["validate", "--dataset", "demo", "--train-dir", w["images"], "--label-dir", w["labels"],
-                          "--val-dir", os.path.join(data, "val"), "--batch-size", 2, "--epochs", 4, "--workers", 0,
+                          "--val-dir", os.path.join(data, "val"), "--batch-size", 2, "--epochs", 3, "--workers", 0,
                           "--device", "cpu", "--no-progress", "--val-interval", 1, "--model", "resnet18"]
     run(*w["validate_args"], "--output-dir", root / "student_ref")
     return w
@@ -289,7 +289,7 @@ def test_teacher_training_killed_resumes_to_the_same_weights(world):
         (lambda: count_lines(metrics) >= 2, 0.3, signal.SIGKILL),
     ], extra=lambda: ["--resume"] if (out / "checkpoint.pth").exists() else [])
     same_weights(out / "teacher.pth", world["teacher"])
-    assert [r["epoch"] for r in map(json.loads, open(metrics))] == [1, 2, 3, 4]  # no duplicated rows
+    assert [r["epoch"] for r in map(json.loads, open(metrics))] == [1, 2, 3]  # no duplicated rows
 
 
 @pytest.mark.slow
@@ -315,10 +315,7 @@ def test_recover_with_several_classes_per_step_killed_gives_the_same_jpegs(world
         (lambda: (exp / "new001").exists(), 0.5, signal.SIGKILL),
     ])
     assert files(exp, skip=(".jsonl", ".csv")) == files(world["images"], skip=(".jsonl", ".csv"))
-    # sharded over two processes at a boundary inside a step: the same JPEGs
-    run(*world["recover_args"], "--output-dir", out, "--exp-name", "sharded", "--class-start", 1)
-    run(*world["recover_args"], "--output-dir", out, "--exp-name", "sharded", "--class-end", 1)
-    assert files(out / "sharded", skip=(".jsonl", ".csv")) == files(world["images"], skip=(".jsonl", ".csv"))
+    # (shards over class ranges: tests/test_recover.py::test_one_job_shards_and_a_resumed_job_write_the_same_jpegs)
 
 
 @pytest.mark.slow
@@ -331,4 +328,4 @@ def test_student_training_killed_resumes_to_the_same_weights(world):
         (lambda: count_lines(metrics) >= 2, 0.5, signal.SIGTERM),
     ])
     same_weights(out / "checkpoint.pth", world["root"] / "student_ref" / "checkpoint.pth")
-    assert [r["epoch"] for r in map(json.loads, open(metrics))] == [1, 2, 3, 4]
+    assert [r["epoch"] for r in map(json.loads, open(metrics))] == [1, 2, 3]
