@@ -32,6 +32,8 @@ from PIL import Image, ImageDraw
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
+from .utils.errors import InputValueError
+
 MIX_TYPES = ("none", "cutmix", "mixup")
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)  # torchvision RandomResizedCrop default, used by the authors
 CUTOUT_FACTOR = 0.5  # authors' CutoutPILWithCoords(cutout_factor=0.5)
@@ -83,7 +85,7 @@ def normalize_mix_type(value) -> str:
     if text in ("", "none", "null", "false"):
         return "none"
     if text not in MIX_TYPES:
-        raise ValueError(f"mix_type must be one of {list(MIX_TYPES)} (or None); got {value!r}")
+        raise InputValueError(f"mix_type must be one of {list(MIX_TYPES)} (or None); got {value!r}")
     return text
 
 

@@ -2,8 +2,13 @@
 
 The stage folders' scripts (``squeeze/train.py``, ``recover/recover.py``, ...) call the same
 functions, so ``lpld recover ...`` and ``python recover/recover.py ...`` are interchangeable.
-Errors caused by the input (a bad path, config key or value, a mismatched label store) end the
-program with one line naming the problem; set ``LPLD_DEBUG=1`` to see the traceback instead.
+
+Errors caused by the input -- our own :class:`~lpld.utils.errors.LpldInputError` (a mismatched
+label store, a damaged store, a locked output, a missing GPU, bad images ...), a config error, a
+missing or unwritable path, a full disk -- end the program with one line naming the problem
+(status 2); anything else is a bug and keeps its traceback. ``LPLD_DEBUG=1`` shows the traceback of
+every error. SIGTERM is handled like Ctrl-C: the stage keeps what is complete and the program
+exits with 143 (130 for Ctrl-C) and a resume hint.
 """
 from __future__ import annotations
 
@@ -13,10 +18,14 @@ import sys
 from typing import Any, Callable, Sequence
 
 from .config import ConfigError, parse_config
+from .utils import signals
+from .utils.errors import LpldInputError
+from .utils.io import is_disk_full
 
 # name -> (module, function, help). Functions take argv.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("lpld.pipeline", "main", "the whole pipeline (defaults: the built-in demo dataset)"),
+    "make-demo": ("lpld.cli", "make_demo", "generate the built-in demo dataset into a folder"),
     "squeeze-train": ("lpld.cli", "squeeze_train", "stage 1: train a teacher"),
     "class-stats": ("lpld.cli", "class_stats", "stage 1: record class-wise BN statistics"),
     "recover": ("lpld.cli", "recover", "stage 2: synthesise distilled images"),
@@ -32,20 +41,53 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from .labels import StoreMismatchError
+    """What the command line reports in one line: our input errors, and the OS errors that are
+    about a path the user gave (they name it)."""
     from .validate.fetcher_patch import FetcherPatchError
-    return (ConfigError, StoreMismatchError, FetcherPatchError, ValueError, FileNotFoundError,
-            FileExistsError, PermissionError)
+    return (LpldInputError, ConfigError, FetcherPatchError, FileNotFoundError, FileExistsError, PermissionError,
+            NotADirectoryError, IsADirectoryError)
+
+
+def _one_line(err: BaseException) -> str:
+    if is_disk_full(err) and not isinstance(err, LpldInputError):
+        where = f" while writing {err.filename}" if getattr(err, "filename", None) else ""
+        return (f"the disk is full{where} ({err.strerror}). Completed work is kept; free some space and rerun "
+                f"the same command to continue.")
+    return str(err)
 
 
 def run_friendly(name: str, fn: Callable[..., Any], *args: Any) -> Any:
-    """Run ``fn``; an input error exits with ``<name>: error: <message>`` (status 2)."""
-    if os.environ.get("LPLD_DEBUG"):
-        return fn(*args)
-    try:
-        return fn(*args)
-    except user_errors() as err:
-        sys.exit(f"{name}: error: {err}")
+    """Run ``fn`` with SIGTERM handled like Ctrl-C; an input error exits with
+    ``<name>: error: <message>`` (status 2), an interruption with a resume hint (143 / 130)."""
+    with signals.terminate_like_interrupt():
+        try:
+            return fn(*args)
+        except BaseException as err:
+            if isinstance(err, SystemExit):
+                raise
+            signum = signals.received()
+            if isinstance(err, KeyboardInterrupt) or signum is not None:
+                what = "SIGTERM" if signum is not None else "Ctrl-C"
+                print(f"{name}: interrupted by {what}. Completed work is saved; rerun the same command to resume.",
+                      file=sys.stderr, flush=True)
+                sys.exit(signals.exit_status(signum))
+            if os.environ.get("LPLD_DEBUG") or not (isinstance(err, user_errors()) or is_disk_full(err)):
+                raise
+            print(f"{name}: error: {_one_line(err)}", file=sys.stderr, flush=True)
+            sys.exit(2)
+
+
+def make_demo(argv: Sequence[str] | None = None) -> str:
+    import argparse
+    from .data import DEMO_DEFAULTS, make_demo_dataset
+    p = argparse.ArgumentParser(description="Generate the built-in demo dataset (train/ and val/ image folders).")
+    p.add_argument("path", help="folder to create (for lpld stages: --dataset demo --data-path PATH)")
+    for key, value in DEMO_DEFAULTS.items():
+        p.add_argument("--" + key.replace("_", "-"), type=int, default=value)
+    args = vars(p.parse_args(argv))
+    path = make_demo_dataset(args.pop("path"), **args)
+    print(path)
+    return path
 
 
 def squeeze_train(argv: Sequence[str] | None = None):

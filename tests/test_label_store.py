@@ -119,7 +119,8 @@ def test_authors_format_round_trip(tmp_path, mix, cutout):
         for r in recs:
             w.write(r)
     theirs = convert(ours, str(tmp_path / "authors"), to="authors", progress=False)
-    assert sorted(os.listdir(theirs)) == ["epoch_0", "epoch_1", "lpld_manifest.json", "sampler_indices_epoch.json"]
+    assert sorted(os.listdir(theirs)) == ["epoch_0", "epoch_1", "lpld_checksums.tsv", "lpld_manifest.json",
+                                         "sampler_indices_epoch.json"]
     store = open_label_store(theirs)
     assert isinstance(store, AuthorsLabelStore) and store.num_batches == 6
     for r in recs:

@@ -389,3 +389,68 @@ def test_cuda_compiled_teacher_gives_the_same_loss(teacher_path):
 def test_cuda_run_recovery_with_amp(teacher_path, tmp_path):
     root = run_recovery(make_cfg(teacher_path, str(tmp_path), device="cuda", amp=True, compile=False))
     assert len(ImageFolder(root)) == NUM_CLASSES * 3
+
+
+# ---- one result whatever the sharding or resumption ---------------------------------------------
+
+def _jpegs(root: str) -> dict[str, bytes]:
+    out = {}
+    for d in sorted(os.listdir(root)):
+        if d.startswith("new"):
+            for f in sorted(os.listdir(os.path.join(root, d))):
+                out[f"{d}/{f}"] = open(os.path.join(root, d, f), "rb").read()
+    return out
+
+
+def test_one_job_shards_and_a_resumed_job_write_the_same_jpegs(teacher_path, tmp_path, monkeypatch):
+    """Steps are fixed by class ids and every class draws from its own generator, so the bytes do
+    not depend on how the classes are split over processes or runs."""
+    import lpld.recover.run as run_mod
+    kw = dict(ipc=2, groups_per_step=2, iterations=4)
+    one = _jpegs(run_recovery(make_cfg(teacher_path, str(tmp_path / "one"), **kw)))
+    assert len(one) == 8
+    # shards split at a class inside a step (SLURM array over class ranges, one folder)
+    run_recovery(make_cfg(teacher_path, str(tmp_path / "shards"), class_start=1, **kw))
+    run_recovery(make_cfg(teacher_path, str(tmp_path / "shards"), class_end=1, **kw))
+    assert _jpegs(os.path.join(tmp_path, "shards", "exp")) == one
+    # killed after saving class 2 of the step (2, 3): the rerun redoes that step whole
+    real, saved = run_mod.save_class, []
+
+    def save_then_die(root, c, *args, **kwargs):
+        if c == 3:
+            raise KeyboardInterrupt
+        saved.append(c)
+        return real(root, c, *args, **kwargs)
+
+    monkeypatch.setattr(run_mod, "save_class", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_recovery(make_cfg(teacher_path, str(tmp_path / "resumed"), **kw))
+    monkeypatch.setattr(run_mod, "save_class", real)
+    assert saved == [0, 1, 2]
+    run_recovery(make_cfg(teacher_path, str(tmp_path / "resumed"), **kw))
+    assert _jpegs(os.path.join(tmp_path, "resumed", "exp")) == one
+
+
+def test_shared_draws_are_opt_in_and_pinned_to_their_grouping(teacher_path, tmp_path):
+    assert RECOVER_SCHEMA["augment_draw"].default == "per_group"
+    run_recovery(make_cfg(teacher_path, str(tmp_path), augment_draw="shared", class_end=2))
+    with pytest.raises(ValueError, match="groups_per_step"):  # its images depend on the grouping
+        run_recovery(make_cfg(teacher_path, str(tmp_path), augment_draw="shared", groups_per_step=1))
+    other = make_cfg(teacher_path, str(tmp_path / "pg"), class_end=2)
+    run_recovery(other)
+    run_recovery(make_cfg(teacher_path, str(tmp_path / "pg"), groups_per_step=1))  # per-class: any grouping
+
+
+def test_recover_json_binds_the_teacher_by_content(teacher_path, tmp_path):
+    import shutil
+    run_recovery(make_cfg(teacher_path, str(tmp_path), class_end=1, iterations=2))
+    manifest = json.load(open(os.path.join(tmp_path, "exp", "recover.json")))
+    assert len(manifest["teacher_sha256"]) == 64
+    moved = str(tmp_path / "moved.pth")  # the same weights elsewhere resume fine
+    shutil.copy(teacher_path, moved)
+    run_recovery(make_cfg(moved, str(tmp_path), class_end=2, iterations=2))
+    state = torch.load(teacher_path, weights_only=True)
+    state["model"]["fc.bias"] = state["model"]["fc.bias"] + 1  # retrained, saved under the same name
+    torch.save(state, moved)
+    with pytest.raises(ValueError, match="teacher mismatch"):
+        run_recovery(make_cfg(moved, str(tmp_path), class_end=3, iterations=2))

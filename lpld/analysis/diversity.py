@@ -49,6 +49,7 @@ from torch import nn
 
 from ..config import Option, parse_config
 from ..data import DATASET_NUM_CLASSES
+from ..utils.errors import InputValueError, UnreadableFileError
 
 FEATURES_FORMAT = "lpld-features-v1"
 
@@ -69,7 +70,7 @@ def classifier_head(model: nn.Module) -> nn.Linear:
         linears = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)]
         head = linears[-1] if linears else None
     if not isinstance(head, nn.Linear):
-        raise ValueError(f"cannot find the final Linear classifier of {type(model).__name__} "
+        raise InputValueError(f"cannot find the final Linear classifier of {type(model).__name__} "
                          f"(looked at get_classifier(), .fc, .classifier); found {type(head).__name__}")
     return head
 
@@ -104,7 +105,7 @@ def extract_features(model: nn.Module, loader, device: torch.device, *, amp: boo
         feats.append(f.float().cpu())
         labels.append(torch.as_tensor(target, dtype=torch.int64))
     if not feats:
-        raise ValueError(f"{desc}: the loader yielded no images")
+        raise InputValueError(f"{desc}: the loader yielded no images")
     return torch.cat(feats), torch.cat(labels)
 
 
@@ -114,7 +115,7 @@ def extract_features(model: nn.Module, loader, device: torch.device, *, amp: boo
 
 def _counts(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"labels must lie in [0, {num_classes}); got [{int(labels.min())}, {int(labels.max())}]")
+        raise InputValueError(f"labels must lie in [0, {num_classes}); got [{int(labels.min())}, {int(labels.max())}]")
     return torch.bincount(labels, minlength=num_classes)
 
 
@@ -187,7 +188,7 @@ def class_mmd2_gaussian(x: torch.Tensor, x_labels: torch.Tensor, y: torch.Tensor
     batch, chunked to about ``max_elements`` kernel entries.
     """
     if estimator not in ("unbiased", "biased"):
-        raise ValueError(f"estimator must be 'unbiased' or 'biased'; got {estimator!r}")
+        raise InputValueError(f"estimator must be 'unbiased' or 'biased'; got {estimator!r}")
     x, y = x.double(), y.double()
     ox, nx, offx = _class_blocks(x_labels, num_classes)
     oy, ny, offy = _class_blocks(y_labels, num_classes)
@@ -297,9 +298,9 @@ def load_features(path: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - name the file whatever went wrong
-        raise RuntimeError(f"cannot read features file {path}: {err}") from err
+        raise UnreadableFileError(f"cannot read features file {path}: {err}") from err
     if not isinstance(obj, dict) or obj.get("format") != FEATURES_FORMAT:
-        raise ValueError(f"{path} is not a features file written by --save-features "
+        raise InputValueError(f"{path} is not a features file written by --save-features "
                          f"(expected format {FEATURES_FORMAT!r})")
     meta = {k: v for k, v in obj.items() if k not in ("features", "labels")}
     return obj["features"].float(), obj["labels"].long(), meta
@@ -347,12 +348,12 @@ def _parse_sources(items: Sequence[str]) -> list[tuple[str, str]]:
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise ValueError(f"--syn expects NAME=PATH (e.g. lpld=recover/out/ipc50); got {item!r}")
+            raise InputValueError(f"--syn expects NAME=PATH (e.g. lpld=recover/out/ipc50); got {item!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-            raise ValueError(f"--syn name {name!r}: use letters, digits, '.', '_' or '-'")
+            raise InputValueError(f"--syn name {name!r}: use letters, digits, '.', '_' or '-'")
         out.append((name, path))
     if len({n for n, _ in out}) != len(out):
-        raise ValueError(f"--syn names must be unique; got {[n for n, _ in out]}")
+        raise InputValueError(f"--syn names must be unique; got {[n for n, _ in out]}")
     return out
 
 
@@ -362,7 +363,7 @@ def _class_bounds(spec: str | None) -> tuple[int, float]:
         return 0, math.inf
     m = re.fullmatch(r"(\d+):(\d+)", spec.strip())
     if not m:
-        raise ValueError(f"--classes expects A:B (class indices, half-open); got {spec!r}")
+        raise InputValueError(f"--classes expects A:B (class indices, half-open); got {spec!r}")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -371,7 +372,7 @@ def _class_range(spec: str | None, num_classes: int) -> range:
         return range(num_classes)
     m = re.fullmatch(r"(\d+):(\d+)", spec.strip())
     if not m or not (0 <= int(m.group(1)) < int(m.group(2)) <= num_classes):
-        raise ValueError(f"--classes expects A:B with 0 <= A < B <= {num_classes}; got {spec!r}")
+        raise InputValueError(f"--classes expects A:B with 0 <= A < B <= {num_classes}; got {spec!r}")
     return range(int(m.group(1)), int(m.group(2)))
 
 
@@ -394,7 +395,7 @@ class _Teacher:
         cfg = self.cfg
         if self.model is None:
             if not cfg.weights:
-                raise ValueError("--weights (the teacher checkpoint) is needed to extract features from images")
+                raise InputValueError("--weights (the teacher checkpoint) is needed to extract features from images")
             self.device = resolve_device(cfg.device)
             self.model = build_model(cfg.model, self.num_classes, tiny_stem=cfg.tiny_stem, weights=cfg.weights)
             self.model = to_channels_last(self.model.to(self.device).eval(), self.device.type == "cuda")
@@ -435,7 +436,7 @@ def _load_synthetic(name, path, cfg, class_names, teacher_fn, save_fn, cached_fr
     folder.samples = [(p, mapping[t]) for p, t in folder.samples if lo <= mapping[t] < hi]
     folder.targets = [t for _, t in folder.samples]
     if not folder.samples:
-        raise ValueError(f"--syn {name}={path}: no images of classes {cfg.classes}")
+        raise InputValueError(f"--syn {name}={path}: no images of classes {cfg.classes}")
     f, lab = teacher_fn(None).features(folder, f"syn {name}")
     save_fn(name, f, lab, class_names, path)
     return f, lab
@@ -447,7 +448,7 @@ def run_diversity(cfg) -> dict:
     t0 = time.time()
     sources = _parse_sources(cfg.syn)
     if not sources and not cfg.real:
-        raise ValueError("give at least one synthetic set (--syn NAME=PATH [NAME=PATH ...]) or --real "
+        raise InputValueError("give at least one synthetic set (--syn NAME=PATH [NAME=PATH ...]) or --real "
                          "(real features only, e.g. to cache them with --save-features)")
     ensure_writable_dir(cfg.output_dir)
     num_classes = cfg.num_classes
@@ -457,7 +458,7 @@ def run_diversity(cfg) -> dict:
         if "t" not in teacher:
             k = num_classes or dataset_classes or DATASET_NUM_CLASSES.get(cfg.dataset)
             if not k:
-                raise ValueError("--num-classes is needed (no real dataset to read it from)")
+                raise InputValueError("--num-classes is needed (no real dataset to read it from)")
             teacher["t"] = _Teacher(cfg, k)
         return teacher["t"]
 
@@ -480,7 +481,7 @@ def run_diversity(cfg) -> dict:
     t_features = time.time() - t0
     named = (cached_from | ({cfg.weights} if cfg.weights and teacher else set())) - {"None"}
     if len({os.path.basename(t) for t in named}) > 1:
-        raise ValueError(f"the feature sets come from different teachers ({sorted(named)}): their features "
+        raise InputValueError(f"the feature sets come from different teachers ({sorted(named)}): their features "
                          f"are not comparable; extract all sets with one teacher")
 
     largest = max([int(lab.max()) + 1 for _, lab in syn.values() if lab.numel()] +
@@ -488,7 +489,7 @@ def run_diversity(cfg) -> dict:
     k = num_classes or (len(class_names) if class_names else None) or \
         (teacher["t"].num_classes if teacher else None) or DATASET_NUM_CLASSES.get(cfg.dataset) or largest
     if largest > k:
-        raise ValueError(f"a feature set holds class index {largest - 1}, but there are {k} classes; "
+        raise InputValueError(f"a feature set holds class index {largest - 1}, but there are {k} classes; "
                          f"set --num-classes")
     keep = _class_range(cfg.classes, k)
     real_fl = _select(real[0], real[1], keep) if real else None

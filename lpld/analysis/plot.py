@@ -18,6 +18,8 @@ import os
 import sys
 from typing import Sequence
 
+from ..utils.errors import InputValueError
+
 
 def _float(value, key: str, where: str) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -27,7 +29,7 @@ def _float(value, key: str, where: str) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: column '{key}' must be a number; got {value!r}") from None
+        raise InputValueError(f"{where}: column '{key}' must be a number; got {value!r}") from None
 
 
 def compression_of(record: dict, where: str = "record") -> float:
@@ -38,9 +40,9 @@ def compression_of(record: dict, where: str = "record") -> float:
         return c
     p = _float(record.get("prune_ratio"), "prune_ratio", where)
     if p is None:
-        raise ValueError(f"{where}: needs a 'compression' or a 'prune_ratio' column")
+        raise InputValueError(f"{where}: needs a 'compression' or a 'prune_ratio' column")
     if not 0 <= p < 1:
-        raise ValueError(f"{where}: prune_ratio must be in [0, 1); got {p}")
+        raise InputValueError(f"{where}: prune_ratio must be in [0, 1); got {p}")
     return round(1.0 / (1.0 - p), 2)
 
 
@@ -59,15 +61,15 @@ def load_results(path: str) -> list[dict]:
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: not CSV (by extension) nor valid JSON: {err}") from err
+            raise InputValueError(f"{path}: not CSV (by extension) nor valid JSON: {err}") from err
         raw = obj.get("results", obj) if isinstance(obj, dict) else obj
         if not isinstance(raw, list):
-            raise ValueError(f"{path}: expected a JSON list of records or {{'results': [...]}}")
+            raise InputValueError(f"{path}: expected a JSON list of records or {{'results': [...]}}")
     out = []
     for i, r in enumerate(raw, 1):
         where = f"{path} record {i}"
         if not r.get("method"):
-            raise ValueError(f"{where}: column 'method' is missing or empty")
+            raise InputValueError(f"{where}: column 'method' is missing or empty")
         top1 = _float(r.get("top1"), "top1", where)
         if top1 is None:
             continue
@@ -101,9 +103,9 @@ def plot_results(records: list[dict], output: str, *, reference: list[dict] | No
     from ..utils.io import atomic_path
     reference = reference or []
     if not records and not reference:
-        raise ValueError("nothing to plot: no record has a top1 value")
+        raise InputValueError("nothing to plot: no record has a top1 value")
     if xscale not in ("categorical", "log"):
-        raise ValueError(f"xscale must be 'categorical' or 'log'; got {xscale!r}")
+        raise InputValueError(f"xscale must be 'categorical' or 'log'; got {xscale!r}")
     split_ipc = len({r["ipc"] for r in records + reference}) > 1
     xs = sorted({r["compression"] for r in records + reference})
     position = {c: (i if xscale == "categorical" else c) for i, c in enumerate(xs)}

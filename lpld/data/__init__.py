@@ -23,15 +23,18 @@ def canonical_dataset(name: str) -> str:
 
 def build_dataset(dataset: str, root: str, split: str, transform: Callable | None = None) -> LabeledImages:
     """``dataset``: ``tiny`` (original layout), ``imagenet``/``imagefolder``/``in21k``
-    (``root/<split>/<class>/*``), or ``demo`` (generated into ``root`` with the default settings if
-    absent; an existing demo dataset of any settings is used as it is)."""
+    (``root/<split>/<class>/*``), or ``demo`` (a demo dataset of any settings made by
+    ``make_demo_dataset`` / ``lpld make-demo``; it is not generated here, so a mistyped path is an
+    error rather than a new dataset)."""
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val'; got {split!r}")
     if dataset == "tiny":
         return TinyImageNet(root, split, transform)
     if dataset == "demo":
-        if not os.path.isfile(os.path.join(root, "demo.json")):  # generate the default demo once
-            make_demo_dataset(root, **DEMO_DEFAULTS)
+        if not os.path.isfile(os.path.join(root, "demo.json")):  # never generate at a mistyped path
+            raise FileNotFoundError(f"no demo dataset at {root} (no demo.json). Check --data-path, or generate one "
+                                    f"there with: lpld make-demo {root}  (lpld demo generates it at its default "
+                                    f"path by itself)")
         return ImageFolder(os.path.join(root, split), transform)
     if dataset == "in21k" and os.path.isdir(os.path.join(root, f"imagenet21k_{split}")):
         # ImageNet-21K-P as released (Ridnik et al.): imagenet21k_train/ and imagenet21k_val/

@@ -1,4 +1,9 @@
-"""Image folders with errors that name the path: ImageFolder and Tiny-ImageNet's original layout."""
+"""Image folders with errors that name the path: ImageFolder and Tiny-ImageNet's original layout.
+
+Hidden entries (names starting with '.') are never classes or images: ``.ipynb_checkpoints/``,
+``.DS_Store``, the temporaries of interrupted writes and lock files would otherwise become class 0
+and shift every label.
+"""
 from __future__ import annotations
 
 import os
@@ -6,6 +11,8 @@ from typing import Callable
 
 from PIL import Image
 from torch.utils.data import Dataset
+
+from ..utils.errors import UnreadableImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -16,12 +23,21 @@ def load_rgb(path: str) -> Image.Image:
             img = Image.open(f)
             return img.convert("RGB")
     except Exception as err:  # noqa: BLE001 - any decoder error: name the file
-        raise RuntimeError(f"cannot read image {path}: {err}. Remove or replace the file.") from err
+        raise UnreadableImageError(f"cannot read image {path}: {err}. Remove or replace the file.") from err
+
+
+def visible(names) -> list[str]:
+    """``names`` without hidden entries, sorted."""
+    return sorted(n for n in names if not n.startswith("."))
 
 
 def _images_in(directory: str) -> list[str]:
-    return sorted(os.path.join(directory, f) for f in os.listdir(directory)
-                  if f.lower().endswith(IMAGE_EXTENSIONS))
+    return [os.path.join(directory, f) for f in visible(os.listdir(directory)) if f.lower().endswith(IMAGE_EXTENSIONS)]
+
+
+def class_folders(root: str) -> list[str]:
+    """The class folder names of an ImageFolder root, in class-index order (hidden ones skipped)."""
+    return [d for d in visible(os.listdir(root)) if os.path.isdir(os.path.join(root, d))]
 
 
 def require_dir(path: str, what: str) -> None:
@@ -57,7 +73,7 @@ class ImageFolder(LabeledImages):
 
     def __init__(self, root: str, transform: Callable | None = None) -> None:
         require_dir(root, "image folder")
-        classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        classes = class_folders(root)
         if not classes:
             raise FileNotFoundError(f"image folder {root}: expected one sub-folder per class "
                                     f"(root/<class>/<image>), found no sub-folders")

@@ -11,7 +11,10 @@
 
 We write the bbox as Python ints (the authors' are numpy int64, which ``torch.load(weights_only=True)``
 refuses); both load in their code and ours. Our metadata goes to ``lpld_manifest.json`` beside the
-epoch folders (their loader ignores it).
+epoch folders (their loader ignores it), and the sha256 of every batch file we write to
+``lpld_checksums.tsv`` (one ``<batch id>\t<sha256>`` line per file, appended as each is renamed into
+place); a read verifies its file against it. A missing batch file with later ones present, or
+fewer files than the manifest plans, is reported by name: never read as a shorter store.
 """
 from __future__ import annotations
 
@@ -23,17 +26,21 @@ import pickle
 import re
 import shutil
 import tempfile
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 
 from ..augment import BatchRecord
-from ..utils.io import atomic_json_dump, atomic_path
-from .common import FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, OrderedBatchWriter, StoreMismatchError
+from ..utils.io import (atomic_json_dump, atomic_path, atomic_write_text, on_disk, remove_stale_temporaries,
+                        require_free_space)
+from ..utils.lock import lock_output
+from .common import (FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, OrderedBatchWriter, StoreDamagedError,
+                     StoreMismatchError, check_bound_inputs, warn_once)
 
 SAMPLER_JSON = "sampler_indices_epoch.json"
 META = "lpld_manifest.json"
+CHECKSUMS = "lpld_checksums.tsv"
 _EPOCH = re.compile(r"^epoch_(\d+)$")
 _BATCH = re.compile(r"^batch_(\d+)\.tar$")
 
@@ -53,25 +60,76 @@ def _numpy_scalar_globals() -> list:
     return kinds
 
 
-def load_batch_file(path: str) -> list:
-    """``torch.load`` a batch file safely; the authors' numpy scalars are allow-listed."""
+def load_batch_file(path: str, data: bytes | None = None) -> list:
+    """``torch.load`` a batch file (or its bytes, ``data``) safely; the authors' numpy scalars are
+    allow-listed."""
+    def load():
+        return torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return load()
+        except pickle.UnpicklingError:
+            with torch.serialization.safe_globals(_numpy_scalar_globals()):
+                return load()
     except Exception as err:  # noqa: BLE001 - name the file
-        raise RuntimeError(f"cannot read soft-label batch {path}: {err}") from err
+        raise StoreDamagedError(f"cannot read soft-label batch {path}: {err}. The file is damaged: regenerate it "
+                                f"with lpld check-labels --store {os.path.dirname(os.path.dirname(path))} "
+                                f"--train-dir <images> --teacher-ckpt <teacher> --repair") from err
 
 
-def save_batch_file(obj: list, path: str) -> None:
+def save_batch_file(obj: list, path: str) -> str:
     """``torch.save`` through a buffer, then an atomic rename: no half-written file is ever visible,
-    and the bytes do not depend on the temporary file's name (torch names the archive after it)."""
+    and the bytes do not depend on the temporary file's name (torch names the archive after it).
+    Returns the sha256 of the file."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(buffer.getbuffer())
+    return hashlib.sha256(buffer.getbuffer()).hexdigest()
+
+
+def read_checksums(root: str) -> dict[int, str]:
+    """Batch id -> sha256 recorded in ``lpld_checksums.tsv`` (a torn last line is ignored)."""
+    out: dict[int, str] = {}
+    try:
+        with open(os.path.join(root, CHECKSUMS)) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and len(parts[1]) == 64 and parts[0].isdigit():
+                    out[int(parts[0])] = parts[1]
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def _present(root: str) -> dict[int, set[int]]:
+    """Epoch -> batch indices whose files exist."""
+    out: dict[int, set[int]] = {}
+    for d in os.listdir(root):
+        m = _EPOCH.match(d)
+        if m and os.path.isdir(os.path.join(root, d)):
+            out[int(m.group(1))] = {int(b.group(1)) for f in os.listdir(os.path.join(root, d)) if (b := _BATCH.match(f))}
+    return out
+
+
+def missing_batch_ids(root: str, per_epoch: int, planned: int | None = None) -> list[int]:
+    """Ids of batches whose file must exist but does not: gaps before a later file, and (with
+    ``planned``) the files short of the planned count."""
+    present = _present(root)
+    last = max((e * per_epoch + b for e, idx in present.items() for b in idx), default=-1)
+    if planned is not None:
+        last = max(last, planned - 1)
+    return [g for g in range(last + 1) if g % per_epoch not in present.get(g // per_epoch, ())]
+
+
+def missing_batch_files(root: str, per_epoch: int, planned: int | None = None) -> list[str]:
+    return [batch_file(root, *divmod(g, per_epoch)) for g in missing_batch_ids(root, per_epoch, planned)]
+
+
+def _describe_missing(files: list[str], limit: int = 6) -> str:
+    names = [os.path.join(os.path.basename(os.path.dirname(f)), os.path.basename(f)) for f in files]
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _count_batches(epoch_dir: str) -> int:
@@ -233,9 +291,19 @@ class AuthorsLabelStore:
             if e not in epochs:
                 break
             counts.append(_count_batches(os.path.join(path, f"epoch_{e}")))
-        per_epoch = batches_per_epoch or meta.get("batches_per_epoch") or counts[0]
+        present = _present(path)
+        per_epoch = batches_per_epoch or meta.get("batches_per_epoch") or (max(present.get(0, {-1})) + 1)
         if per_epoch <= 0:
-            raise ValueError(f"{path}/epoch_0 holds no batch_0.tar")
+            raise StoreDamagedError(f"{path}/epoch_0 holds no batch_0.tar")
+        planned = meta.get("planned_batches")
+        missing = missing_batch_files(path, int(per_epoch))
+        if missing:
+            raise StoreDamagedError(
+                f"soft-label folder {path} is missing {len(missing)} batch file(s) that later ones follow: "
+                f"{_describe_missing(missing)}. Regenerate them (lpld check-labels --store {path} --train-dir "
+                f"<images> --teacher-ckpt <teacher> --repair) or download the complete label archive again.")
+        self.missing_planned = missing_batch_files(path, int(per_epoch), planned) if planned else []
+        self._checksums = read_checksums(path)
         total = 0
         for c in counts:  # a store is read up to its first incomplete epoch
             total += min(c, per_epoch)
@@ -246,7 +314,7 @@ class AuthorsLabelStore:
             raise FileNotFoundError(f"{sampler} is missing: the label generation did not finish. Rerun it "
                                     f"(it resumes) or download the complete label archive.")
         self._index = SamplerIndex.open(sampler, index_dir or default_index_dir())
-        first = load_batch_file(batch_file(path, 0, 0))
+        first = load_batch_file(batch_file(path, 0, 0))  # its checksum is verified when it is read
         self.batch_size = int(first[0].shape[0])
         self.num_classes = int(first[5].shape[1])
         # batches whose images the json does not list cannot be replayed: leave them out
@@ -265,6 +333,41 @@ class AuthorsLabelStore:
             "logits_dtype": str(first[5].dtype).replace("torch.", ""),
         }
         self.manifest.setdefault("planned_batches", total)
+        self.planned = int(planned) if planned else None
+        if not meta.get("images_sha256"):
+            warn_once(path, "checksums", f"soft-label folder {path} records no content hashes (the authors' release "
+                                         f"or an older lpld): its images and teacher cannot be verified")
+
+    def incomplete_reason(self) -> str:
+        """'' for a complete store; otherwise what is missing (our manifest plans the batch count)."""
+        if self.planned is None or self.num_batches >= self.planned:
+            return ""
+        return (f"it holds {self.num_batches} of the {self.planned} planned batches (missing "
+                f"{_describe_missing(self.missing_planned) or SAMPLER_JSON + ' entries'})")
+
+    def _load(self, gid: int) -> list:
+        file = batch_file(self.path, *divmod(gid, self.batches_per_epoch))
+        try:
+            with open(file, "rb") as f:
+                data = f.read()
+        except OSError as err:
+            raise StoreDamagedError(f"cannot read soft-label batch {file}: {err.strerror}") from err
+        recorded = self._checksums.get(gid)
+        if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
+            raise StoreDamagedError(f"{file} does not match its checksum in {CHECKSUMS}: the file is damaged. "
+                                    f"Regenerate it with lpld check-labels --store {self.path} --train-dir <images> "
+                                    f"--teacher-ckpt <teacher> --repair")
+        return load_batch_file(file, data)
+
+    def verify(self, batch_ids: Iterable[int] | None = None) -> list[int]:
+        """Ids of stored batches whose file fails its checksum or does not load."""
+        bad = []
+        for gid in (range(self.num_batches) if batch_ids is None else batch_ids):
+            try:
+                self._load(gid)
+            except StoreDamagedError:
+                bad.append(gid)
+        return bad
 
     def __len__(self) -> int:
         return self.num_batches
@@ -279,7 +382,7 @@ class AuthorsLabelStore:
             raise IndexError(f"batch {batch_id} is not in {self.path} (it holds batches 0..{self.num_batches - 1})")
         epoch, index = divmod(batch_id, self.batches_per_epoch)
         file = batch_file(self.path, epoch, index)
-        coords, second, mix_index, lam, bbox, logits = load_batch_file(file)
+        coords, second, mix_index, lam, bbox, logits = self._load(batch_id)
         rec = BatchRecord(batch_id=batch_id, image_indices=self._image_indices(epoch, index),
                           crops=coords.float(), logits=logits)
         if second.dtype == torch.bool:
@@ -313,12 +416,47 @@ class AuthorsLabelStore:
 class AuthorsStoreWriter(OrderedBatchWriter):
     """Write batches in the authors' layout, one atomic ``torch.save`` per batch.
 
-    Resumable: the batch files present (each complete, thanks to the atomic rename) are the
-    progress; the sampler json is written when the run completes or is interrupted."""
+    Resumable: the batch files present (each complete, thanks to the atomic rename, and verified
+    against ``lpld_checksums.tsv`` when resuming) are the progress; the sampler json is written by
+    :meth:`close`. The writer holds the store's lock (``.<store>.lpld.lock`` beside it)."""
 
-    def __init__(self, path: str, manifest: dict[str, Any], *, resume: bool = True,
-                 overwrite: bool = False, commit_every: int = 16) -> None:
+    def __init__(self, path: str, manifest: dict[str, Any] | None, *, resume: bool = True,
+                 overwrite: bool = False, commit_every: int = 16, verify: bool = True, repair: bool = False) -> None:
         self.path = path
+        self._lock = lock_output(path, "label store", beside=True)
+        try:
+            if repair:
+                self._open_for_repair()
+            else:
+                self._open(manifest, resume, overwrite, verify)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open_for_repair(self) -> None:
+        """Open a damaged folder in place; :attr:`damaged` lists the batches to regenerate: missing
+        files before the last present one, and files that fail their checksum or do not load."""
+        path = self.path
+        meta_path = os.path.join(path, META)
+        if not os.path.isfile(meta_path):
+            raise StoreDamagedError(f"{path} has no {META} (the authors' release): its settings are unknown, so "
+                                    f"damaged batches cannot be regenerated. Download the label archive again.")
+        with open(meta_path) as f:
+            self.manifest = {k: v for k, v in json.load(f).items() if k != "num_batches"}
+        self.per_epoch = int(self.manifest["batches_per_epoch"])
+        for d in [path] + [os.path.join(path, e) for e in os.listdir(path) if _EPOCH.match(e)]:
+            remove_stale_temporaries(d)
+        self._checksums = read_checksums(path)
+        self._indices = {}
+        missing = missing_batch_ids(path, self.per_epoch)
+        present_top = max((e * self.per_epoch + b for e, idx in _present(path).items() for b in idx), default=-1)
+        self.damaged = sorted(set(missing) | set(self._damaged(g for g in range(present_top + 1) if g not in missing)))
+        self.next_id = present_top + 1
+        self.committed = self.next_id
+
+    def _open(self, manifest, resume, overwrite, verify) -> None:
+        path = self.path
+        remove_stale_temporaries(os.path.dirname(os.path.abspath(path)), [os.path.basename(os.path.abspath(path))])
         self.manifest = {**manifest, "format": FORMAT_NAME + "/authors", "format_version": FORMAT_VERSION}
         self.manifest.pop("num_batches", None)
         self.per_epoch = int(manifest["batches_per_epoch"])
@@ -337,15 +475,69 @@ class AuthorsStoreWriter(OrderedBatchWriter):
                 if diffs:
                     raise StoreMismatchError(f"{path} holds labels with other settings ({', '.join(diffs)}); "
                                              f"use another output directory or --overwrite")
+                fix = "Use another output directory, or --overwrite to regenerate the labels."
+                check_bound_inputs(old, path, images_sha256=self.manifest.get("images_sha256"),
+                                   teacher_sha256=self.manifest.get("teacher_sha256"), fix=fix)
                 if not resume:
                     raise FileExistsError(f"{path} already holds labels; pass --resume or --overwrite")
+                self.manifest = {k: v for k, v in old.items() if k != "num_batches"}  # as created
             else:
                 raise FileExistsError(f"{path} exists and holds no lpld labels; choose an empty output directory")
+        parent = os.path.dirname(os.path.abspath(path))
+        todo = max(0, self.planned - self._count_done())
+        require_free_space(parent, on_disk(parent, [self._batch_bytes()] * todo + [4096] * 5 +
+                                           [16 * int(self.manifest["batch_size"]) * todo, 80 * todo]), "label store")
         os.makedirs(path, exist_ok=True)
+        for d in [path] + [os.path.join(path, e) for e in os.listdir(path) if _EPOCH.match(e)]:
+            remove_stale_temporaries(d)
         atomic_json_dump(self.manifest, meta_path)
+        missing = missing_batch_files(path, self.per_epoch)
+        if missing:
+            raise StoreDamagedError(f"{path} is missing batch file(s) that later ones follow: "
+                                    f"{_describe_missing(missing)}. Regenerate them with lpld check-labels --store "
+                                    f"{path} --train-dir <images> --teacher-ckpt <teacher> --repair")
         self.next_id = self._count_done()
         self.committed = self.next_id
+        self._checksums = read_checksums(path)
+        if verify and self.next_id:
+            bad = self._damaged(range(self.next_id))
+            if bad:
+                raise StoreDamagedError(f"{path}: {len(bad)} batch file(s) are damaged "
+                                        f"({_describe_missing([batch_file(path, *divmod(g, self.per_epoch)) for g in bad])}). "
+                                        f"Regenerate them with lpld check-labels --store {path} --train-dir <images> "
+                                        f"--teacher-ckpt <teacher> --repair")
+        self._write_checksums()  # cleanly: a line torn by a kill would corrupt the next one
         self._indices: dict[int, np.ndarray] = {}  # int32 per batch: 8x smaller than lists of ints
+
+    def _write_checksums(self) -> None:
+        atomic_write_text(os.path.join(self.path, CHECKSUMS),
+                          "".join(f"{g}\t{self._checksums[g]}\n" for g in sorted(self._checksums) if g < self.next_id))
+
+    def _batch_bytes(self) -> int:
+        """Upper estimate of one batch file (tensors plus the archive's overhead)."""
+        m = self.manifest
+        b, c = int(m["batch_size"]), int(m["num_classes"])
+        logit = 2 if m.get("logits_dtype", "float16") == "float16" else 4
+        return b * c * logit + b * (16 + 28 + 8) + 4096
+
+    def _damaged(self, gids: Iterable[int]) -> list[int]:
+        bad = []
+        for gid in gids:
+            file = batch_file(self.path, *divmod(gid, self.per_epoch))
+            try:
+                with open(file, "rb") as f:
+                    data = f.read()
+                recorded = self._checksums.get(gid)
+                if recorded is not None:
+                    if hashlib.sha256(data).hexdigest() != recorded:
+                        bad.append(gid)
+                        continue
+                else:
+                    load_batch_file(file, data)
+                    self._checksums[gid] = hashlib.sha256(data).hexdigest()
+            except (OSError, StoreDamagedError):
+                bad.append(gid)
+        return bad
 
     def _count_done(self) -> int:
         n = 0
@@ -353,8 +545,7 @@ class AuthorsStoreWriter(OrderedBatchWriter):
             n += 1
         return n
 
-    def write(self, record: BatchRecord) -> None:
-        self.check_next(record.batch_id)
+    def _save(self, record: BatchRecord) -> str:
         epoch, index = divmod(record.batch_id, self.per_epoch)
         os.makedirs(os.path.join(self.path, f"epoch_{epoch}"), exist_ok=True)
         second = record.flips if record.cutout is None else record.cutout
@@ -363,20 +554,41 @@ class AuthorsStoreWriter(OrderedBatchWriter):
         logits = record.logits.detach().cpu()
         if self.manifest.get("logits_dtype", "float16") == "float16":
             logits = logits.half()
-        save_batch_file([record.crops.float().contiguous(), second.contiguous(), record.mix_index, lam, bbox,
-                         logits.contiguous()], batch_file(self.path, epoch, index))
+        digest = save_batch_file([record.crops.float().contiguous(), second.contiguous(), record.mix_index, lam,
+                                  bbox, logits.contiguous()], batch_file(self.path, epoch, index))
+        self._checksums[record.batch_id] = digest
+        with open(os.path.join(self.path, CHECKSUMS), "a") as f:
+            f.write(f"{record.batch_id}\t{digest}\n")
+        return digest
+
+    def write(self, record: BatchRecord) -> None:
+        self.check_next(record.batch_id)
+        self._save(record)
         self._indices[record.batch_id] = record.image_indices.numpy().astype(np.int32)
         self.next_id += 1
         self.committed = self.next_id
+
+    def rewrite(self, record: BatchRecord) -> None:
+        """Replace a damaged or missing batch file below the written count (repair)."""
+        if not 0 <= record.batch_id < self.planned:
+            raise ValueError(f"batch {record.batch_id} is outside the plan of {self.path}")
+        self._save(record)
 
     def commit(self) -> None:
         pass  # every batch file is committed by its atomic rename
 
     def close(self, epoch_orders=None) -> None:
-        """Write ``sampler_indices_epoch.json`` for the batches present. Batches written by an
-        earlier (interrupted) run take their images from ``epoch_orders`` (the full sampler order
-        of each epoch: lists or arrays) or from the json that run left. The json is written one
-        epoch at a time, byte for byte what ``json.dumps`` of the lists gives."""
+        """Write ``sampler_indices_epoch.json`` for the batches present and release the lock.
+        Batches written by an earlier (interrupted) run take their images from ``epoch_orders``
+        (the full sampler order of each epoch: lists or arrays) or from the json that run left. The
+        json is written one epoch at a time, byte for byte what ``json.dumps`` of the lists gives."""
+        try:
+            self._write_sampler_json(epoch_orders)
+            self._write_checksums()  # in batch order, also after a repair
+        finally:
+            self._lock.release()
+
+    def _write_sampler_json(self, epoch_orders) -> None:
         bs = int(self.manifest["batch_size"])
         sampler = os.path.join(self.path, SAMPLER_JSON)
         old = _parse_sampler_json(sampler) if os.path.isfile(sampler) else {}

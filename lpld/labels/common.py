@@ -1,12 +1,24 @@
-"""What both soft-label formats share: the manifest keys, errors, and compatibility checks."""
+"""What both soft-label formats share: the manifest keys, errors, and compatibility checks.
+
+A store is bound to its inputs by content: the manifest records ``images_sha256`` (the distilled
+images, :func:`lpld.utils.fingerprint.scan_images`), ``teacher_sha256`` (the teacher's tensors) and
+``classes`` (the teacher's class list, when its checkpoint records one). Every consumer compares
+them with what it is given (:func:`check_bound_inputs`). Stores written before these keys existed,
+and the authors' releases, carry none: they load with one warning.
+"""
 from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from typing import Any, Sequence
 
+from ..utils.errors import InputValueError, LpldInputError, StoreDamagedError  # noqa: F401
+from ..utils.fingerprint import check_same
+
 FORMAT_NAME = "lpld-soft-labels"
-FORMAT_VERSION = 1
+# 2: per-batch checksums and content hashes of the images and the teacher (version 1 stores load)
+FORMAT_VERSION = 2
 
 # Keys a resumed generation must agree on with the store it continues (everything that changes
 # the bytes written).
@@ -14,10 +26,47 @@ PLAN_KEYS = ("dataset", "teacher", "seed", "batch_size", "epochs", "batches_per_
              "planned_batches", "prune_ratio", "mix_type", "num_classes", "num_images", "image_size",
              "cutout", "drop_last", "logits_dtype", "min_scale_crops", "max_scale_crops",
              "mixup_alpha", "cutmix_alpha", "normalize", "image_list_sha1", "amp")
+# Keys that bind a store to the content of its inputs (absent from older stores and the authors').
+BINDING_KEYS = ("images_sha256", "teacher_sha256")
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(LpldInputError, ValueError):
     """A label store and the images / settings it is used with disagree."""
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def warn_once(path: str, topic: str, message: str) -> None:
+    """Print ``message`` once per store and topic (stores without hashes load, with a warning)."""
+    key = (os.path.abspath(path), topic)
+    if key not in _warned:
+        _warned.add(key)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def check_bound_inputs(manifest: dict, path: str, *, images_sha256: str | None = None, train_dir: str = "",
+                       teacher_sha256: str | None = None, teacher: str = "", fix: str | None = None) -> None:
+    """The images / teacher given now must be those the store at ``path`` was made from.
+
+    One line per mismatch naming both hashes, the store, the folder or file, and the fix."""
+    if images_sha256 is not None:
+        known = check_same("images", manifest.get("images_sha256"), images_sha256, recorded_in=f"label store {path}",
+                           actual_at=f"the image folder {train_dir}", error=StoreMismatchError,
+                           fix=fix or "Point --train-dir at the images the labels were made from, or regenerate "
+                                      "the labels (relabel --overwrite).")
+        if not known:
+            warn_once(path, "images", f"label store {path} records no content hash of its images (written by an "
+                                      f"older lpld or the authors): cannot verify that {train_dir} holds them")
+    if teacher_sha256 is not None:
+        known = check_same("teacher", manifest.get("teacher_sha256"), teacher_sha256,
+                           recorded_in=f"label store {path}", actual_at=f"the teacher {teacher}",
+                           error=StoreMismatchError,
+                           fix=fix or "Use the teacher checkpoint the labels were made with, or regenerate the "
+                                      "labels (relabel --overwrite).")
+        if not known:
+            warn_once(path, "teacher", f"label store {path} records no content hash of its teacher: cannot verify "
+                                       f"that {teacher} is the teacher it was made with")
 
 
 def image_list_fingerprint(relative_paths: Sequence[str]) -> str:
@@ -35,20 +84,20 @@ def plan_batches(num_images: int, batch_size: int, epochs: int, prune_ratio: flo
     """(batches_per_epoch, planned_batches, drop_last) exactly as the authors' relabel script:
     ``drop_last = prune_ratio > 0`` and ``total_steps = int(epochs * num_batches * (1 - prune_ratio))``."""
     if num_images <= 0:
-        raise ValueError("no images to label")
+        raise InputValueError("no images to label")
     if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive; got {batch_size}")
+        raise InputValueError(f"batch_size must be positive; got {batch_size}")
     if not 0.0 <= prune_ratio < 1.0:
-        raise ValueError(f"prune_ratio must be in [0, 1); got {prune_ratio}")
+        raise InputValueError(f"prune_ratio must be in [0, 1); got {prune_ratio}")
     if drop_last is None:
         drop_last = prune_ratio > 0
     per_epoch = num_images // batch_size if drop_last else -(-num_images // batch_size)
     if per_epoch == 0:
-        raise ValueError(f"{num_images} images make no full batch of {batch_size} with drop_last; "
+        raise InputValueError(f"{num_images} images make no full batch of {batch_size} with drop_last; "
                          f"lower batch_size")
     total = int(epochs * per_epoch * (1 - prune_ratio))
     if total <= 0:
-        raise ValueError(f"epochs={epochs}, prune_ratio={prune_ratio} leave no batch to generate")
+        raise InputValueError(f"epochs={epochs}, prune_ratio={prune_ratio} leave no batch to generate")
     return per_epoch, total, drop_last
 
 

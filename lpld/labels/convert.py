@@ -6,7 +6,7 @@ import os
 from tqdm import tqdm
 
 from .authors import AuthorsLabelStore, AuthorsStoreWriter, is_authors_store
-from .common import FORMAT_VERSION
+from .common import FORMAT_VERSION, InputValueError, StoreDamagedError
 from .store import LabelStore, LabelStoreWriter
 
 FORMATS = ("ours", "authors")
@@ -24,16 +24,16 @@ def open_label_store(path: str, batches_per_epoch: int | None = None, index_dir:
         return AuthorsLabelStore(path, batches_per_epoch=batches_per_epoch, index_dir=index_dir)
     if not os.path.exists(path):
         raise FileNotFoundError(f"soft-label store not found: {path}")
-    raise ValueError(f"{path} is neither an lpld soft-label store (manifest.json) nor the authors' "
+    raise InputValueError(f"{path} is neither an lpld soft-label store (manifest.json) nor the authors' "
                      f"FKD label folder (epoch_0/batch_0.tar + sampler_indices_epoch.json)")
 
 
-def writer_for(fmt: str, path: str, manifest: dict, **kwargs):
+def writer_for(fmt: str, path: str, manifest: dict | None, **kwargs):
     if fmt == "ours":
         return LabelStoreWriter(path, manifest, **kwargs)
     if fmt == "authors":
         return AuthorsStoreWriter(path, manifest, **kwargs)
-    raise ValueError(f"format must be one of {FORMATS}; got {fmt!r}")
+    raise InputValueError(f"format must be one of {FORMATS}; got {fmt!r}")
 
 
 def _target_manifest(src) -> dict:
@@ -43,23 +43,42 @@ def _target_manifest(src) -> dict:
     m = dict(src.manifest)
     m["planned_batches"] = src.num_batches
     m["format_version"] = FORMAT_VERSION
+    m.pop("checksums", None)  # each writer records its own
     m.setdefault("drop_last", None)
     return m
+
+
+def incomplete_reason(store) -> str:
+    """'' when ``store`` holds every batch its manifest plans; otherwise what is missing."""
+    if isinstance(store, AuthorsLabelStore):
+        return store.incomplete_reason()
+    planned = int(store.manifest.get("planned_batches", store.num_batches))
+    if store.num_batches < planned:
+        return f"it holds {store.num_batches} of the {planned} planned batches"
+    return ""
 
 
 def convert(src: str, dst: str, to: str = "ours", *, overwrite: bool = False, progress: bool = True) -> str:
     """Copy every stored batch of ``src`` (either format) into a new store ``dst`` in format ``to``.
 
     The conversion is lossless: logits keep their dtype, crops/flips/Cutout/mix parameters and
-    image indices are copied as they are. Returns ``dst``."""
+    image indices are copied as they are, and so are the content hashes and class list that bind
+    the labels to their images and teacher. A store that is incomplete or damaged (every batch's
+    checksum is verified as it is read) is refused. Returns ``dst``."""
     if to not in FORMATS:
-        raise ValueError(f"to must be one of {FORMATS}; got {to!r}")
+        raise InputValueError(f"to must be one of {FORMATS}; got {to!r}")
     if os.path.abspath(src) == os.path.abspath(dst):
-        raise ValueError("source and destination are the same folder")
+        raise InputValueError("source and destination are the same folder")
     store = open_label_store(src)
+    reason = incomplete_reason(store)
+    if reason:
+        raise StoreDamagedError(f"will not convert {src}: {reason}. Finish the generation first (rerun the same "
+                                f"relabel command; it resumes) or repair it (lpld check-labels --repair).")
     manifest = _target_manifest(store)
     writer = writer_for(to, dst, manifest, resume=False, overwrite=overwrite, commit_every=64)
-    for gid in tqdm(range(store.num_batches), desc=f"convert -> {to}", disable=not progress):
-        writer.write(store.read(gid))
-    writer.close()
+    try:
+        for gid in tqdm(range(store.num_batches), desc=f"convert -> {to}", disable=not progress):
+            writer.write(store.read(gid))
+    finally:
+        writer.close()
     return dst

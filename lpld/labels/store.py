@@ -13,10 +13,20 @@ Layout of a store directory::
     mix_lam.npy         float64 [planned]               (cutmix / mixup)
     mix_bbox.npy        int64   [planned, 4]            (cutmix)
 
-Arrays are preallocated for the planned number of batches when the store is created (the empty
-store appears under its final name only once complete, via a temporary directory). A writer fills
-rows in order, flushes the maps, then atomically bumps ``progress.json``: a reader never sees a
-batch past the committed count, and a restarted generation rewrites from that count on.
+    checksums.npy       uint32  [planned]               crc32 of every array's row of each batch
+
+Arrays are preallocated for the planned number of batches when the store is created, their disk
+space reserved (``posix_fallocate``: a full disk is reported before any work, never as a SIGBUS
+while writing into a map), and the empty store appears under its final name only once complete,
+via a temporary directory. A writer fills rows in order with each batch's checksum, flushes the
+maps, then atomically bumps ``progress.json``: a reader never sees a batch past the committed
+count, and a restarted generation rewrites from that count on.
+
+Damage is detected, never papered over: every array's size is checked on open (a truncated file
+is an error; it is never grown back with zeros), a resumed writer verifies the checksums of every
+committed batch, and every read verifies its batch. ``check-labels --repair`` regenerates exactly
+the damaged batches. Version 1 stores (no checksums) load with a warning.
+
 Reading a batch slices the maps (opened lazily per process, so forked DataLoader workers each
 get their own) -- no unpickling.
 """
@@ -24,17 +34,24 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import zlib
+from typing import Any, Iterable
 
 import numpy as np
 import torch
 
 from ..augment import BatchRecord
-from ..utils.io import atomic_dir, atomic_json_dump
-from .common import FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, OrderedBatchWriter, StoreMismatchError
+from ..utils.errors import DiskSpaceError
+from ..utils.io import (atomic_dir, atomic_json_dump, free_bytes, human_bytes, is_disk_full, on_disk,
+                        remove_stale_temporaries, require_free_space, reserve_file)
+from ..utils.lock import lock_output
+from .common import (BINDING_KEYS, FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, OrderedBatchWriter, StoreDamagedError,
+                     StoreMismatchError, check_bound_inputs, warn_once)
 
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
+CHECKSUMS = "checksums"
+PADDED = ("image_indices", "mix_index")  # arrays whose unused (short-batch) cells hold -1
 
 
 def array_specs(manifest: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -55,6 +72,8 @@ def array_specs(manifest: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np
         specs["mix_lam"] = ((p,), np.dtype(np.float64))
     if manifest["mix_type"] == "cutmix":
         specs["mix_bbox"] = ((p, 4), np.dtype(np.int64))
+    if manifest.get("checksums"):
+        specs[CHECKSUMS] = ((p,), np.dtype(np.uint32))
     return specs
 
 
@@ -69,7 +88,59 @@ def _read_json(path: str) -> dict:
         with open(path) as f:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from err
+        raise StoreDamagedError(f"cannot read {path}: {err}") from err
+
+
+def repair_hint(path: str) -> str:
+    return (f"Regenerate exactly the damaged batches with: lpld check-labels --store {path} --train-dir <images> "
+            f"--teacher-ckpt <teacher> --repair (or regenerate the store with relabel --overwrite)")
+
+
+def header_offsets(path: str, specs: dict) -> dict[str, int]:
+    """Check every array's header and size; return where each array's data starts.
+
+    A file shorter than its shape needs (an interrupted copy, a full disk, a truncation) is an
+    error: it is never memory-mapped, since a writable map would silently grow it back with zeros."""
+    offsets = {}
+    for name, (shape, dtype) in specs.items():
+        file = os.path.join(path, name + ".npy")
+        try:
+            with open(file, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                          else np.lib.format.read_array_header_2_0)(f)
+                offsets[name] = f.tell()
+        except (OSError, ValueError) as err:
+            raise StoreDamagedError(f"{file}: not a readable .npy array ({err}); the store is damaged. "
+                                    f"{repair_hint(path)}") from err
+        if tuple(header[0]) != shape or header[2] != dtype or header[1]:
+            raise StoreDamagedError(f"{file}: holds {header[0]} {header[2]}, the manifest says {shape} {dtype}")
+        expected = offsets[name] + int(np.prod(shape)) * dtype.itemsize
+        size = os.path.getsize(file)
+        if size != expected:
+            raise StoreDamagedError(f"{file} is {size:,} bytes but its shape needs {expected:,}: the store is "
+                                    f"damaged ({'truncated' if size < expected else 'overlong'}). "
+                                    f"{repair_hint(path)}")
+    return offsets
+
+
+def batch_checksum(arrays: dict[str, np.ndarray], batch_id: int) -> int:
+    """crc32 of every array's row of ``batch_id`` (padding included), in name order."""
+    crc = 0
+    for name in sorted(arrays):
+        if name != CHECKSUMS:
+            crc = zlib.crc32(arrays[name][batch_id:batch_id + 1].tobytes(), crc)
+    return crc
+
+
+def damaged_batches(arrays: dict[str, np.ndarray], batch_ids: Iterable[int]) -> list[int]:
+    stored = arrays[CHECKSUMS]
+    return [k for k in batch_ids if batch_checksum(arrays, k) != int(stored[k])]
+
+
+def describe_ids(ids: list[int], limit: int = 12) -> str:
+    shown = ", ".join(map(str, ids[:limit]))
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
 
 
 class LabelStore:
@@ -84,39 +155,29 @@ class LabelStore:
             raise FileNotFoundError(f"{path}: no {MANIFEST}; not an lpld soft-label store")
         self.manifest = _read_json(manifest_path)
         if self.manifest.get("format") != FORMAT_NAME:
-            raise ValueError(f"{manifest_path}: format is {self.manifest.get('format')!r}, expected {FORMAT_NAME!r}")
+            raise StoreMismatchError(f"{manifest_path}: format is {self.manifest.get('format')!r}, "
+                                     f"expected {FORMAT_NAME!r}")
         if int(self.manifest.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{manifest_path}: format_version {self.manifest['format_version']} is newer "
-                             f"than this code understands ({FORMAT_VERSION}); update lpld")
+            raise StoreMismatchError(f"{manifest_path}: format_version {self.manifest['format_version']} is newer "
+                                     f"than this code understands ({FORMAT_VERSION}); update lpld")
         self.num_batches = int(_read_json(os.path.join(path, PROGRESS))["committed"])
         self.manifest["num_batches"] = self.num_batches
         self.batches_per_epoch = int(self.manifest["batches_per_epoch"])
         self.batch_size = int(self.manifest["batch_size"])
         self.num_classes = int(self.manifest["num_classes"])
         self._specs = array_specs(self.manifest)
-        self._offsets = self._header_offsets()
+        if self.num_batches > int(self.manifest["planned_batches"]):
+            raise StoreDamagedError(f"{path}/{PROGRESS} counts {self.num_batches} batches but the store plans "
+                                    f"{self.manifest['planned_batches']}: the store is damaged")
+        self._offsets = header_offsets(path, self._specs)
+        self.has_checksums = CHECKSUMS in self._specs
+        if not self.has_checksums:
+            warn_once(path, "checksums", f"label store {path} has no batch checksums (written by an older lpld): "
+                                         f"damage to its files cannot be detected")
         self._maps: dict[str, np.ndarray] = {}
         self._pid = -1
 
     # -- lazy per-process memory maps -------------------------------------------------------
-    def _header_offsets(self) -> dict[str, int]:
-        """Check every array's header once (in the process that opens the store) and remember where
-        its data starts, so a worker maps it without parsing the header again."""
-        offsets = {}
-        for name, (shape, dtype) in self._specs.items():
-            file = os.path.join(self.path, name + ".npy")
-            try:
-                with open(file, "rb") as f:
-                    version = np.lib.format.read_magic(f)
-                    header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                              else np.lib.format.read_array_header_2_0)(f)
-                    offsets[name] = f.tell()
-            except (OSError, ValueError) as err:
-                raise ValueError(f"{file}: not a readable .npy array ({err}); the store is damaged") from err
-            if tuple(header[0]) != shape or header[2] != dtype or header[1]:
-                raise ValueError(f"{file}: holds {header[0]} {header[2]}, the manifest says {shape} {dtype}")
-        return offsets
-
     def _array(self, name: str) -> np.ndarray:
         if self._pid != os.getpid():
             self._maps, self._pid = {}, os.getpid()
@@ -128,6 +189,9 @@ class LabelStore:
             self._maps[name] = arr
         return arr
 
+    def _arrays(self) -> dict[str, np.ndarray]:
+        return {name: self._array(name) for name in self._specs}
+
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state["_maps"], state["_pid"] = {}, -1
@@ -136,9 +200,19 @@ class LabelStore:
     def __len__(self) -> int:
         return self.num_batches
 
+    def verify(self, batch_ids: Iterable[int] | None = None) -> list[int]:
+        """Ids of the committed batches (all, or ``batch_ids``) whose content fails its checksum."""
+        if not self.has_checksums:
+            return []
+        ids = range(self.num_batches) if batch_ids is None else batch_ids
+        return damaged_batches(self._arrays(), ids)
+
     def read(self, batch_id: int) -> BatchRecord:
         if not 0 <= batch_id < self.num_batches:
             raise IndexError(f"batch {batch_id} is not in {self.path} (it holds batches 0..{self.num_batches - 1})")
+        if self.has_checksums and self.verify([batch_id]):
+            raise StoreDamagedError(f"{self.path}: batch {batch_id} does not match its checksum; the store is "
+                                    f"damaged. {repair_hint(self.path)}")
         n = int(self._array("batch_sizes")[batch_id])
         rec = BatchRecord(
             batch_id=batch_id,
@@ -180,17 +254,82 @@ class LabelStore:
 class LabelStoreWriter(OrderedBatchWriter):
     """Append batches in generation order to a (new or partly written) store.
 
-    ``resume=True`` continues a store with the same plan after its committed count; a store with
-    another plan is an error unless ``overwrite=True``. Commits every ``commit_every`` batches
-    and on :meth:`close`."""
+    ``resume=True`` continues a store with the same plan and inputs after its committed count
+    (first verifying every committed batch, ``verify=True``); a store with another plan is an
+    error unless ``overwrite=True``. Commits every ``commit_every`` batches and on :meth:`close`.
+    The writer holds the store's lock (``.<store>.lpld.lock`` beside it) until :meth:`close`."""
 
-    def __init__(self, path: str, manifest: dict[str, Any], *, resume: bool = True,
-                 overwrite: bool = False, commit_every: int = 16) -> None:
+    def __init__(self, path: str, manifest: dict[str, Any] | None, *, resume: bool = True,
+                 overwrite: bool = False, commit_every: int = 16, verify: bool = True, repair: bool = False) -> None:
         self.path = path
-        self.manifest = {**manifest, "format": FORMAT_NAME, "format_version": FORMAT_VERSION}
+        self._maps: dict[str, np.ndarray] = {}
+        self._lock = lock_output(path, "label store", beside=True)
+        try:
+            if repair:
+                self._open_for_repair()
+            else:
+                self._open(manifest, resume, overwrite, commit_every, verify)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _open_for_repair(self) -> None:
+        """Open a damaged store in place: restore every array's header and size (zeros where a file
+        was cut), and list in :attr:`damaged` the committed batches that fail their checksum."""
+        path = self.path
+        remove_stale_temporaries(path)
+        self.manifest = {k: v for k, v in _read_json(os.path.join(path, MANIFEST)).items() if k != "num_batches"}
+        self.commit_every = 16
+        self.specs = array_specs(self.manifest)
+        if CHECKSUMS not in self.specs:
+            raise StoreDamagedError(f"{path} has no batch checksums (written by an older lpld): damaged batches "
+                                    f"cannot be told apart. Regenerate the store with relabel --overwrite.")
+        try:
+            self.committed = int(_read_json(os.path.join(path, PROGRESS))["committed"])
+        except (StoreDamagedError, KeyError, ValueError, TypeError):
+            self.committed = 0  # nothing is known to be complete: generation restarts
+            atomic_json_dump({"committed": 0}, os.path.join(path, PROGRESS))
+        self.next_id = self.committed
+        for name, (shape, dtype) in self.specs.items():
+            file = os.path.join(path, name + ".npy")
+            try:
+                offset = header_offsets(path, {name: (shape, dtype)})[name]
+            except StoreDamagedError:
+                offset = None
+            row = int(np.prod(shape[1:])) * dtype.itemsize
+            if offset is None:
+                if os.path.isfile(file) and os.path.getsize(file) >= 128:  # keep a readable header
+                    with open(file, "rb") as f:
+                        try:
+                            np.lib.format.read_magic(f)
+                            np.lib.format.read_array_header_1_0(f)
+                            offset = f.tell()
+                        except ValueError:
+                            offset = None
+                if offset is None:
+                    arr = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
+                    offset, first_bad_row = arr.offset, 0
+                    del arr
+                else:
+                    first_bad_row = max(0, (os.path.getsize(file) - offset) // row)
+                    os.truncate(file, offset + int(np.prod(shape)) * dtype.itemsize)
+                arr = np.memmap(file, dtype=dtype, mode="r+", offset=offset, shape=shape)
+                arr[first_bad_row:] = -1 if name in PADDED else 0
+                arr.flush()
+                del arr
+        offsets = header_offsets(path, self.specs)
+        self._maps = {name: np.memmap(os.path.join(path, name + ".npy"), dtype=dtype, mode="r+",
+                                      offset=offsets[name], shape=shape)
+                      for name, (shape, dtype) in self.specs.items()}
+        self.damaged = damaged_batches(self._maps, range(self.committed))
+
+    def _open(self, manifest, resume, overwrite, commit_every, verify) -> None:
+        path = self.path
+        remove_stale_temporaries(os.path.dirname(os.path.abspath(path)), [os.path.basename(os.path.abspath(path))])
+        remove_stale_temporaries(path)
+        self.manifest = {**manifest, "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "checksums": "crc32"}
         self.manifest.pop("num_batches", None)
         self.commit_every = max(1, int(commit_every))
-        self.specs = array_specs(self.manifest)
         existing = os.path.join(path, MANIFEST)
         if os.path.isfile(existing) and not overwrite:
             old = _read_json(existing)
@@ -199,31 +338,74 @@ class LabelStoreWriter(OrderedBatchWriter):
                 detail = "; ".join(f"{k}: store {a!r} vs now {b!r}" for k, (a, b) in diffs.items())
                 raise StoreMismatchError(f"{path} already holds a soft-label store with other settings "
                                          f"({detail}). Use another output directory or --overwrite.")
+            fix = "Use another output directory, or --overwrite to regenerate the labels."
+            check_bound_inputs(old, path, images_sha256=self.manifest.get("images_sha256"),
+                               train_dir=self.manifest.get("train_dir", "the image folder"),
+                               teacher_sha256=self.manifest.get("teacher_sha256"),
+                               teacher=self.manifest.get("teacher_path", "the teacher"), fix=fix)
+            if old.get("classes") and self.manifest.get("classes") and old["classes"] != self.manifest["classes"]:
+                raise StoreMismatchError(f"{path} was made with a teacher of other classes than this one. {fix}")
             if not resume:
                 raise FileExistsError(f"{path} already holds a soft-label store; pass --resume to continue it "
                                       f"or --overwrite to start again")
+            # the store keeps the manifest it was created with (an older store: no checksums array)
+            self.manifest = {k: v for k, v in old.items() if k != "num_batches"}
+            for key in BINDING_KEYS + ("classes",):
+                self.manifest.setdefault(key, None)
         elif os.path.isdir(path) and os.listdir(path) and not _is_label_folder(path):
             # never delete a folder we did not write, even with overwrite
             raise FileExistsError(f"{path} exists and is not a soft-label store; choose an empty output directory")
         else:
             self._create()
+        self.specs = array_specs(self.manifest)
+        offsets = header_offsets(path, self.specs)
         self.committed = int(_read_json(os.path.join(path, PROGRESS))["committed"])
         self.next_id = self.committed
-        self._maps = {name: np.load(os.path.join(path, name + ".npy"), mmap_mode="r+") for name in self.specs}
+        for name, (shape, dtype) in self.specs.items():  # stores made before space was reserved
+            reserve_file(os.path.join(path, name + ".npy"), offsets[name] + int(np.prod(shape)) * dtype.itemsize,
+                         "label store")
+        self._maps = {name: np.memmap(os.path.join(path, name + ".npy"), dtype=dtype, mode="r+",
+                                      offset=offsets[name], shape=shape)
+                      for name, (shape, dtype) in self.specs.items()}
+        if verify and self.committed and CHECKSUMS in self._maps:
+            bad = damaged_batches(self._maps, range(self.committed))
+            if bad:
+                raise StoreDamagedError(f"{path}: {len(bad)} committed batch(es) do not match their checksums "
+                                        f"(batches {describe_ids(bad)}); the store is damaged. {repair_hint(path)}")
 
     def _create(self) -> None:
+        specs = array_specs(self.manifest)
+        parent = os.path.dirname(os.path.abspath(self.path))
+        needed = on_disk(parent, [int(np.prod(shape)) * dtype.itemsize + 128 for shape, dtype in specs.values()]
+                         + [len(json.dumps(self.manifest, indent=2)) + 64, 64, 64])  # + manifest, progress, lock
+        require_free_space(parent, needed, "label store")
+        try:
+            self._create_files(specs)
+        except OSError as err:
+            if not is_disk_full(err) or isinstance(err, DiskSpaceError):
+                raise
+            raise DiskSpaceError(err.errno, f"not enough disk space for the label store at {self.path}: it needs "
+                                            f"{human_bytes(needed)} ({needed:,} bytes) on disk, "
+                                            f"{human_bytes(free_bytes(parent))} are free. Free some space or choose "
+                                            f"another output directory.") from err
+
+    def _create_files(self, specs) -> None:
         with atomic_dir(self.path) as tmp:
-            for name, (shape, dtype) in self.specs.items():
-                arr = np.lib.format.open_memmap(os.path.join(tmp, name + ".npy"), mode="w+", dtype=dtype, shape=shape)
-                if name in ("image_indices", "mix_index"):
-                    arr[...] = -1  # padding of short batches is recognisable
-                arr.flush()
+            for name, (shape, dtype) in specs.items():
+                file = os.path.join(tmp, name + ".npy")
+                arr = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
+                offset = arr.offset
                 del arr
+                reserve_file(file, offset + int(np.prod(shape)) * dtype.itemsize, "label store")
+                if name in PADDED:
+                    arr = np.lib.format.open_memmap(file, mode="r+")
+                    arr[...] = -1  # padding of short batches is recognisable
+                    arr.flush()
+                    del arr
             atomic_json_dump(self.manifest, os.path.join(tmp, MANIFEST))
             atomic_json_dump({"committed": 0}, os.path.join(tmp, PROGRESS))
 
-    def write(self, record: BatchRecord) -> None:
-        self.check_next(record.batch_id)
+    def _fill(self, record: BatchRecord) -> None:
         k, n = record.batch_id, record.batch_size
         if record.logits is None or tuple(record.logits.shape) != (n, self.manifest["num_classes"]):
             raise ValueError(f"batch {k}: logits must be [{n}, {self.manifest['num_classes']}]")
@@ -241,9 +423,27 @@ class LabelStoreWriter(OrderedBatchWriter):
             m["mix_lam"][k] = record.mix_lam
         if "mix_bbox" in m:
             m["mix_bbox"][k] = np.asarray(record.mix_bbox, dtype=np.int64)
+        if CHECKSUMS in m:
+            m[CHECKSUMS][k] = batch_checksum(m, k)
+
+    def write(self, record: BatchRecord) -> None:
+        self.check_next(record.batch_id)
+        self._fill(record)
         self.next_id += 1
         if self.next_id - self.committed >= self.commit_every or self.done:
             self.commit()
+
+    def rewrite(self, record: BatchRecord) -> None:
+        """Replace a committed batch (repair): the row is reset to its initial state, then written."""
+        k = record.batch_id
+        if not 0 <= k < self.committed:
+            raise ValueError(f"batch {k} is not committed in {self.path}; only committed batches are rewritten")
+        for name, arr in self._maps.items():
+            if name != CHECKSUMS:
+                arr[k] = -1 if name in PADDED else 0
+        self._fill(record)
+        for arr in self._maps.values():
+            arr.flush()
 
     def commit(self) -> None:
         """Make every written batch durable, then publish the new count (the order matters)."""
@@ -255,8 +455,12 @@ class LabelStoreWriter(OrderedBatchWriter):
         self.committed = self.next_id
 
     def close(self) -> None:
-        self.commit()
-        self._maps = {}
+        try:
+            if getattr(self, "_maps", None):
+                self.commit()
+        finally:
+            self._maps = {}
+            self._lock.release()
 
     def __enter__(self) -> "LabelStoreWriter":
         return self

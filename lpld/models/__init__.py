@@ -15,6 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
+from ..utils.errors import InputValueError, UnreadableFileError
 from .class_bn import (ClassAwareBatchNorm2d, class_bn_layers, class_labels,  # noqa: F401
                        convert_to_class_aware, finalize_exact_class_stats, per_class_mean_var,
                        set_class_stats_mode)
@@ -25,7 +26,7 @@ CLASS_BUFFERS = ("class_running_mean", "class_running_var")
 def apply_tiny_stem(model: nn.Module) -> nn.Module:
     """Tiny-ImageNet variant (authors' squeeze/relabel code): 3x3 stride-1 conv1, no max-pool."""
     if not (hasattr(model, "conv1") and hasattr(model, "maxpool")):
-        raise ValueError(f"the Tiny-ImageNet stem is defined for ResNets (conv1 + maxpool); "
+        raise InputValueError(f"the Tiny-ImageNet stem is defined for ResNets (conv1 + maxpool); "
                          f"{type(model).__name__} has none")
     model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
@@ -47,7 +48,7 @@ def build_model(arch: str, num_classes: int, *, tiny_stem: bool = False, class_a
         try:
             model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
         except ValueError as err:
-            raise ValueError(f"unknown model {arch!r}: use a torchvision model name "
+            raise InputValueError(f"unknown model {arch!r}: use a torchvision model name "
                              f"(e.g. resnet18, resnet50, mobilenet_v2) or 'timm/<name>'") from err
     if tiny_stem:
         apply_tiny_stem(model)
@@ -70,14 +71,14 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - name the file whatever went wrong
-        raise RuntimeError(f"could not read checkpoint {path}: {err}") from err
+        raise UnreadableFileError(f"could not read checkpoint {path}: {err}") from err
     if isinstance(obj, dict):
         for key in ("model", "state_dict", "model_state_dict"):
             if key in obj and isinstance(obj[key], dict):
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a model state dict (expected a dict of tensors, "
+        raise InputValueError(f"{path} does not hold a model state dict (expected a dict of tensors, "
                          f"optionally under the key 'model' or 'state_dict')")
     out = {}
     for k, v in obj.items():
@@ -88,11 +89,11 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return out
 
 
-def load_weights(model: nn.Module, path: str) -> nn.Module:
-    """Load ``path`` into ``model``. Class-BN buffers may be absent (a plain teacher about to get
-    class statistics) or surplus (a class-BN checkpoint loaded into a plain model); every other
-    key must match, or the error names the keys and the file."""
-    sd = read_state_dict(path)
+def load_weights(model: nn.Module, path: str, state_dict: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Load ``path`` into ``model`` (``state_dict``: its content, when already read). Class-BN buffers
+    may be absent (a plain teacher about to get class statistics) or surplus (a class-BN checkpoint
+    loaded into a plain model); every other key must match, or the error names the keys and the file."""
+    sd = dict(read_state_dict(path) if state_dict is None else state_dict)
     own = model.state_dict()
     for k in [k for k in sd if k.endswith(CLASS_BUFFERS) and k not in own]:
         del sd[k]
@@ -100,12 +101,12 @@ def load_weights(model: nn.Module, path: str) -> nn.Module:
     missing = [k for k in own if k not in sd and not k.endswith(CLASS_BUFFERS)]
     unexpected = [k for k in sd if k not in own]
     if missing or unexpected:
-        raise ValueError(f"checkpoint {path} does not fit the model {type(model).__name__}: missing keys "
+        raise InputValueError(f"checkpoint {path} does not fit the model {type(model).__name__}: missing keys "
                          f"{missing[:8]}{'...' if len(missing) > 8 else ''}, unexpected keys "
                          f"{unexpected[:8]}{'...' if len(unexpected) > 8 else ''}. {hint}")
     shapes = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items() if v.shape != own[k].shape]
     if shapes:
-        raise ValueError(f"checkpoint {path}: shape mismatch (key, checkpoint, model): {shapes[:4]}. {hint}")
+        raise InputValueError(f"checkpoint {path}: shape mismatch (key, checkpoint, model): {shapes[:4]}. {hint}")
     model.load_state_dict(sd, strict=False)
     return model
 

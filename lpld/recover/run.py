@@ -9,20 +9,40 @@ Work is split into *units* that complete whole classes, so a crash loses at most
   block and is keyed (block start, j); SRe2L optimises one ipc index per run, we batch
   ``groups_per_step`` ipc indices per step. A block's class folders are written when its ipc groups
   are done; a unit is one chunk of ipc indices.
+
+One result whatever the sharding or resumption: every group draws its noise and augmentation from
+its own generator seeded by (seed, group key), and units are fixed by the class ids alone --
+class mode unit k is classes [k * groups_per_step, (k + 1) * groups_per_step), sre2l blocks start
+at multiples of batch_size, both clipped to the teacher's classes, not to the requested range.
+A job over [class_start, class_end) computes every unit that holds one of its unfinished classes,
+whole (classes outside its range or already on disk are computed again and not written), so the
+arithmetic of every step -- and so every JPEG byte -- is the same in one job, in shards over
+several processes, and after a kill. (Shard boundaries at multiples of groups_per_step avoid the
+recomputation.) Images made with another groups_per_step agree to float rounding, not bit for
+bit: the teacher's kernels reduce in another order for another batch size.
+
+Concurrent shards may write into one folder (SLURM job arrays over class ranges): each class is
+locked while its unit runs (``.lpld.new{c:03d}.lock``), so two processes never write one class.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import sys
 import time
 
 import torch
 from tqdm import tqdm
 
 from ..data.transforms import normalization
-from ..models import build_model, read_state_dict
-from ..utils.io import atomic_json_dump, ensure_writable_dir
+from ..models import read_state_dict
+from ..models.teacher import TeacherInfo, infer_num_classes, load_teacher as load_checkpoint_teacher  # noqa: F401
+from ..utils.errors import InputValueError
+from ..utils.fingerprint import short
+from ..utils.io import atomic_json_dump, ensure_writable_dir, human_bytes, on_disk, require_free_space
+from ..utils.lock import lock_output
 from ..utils.metrics import MetricsLog
 from ..utils.runtime import resolve_device
 from .io import class_complete, remove_stale_temporaries, save_class
@@ -30,17 +50,13 @@ from .synthesize import Group, Recoverer, RecoverySettings, denormalize_to_uint8
 
 DEFINING_KEYS = ("mode", "bn_target", "dataset", "model", "tiny_stem", "num_classes", "image_size", "ipc", "batch_size",
                  "iterations", "lr", "r_bn", "first_bn_multiplier", "adam_beta1", "adam_beta2", "adam_eps",
-                 "jitter_min", "jitter_max", "crop_scale_min", "crop_scale_max", "clip", "seed")
-
-
-def infer_num_classes(state_dict: dict[str, torch.Tensor], path: str) -> int:
-    for key, value in state_dict.items():
-        if key.endswith("class_running_mean"):
-            return int(value.shape[0])
-    for key in ("fc.weight", "head.fc.weight", "classifier.weight", "head.weight"):
-        if key in state_dict and state_dict[key].dim() == 2:
-            return int(state_dict[key].shape[0])
-    raise ValueError(f"cannot tell the number of classes of {path}; pass --num-classes")
+                 "jitter_min", "jitter_max", "crop_scale_min", "crop_scale_max", "clip", "seed", "augment_draw",
+                 "teacher_sha256", "groups_per_step")
+# Upper estimate of a recovered JPEG (quality 75): uniform noise, the least compressible image,
+# measured at 0.20-0.25 bytes per pixel value (64 and 224 px) plus ~600 bytes of headers. Only used
+# to refuse, before any work, a run whose images cannot fit.
+JPEG_BYTES_PER_VALUE = 0.25
+JPEG_HEADER_BYTES = 700
 
 
 def bn_target(cfg: argparse.Namespace) -> str:
@@ -54,44 +70,40 @@ def bn_target(cfg: argparse.Namespace) -> str:
     return target
 
 
-def load_teacher(cfg: argparse.Namespace) -> tuple[torch.nn.Module, int]:
+def load_teacher(cfg: argparse.Namespace) -> tuple[torch.nn.Module, TeacherInfo]:
     """Build the teacher from ``cfg.teacher``; class-wise matching needs class-wise BN statistics in it."""
     if not cfg.teacher:
-        raise ValueError("--teacher is required: the class-BN teacher checkpoint (squeeze/class_stats.py "
-                         "output, or the authors' resnet18_0.pth / resnet18_tiny_0.pth)")
-    state = read_state_dict(cfg.teacher)
+        raise InputValueError("--teacher is required: the class-BN teacher checkpoint (squeeze/class_stats.py "
+                              "output, or the authors' resnet18_0.pth / resnet18_tiny_0.pth)")
     class_wise = bn_target(cfg) == "class"
-    if class_wise and not any(k.endswith("class_running_mean") for k in state):
-        raise ValueError(f"teacher {cfg.teacher} has no class-wise BN statistics (no 'class_running_mean' "
-                         f"buffers), which class mode (LPLD) matches. Run squeeze/class_stats.py --weights "
-                         f"{cfg.teacher} to add them, or use --mode sre2l to match global statistics.")
-    num_classes = cfg.num_classes or infer_num_classes(state, cfg.teacher)
-    del state
-    model = build_model(cfg.model, num_classes, tiny_stem=cfg.tiny_stem, class_aware=class_wise,
-                        weights=cfg.teacher)
-    return model, num_classes
+    if class_wise and not any(k.endswith("class_running_mean") for k in read_state_dict(cfg.teacher)):
+        raise InputValueError(f"teacher {cfg.teacher} has no class-wise BN statistics (no 'class_running_mean' "
+                              f"buffers), which class mode (LPLD) matches. Run squeeze/class_stats.py --weights "
+                              f"{cfg.teacher} to add them, or use --mode sre2l to match global statistics.")
+    return load_checkpoint_teacher(cfg.model, cfg.teacher, num_classes=cfg.num_classes, tiny_stem=cfg.tiny_stem,
+                                   class_aware=class_wise)
 
 
 def check_config(cfg: argparse.Namespace, num_classes: int) -> tuple[int, int]:
     """Validate ranges; returns (class_end, batch_size) with defaults filled in."""
     end = num_classes if cfg.class_end is None else cfg.class_end
     if not 0 <= cfg.class_start < end <= num_classes:
-        raise ValueError(f"class range [{cfg.class_start}, {end}) is invalid for a teacher with {num_classes} "
+        raise InputValueError(f"class range [{cfg.class_start}, {end}) is invalid for a teacher with {num_classes} "
                          f"classes: need 0 <= --class-start < --class-end <= {num_classes}")
     for name in ("ipc", "iterations", "groups_per_step", "image_size"):
         if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(cfg, name)}")
+            raise InputValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(cfg, name)}")
     if cfg.mode == "class":
         batch = cfg.batch_size or cfg.ipc
         if batch < 1 or cfg.ipc % batch:
-            raise ValueError(f"--batch-size {batch} must divide --ipc {cfg.ipc} in class mode (each class is "
+            raise InputValueError(f"--batch-size {batch} must divide --ipc {cfg.ipc} in class mode (each class is "
                              f"recovered in ipc / batch_size batches of equal size)")
     else:
         batch = cfg.batch_size or 100
         if batch < 1:
-            raise ValueError(f"--batch-size must be >= 1; got {batch}")
+            raise InputValueError(f"--batch-size must be >= 1; got {batch}")
     if not (0 < cfg.crop_scale_min <= cfg.crop_scale_max <= 1) or cfg.jitter_min > cfg.jitter_max:
-        raise ValueError("need 0 < crop_scale_min <= crop_scale_max <= 1 and jitter_min <= jitter_max")
+        raise InputValueError("need 0 < crop_scale_min <= crop_scale_max <= 1 and jitter_min <= jitter_max")
     return end, batch
 
 
@@ -105,47 +117,78 @@ def settings_from(cfg: argparse.Namespace) -> RecoverySettings:
         channels_last=cfg.channels_last, seed=cfg.seed, log_every=cfg.log_every, progress=cfg.progress)
 
 
-def write_manifest(root: str, cfg: argparse.Namespace, num_classes: int, batch: int) -> dict:
-    """``recover.json``: the settings that define the images. A resumed (or parallel) run must agree."""
-    values = {k: getattr(cfg, k) for k in DEFINING_KEYS}
-    values.update(num_classes=num_classes, batch_size=batch, bn_target=bn_target(cfg),
-                  teacher=os.path.abspath(cfg.teacher))
-    manifest = {**values, "normalization": normalization(cfg.dataset),
-                "layout": "new{c:03d}/class{c:03d}_id{i:03d}.jpg"}
+def write_manifest(root: str, cfg: argparse.Namespace, teacher: TeacherInfo, batch: int) -> dict:
+    """``recover.json``: the settings that define the images, the teacher's content hash and class
+    list. A resumed (or parallel) run must agree; the teacher is compared by content, not by path."""
+    values = {k: getattr(cfg, k, None) for k in DEFINING_KEYS}
+    values.update(num_classes=teacher.num_classes, batch_size=batch, bn_target=bn_target(cfg),
+                  teacher_sha256=teacher.sha256)
+    if cfg.augment_draw != "shared":
+        values["groups_per_step"] = None  # per-group draws: the images do not depend on the grouping
+    manifest = {**values, "teacher": os.path.abspath(cfg.teacher), "classes": teacher.classes,
+                "normalization": normalization(cfg.dataset), "layout": "new{c:03d}/class{c:03d}_id{i:03d}.jpg"}
     path = os.path.join(root, "recover.json")
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
+        if "teacher_sha256" not in old:  # written before content hashes: compare what it has
+            print(f"warning: {path} records no content hash of its teacher; checking the teacher by path only",
+                  file=sys.stderr)
+            values = {k: v for k, v in values.items() if k in old}
+            values["teacher"] = manifest["teacher"]
+        if old.get("teacher_sha256") and old["teacher_sha256"] != teacher.sha256:
+            raise InputValueError(f"teacher mismatch: {path} was made with teacher sha256 "
+                                  f"{short(old['teacher_sha256'])}, but {cfg.teacher} has sha256 "
+                                  f"{short(teacher.sha256)}. Use the same teacher to resume, or another --exp-name.")
         diff = {k: (old.get(k), v) for k, v in values.items() if old.get(k) != v}
         if diff:
-            raise ValueError(f"{path} was written with other settings (key: (existing, now)): {diff}. "
-                             f"Use another --exp-name, or make the settings agree to resume.")
+            raise InputValueError(f"{path} was written with other settings (key: (existing, now)): {diff}. "
+                                  f"Use another --exp-name, or make the settings agree to resume.")
         return old
     atomic_json_dump(manifest, path)
     return manifest
 
 
-def plan_units(cfg: argparse.Namespace, start: int, end: int, batch: int, root: str):
-    """Yield (groups, classes_to_write, block) per unit, skipping complete classes."""
-    todo = [c for c in range(start, end) if not class_complete(root, c, cfg.ipc)]
+def plan_units(cfg: argparse.Namespace, start: int, end: int, batch: int, root: str, num_classes: int | None = None):
+    """Yield (groups, classes_to_write, block) per unit, skipping units whose classes in
+    [start, end) are all complete. Units are aligned to class 0 and clipped to ``num_classes``
+    (see the module docstring), so their composition does not depend on the range."""
+    num_classes = end if num_classes is None else num_classes
+    todo = {c for c in range(start, end) if not class_complete(root, c, cfg.ipc)}
     if cfg.mode == "class":
         per_class = cfg.ipc // batch
-        for i in range(0, len(todo), cfg.groups_per_step):
-            classes = todo[i:i + cfg.groups_per_step]
+        k = cfg.groups_per_step
+        for u in range(start - start % k, end, k):
+            classes = list(range(u, min(u + k, num_classes)))
+            to_write = [c for c in classes if c in todo]
+            if not to_write:
+                continue
             groups = [Group(key=(0, c, j), labels=[c] * batch, bn_class=c) for c in classes for j in range(per_class)]
-            yield groups, classes, None
+            yield groups, to_write, None
         return
-    todo_set = set(todo)
-    block_starts = range(start, end, batch)
-    for b0 in block_starts:
-        block = list(range(b0, min(b0 + batch, end)))
-        if not todo_set.intersection(block):
+    for b0 in range(start - start % batch, end, batch):
+        block = list(range(b0, min(b0 + batch, num_classes)))
+        if not todo.intersection(block):
             continue
         chunks = range(0, cfg.ipc, cfg.groups_per_step)
         for k in chunks:
             groups = [Group(key=(1, b0, j), labels=block) for j in range(k, min(k + cfg.groups_per_step, cfg.ipc))]
             last = k + cfg.groups_per_step >= cfg.ipc
-            yield groups, [c for c in block if c in todo_set] if last else [], block
+            yield groups, [c for c in block if c in todo] if last else [], block
+
+
+@contextlib.contextmanager
+def locked_classes(root: str, classes):
+    """Hold the locks of ``classes`` (see the module docstring) and clear their stale temporaries."""
+    locks = []
+    try:
+        for c in classes:
+            locks.append(lock_output(root, f"recovery of class {c} in {root}", key=f"new{c:03d}"))
+        remove_stale_temporaries(root, classes)
+        yield
+    finally:
+        for lock in locks:
+            lock.release()
 
 
 def run_recovery(cfg: argparse.Namespace) -> str:
@@ -155,37 +198,48 @@ def run_recovery(cfg: argparse.Namespace) -> str:
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every step has the same shapes
-    teacher, num_classes = load_teacher(cfg)
+    teacher, info = load_teacher(cfg)
+    num_classes = info.num_classes
     end, batch = check_config(cfg, num_classes)
-    write_manifest(root, cfg, num_classes, batch)
-    remove_stale_temporaries(root, range(cfg.class_start, end))
+    write_manifest(root, cfg, info, batch)
     settings = settings_from(cfg)
+    units = list(plan_units(cfg, cfg.class_start, end, batch, root, num_classes))
+    done_before = sum(class_complete(root, c, cfg.ipc) for c in range(cfg.class_start, end))
+    remaining = (end - cfg.class_start) - done_before
+    jpeg = int(cfg.image_size ** 2 * 3 * JPEG_BYTES_PER_VALUE) + JPEG_HEADER_BYTES
+    needed = on_disk(root, [jpeg] * (remaining * cfg.ipc) + [4096] * remaining)  # + one folder per class
+    require_free_space(root, needed, "recovered images")
     recoverer = Recoverer(teacher.to(device), settings, bn_target(cfg), device,
                           compile_model=cfg.compile)
     log = MetricsLog(os.path.join(root, f"recover_log_{cfg.class_start:05d}-{end:05d}"))
-    units = list(plan_units(cfg, cfg.class_start, end, batch, root))
-    done_before = sum(class_complete(root, c, cfg.ipc) for c in range(cfg.class_start, end))
     print(f"recover: {cfg.mode} mode, classes [{cfg.class_start}, {end}) of {num_classes}, ipc {cfg.ipc}, "
-          f"{done_before} already complete, {len(units)} steps of up to {cfg.groups_per_step} groups "
+          f"{done_before} already complete, {len(units)} steps of up to {cfg.groups_per_step} groups, "
+          f"about {human_bytes(needed)} to write "
           f"-> {root}", flush=True)
     block_store: dict[int, torch.Tensor] = {}  # sre2l: class -> [ipc, H, W, 3] uint8 being filled
     block_stats: dict[int, list] = {}
     try:
         for groups, to_write, block in tqdm(units, desc="recover", disable=not cfg.progress):
             t0 = time.time()
-            result = recoverer.run(groups, desc=f"classes {groups[0].labels[0]}..{groups[-1].labels[-1]}")
-            pixels = denormalize_to_uint8(result.images, settings.mean, settings.std)
-            seconds = time.time() - t0
-            if cfg.mode == "class":
-                _write_class_mode(root, cfg, groups, to_write, result, pixels, seconds, log)
-            else:
-                _collect_sre2l(cfg, groups, block, result, pixels, seconds, block_store, block_stats)
-                for c in to_write:
-                    save_class(root, c, block_store.pop(c), cfg.jpeg_quality)
-                    log.append(_sre2l_record(c, block_stats.pop(c), cfg))
-                if to_write or (groups[-1].key[2] == cfg.ipc - 1):
-                    block_store.clear()
-                    block_stats.clear()
+            with locked_classes(root, to_write if cfg.mode == "class" else [c for c in block if c in
+                                                                          range(cfg.class_start, end)]):
+                if any(class_complete(root, c, cfg.ipc) for c in to_write):  # written meanwhile by a shard
+                    to_write = [c for c in to_write if not class_complete(root, c, cfg.ipc)]
+                    if not to_write and cfg.mode == "class":
+                        continue
+                result = recoverer.run(groups, desc=f"classes {groups[0].labels[0]}..{groups[-1].labels[-1]}")
+                pixels = denormalize_to_uint8(result.images, settings.mean, settings.std)
+                seconds = time.time() - t0
+                if cfg.mode == "class":
+                    _write_class_mode(root, cfg, groups, to_write, result, pixels, seconds, log)
+                else:
+                    _collect_sre2l(cfg, groups, block, result, pixels, seconds, block_store, block_stats)
+                    for c in to_write:
+                        save_class(root, c, block_store.pop(c), cfg.jpeg_quality)
+                        log.append(_sre2l_record(c, block_stats.pop(c), cfg))
+                    if to_write or (groups[-1].key[2] == cfg.ipc - 1):
+                        block_store.clear()
+                        block_stats.clear()
     finally:
         recoverer.close()
     return root
@@ -201,10 +255,13 @@ def _record(c: int, cfg, ce, correct, bn, ce_last, bn_last, seconds: float) -> d
 
 
 def _write_class_mode(root, cfg, groups, classes, result, pixels, seconds, log) -> None:
+    """Save the classes ``classes`` of a step (its groups are contiguous per class, in class order)."""
     per_class = cfg.ipc
     per_group = len(groups[0].labels)
     groups_per_class = per_class // per_group
-    for idx, c in enumerate(classes):
+    step_classes = list(dict.fromkeys(g.bn_class for g in groups))
+    for c in classes:
+        idx = step_classes.index(c)
         sl = slice(idx * per_class, (idx + 1) * per_class)
         gs = slice(idx * groups_per_class, (idx + 1) * groups_per_class)
         save_class(root, c, pixels[sl], cfg.jpeg_quality)

@@ -63,10 +63,14 @@ RECOVER_SCHEMA = {
     "crop_scale_max": Option(1.0, float, "RandomResizedCrop scale range", SYN + " RandomResizedCrop default (0.08, 1)"),
     "clip": Option(True, bool, "after each step clamp pixels to the valid range of the normalised image",
                    SYN + " inputs.data = clip(inputs.data)"),
-    "augment_draw": Option("shared", str, "shared: one crop/flip/shift per step for the whole batch of groups "
-                                          "(fastest; each class still sees the authors' distribution); "
-                                          "per_group: each group draws its own (same draws as separate runs)",
-                           choices=("shared", "per_group")),
+    "augment_draw": Option("per_group", str, "per_group: each optimisation batch (one class's, in LPLD mode) "
+                                             "draws its own crop/flip/shift from a generator seeded by (seed, "
+                                             "class), as the authors' one-class-per-step loop does, so an image "
+                                             "depends only on (settings, seed, class); shared: one draw per step "
+                                             "for all batches of the step (one crop op; faster) -- then the "
+                                             "images depend on groups_per_step and on how classes are sharded",
+                           SYN + " one RandomResizedCrop / flip / roll draw per optimised batch",
+                           choices=("per_group", "shared")),
     # ---- speed ----
     "groups_per_step": Option(1, int, "independent batches optimised together in one step (same objective "
                                       "per batch). class mode: classes per step; sre2l mode: ipc indices per "

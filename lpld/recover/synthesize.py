@@ -18,11 +18,13 @@ batched step is therefore G single-group runs at once (``tests/test_recover.py``
 and trajectories against single-group runs).
 
 Random streams: every group owns a ``torch.Generator`` seeded from (seed, group key), used for its
-initial noise and, with ``augment_draw="per_group"``, for its own crop/flip/shift draws (as K separate
-runs of the authors' script would draw). ``augment_draw="shared"`` draws once per step for the whole
-batch from the first group's generator: one crop op on the whole tensor, and still, for every group,
-a sequence of independent draws of exactly the authors' distribution (only the correlation *between*
-classes changes, and classes never interact).
+initial noise and, with ``augment_draw="per_group"`` (the default), for its own crop/flip/shift draws
+(as K separate runs of the authors' script would draw): a group's images depend only on the
+settings, the seed and its key, never on which groups share its step. ``augment_draw="shared"``
+(opt-in) draws once per step for the whole batch from the first group's generator: one crop op on
+the whole tensor, and still, for every group, a sequence of independent draws of exactly the
+authors' distribution, but which draws a class gets then depends on the grouping (groups_per_step,
+sharding, resumption).
 """
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ class RecoverySettings:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     clip: bool = True
-    augment_draw: str = "shared"  # "shared" | "per_group"
+    augment_draw: str = "per_group"  # "per_group" | "shared" (grouping-dependent, opt-in)
     amp: bool = False
     channels_last: bool = True
     seed: int = 0

@@ -30,24 +30,51 @@ def main_relabel(argv: Sequence[str] | None = None) -> str:
 
 
 def main_check(argv: Sequence[str] | None = None) -> int:
+    from ..labels import open_label_store
+    from ..labels.store import describe_ids
+    from .generate import repair_store
     from .replay import replay_check
-    p = argparse.ArgumentParser(description="Replay check: re-apply the recorded crop/flip/mix to the images, "
-                                            "rerun the teacher, report the max difference from the stored logits.")
+    p = argparse.ArgumentParser(description="Check a label store: the checksum of every batch, then (with "
+                                            "--train-dir and --teacher-ckpt) the content hashes of the images and "
+                                            "teacher, and a replay: re-apply the recorded crop/flip/mix to the "
+                                            "images, rerun the teacher, report the max difference from the stored "
+                                            "logits. --repair regenerates exactly the damaged batches.")
     p.add_argument("--store", required=True, help="label store (ours or the authors' epoch_*/batch_*.tar folder)")
-    p.add_argument("--train-dir", required=True, help="the distilled images the labels were generated from")
-    p.add_argument("--teacher-ckpt", "--weights", dest="teacher_ckpt", required=True, help="teacher checkpoint")
+    p.add_argument("--train-dir", default=None, help="the distilled images the labels were generated from")
+    p.add_argument("--teacher-ckpt", "--weights", dest="teacher_ckpt", default=None, help="teacher checkpoint")
     p.add_argument("--model", default=None, help="teacher architecture (default: from the store's manifest)")
     p.add_argument("--tiny-stem", default=None, action=argparse.BooleanOptionalAction)
     p.add_argument("--num-classes", type=int, default=None)
     p.add_argument("--dataset", default=None, help="needed for an authors' folder without lpld_manifest.json")
     p.add_argument("--input-size", type=int, default=None, help="likewise")
     p.add_argument("--batches", type=int, nargs="*", default=None,
-                   help="batch ids to check (default: 4 spread over the store); one number = how many")
+                   help="batch ids to replay (default: 4 spread over the store); one number = how many")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction)
     p.add_argument("--tolerance", type=float, default=None,
                    help="pass threshold (default: 4 x fp16 half-ulp at the largest logit)")
+    p.add_argument("--repair", action="store_true",
+                   help="regenerate the damaged batches in place (needs --train-dir and --teacher-ckpt: the "
+                        "images and teacher the store records)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.repair:
+        if not (args.train_dir and args.teacher_ckpt):
+            p.error("--repair needs --train-dir and --teacher-ckpt (the images and teacher the store was made from)")
+        repair_store(args.store, args.train_dir, args.teacher_ckpt, model=args.model, tiny_stem=args.tiny_stem,
+                     device="cpu" if args.device == "auto" else args.device)
+    store = open_label_store(args.store)
+    damaged = store.verify()
+    if damaged:
+        print(f"[check_labels] {args.store}: {len(damaged)} of {store.num_batches} batches fail their checksum "
+              f"({describe_ids(damaged)}) -> DAMAGED. Regenerate them with --repair --train-dir <images> "
+              f"--teacher-ckpt <teacher>.")
+        return 1
+    print(f"[check_labels] {args.store}: {store.num_batches} batches, every checksum verified"
+          if getattr(store, "has_checksums", True) else f"[check_labels] {args.store}: {store.num_batches} batches "
+          f"(no checksums recorded)")
+    if not (args.train_dir and args.teacher_ckpt):
+        print("[check_labels] pass --train-dir and --teacher-ckpt to also check the images and teacher")
+        return 0
     batches = args.batches
     if batches is not None and len(batches) == 1:
         batches = batches[0]

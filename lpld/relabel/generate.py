@@ -14,11 +14,17 @@ Reproduces the authors' ``generate_soft_label_pruning.py``:
 Random draws come from per-batch generators seeded by ``(fkd_seed, batch id)`` (see
 :mod:`lpld.augment`) instead of the authors' global RNG state inside their DataLoader workers: same
 distributions, but the result does not depend on the worker count, and a resumed run is
-byte-identical to an uninterrupted one.
+byte-identical to an uninterrupted one. For the same reason :func:`repair_store` can regenerate
+exactly the batches of a damaged store.
+
+Before any work the images are fingerprinted and decoded once (a corrupt file is named up front),
+the teacher's tensors hashed, and both hashes (with the teacher's class list) recorded in the
+manifest; resuming a store made from other images or another teacher is an error.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from typing import Any, Mapping
@@ -33,12 +39,20 @@ from ..augment import normalize_mix_type, replay_batch, sample_batch_params
 from ..config import resolve
 from ..data import DATASET_NUM_CLASSES, ImageFolder, canonical_dataset, load_rgb
 from ..data.transforms import normalization
-from ..labels import image_list_fingerprint, open_label_store, plan_batches, writer_for
+from ..labels import (StoreDamagedError, check_bound_inputs, image_list_fingerprint, open_label_store,
+                      plan_batches, writer_for)
+from ..labels.authors import META as AUTHORS_META
+from ..labels.store import MANIFEST as OURS_MANIFEST
+from ..labels.store import describe_ids
+from ..models.teacher import TeacherInfo, describe_module
+from ..utils.classes import check_distilled_folders, check_same_classes
+from ..utils.errors import InputValueError
+from ..utils.fingerprint import scan_images
 from ..utils.io import ensure_writable_dir
 from ..device_views import ImageBank, replay_batch_on_device
 from ..utils.runtime import resolve_device, set_cudnn_benchmark
 from .schema import RELABEL_SCHEMA
-from .teacher import build_teacher, teacher_logits, teacher_summary
+from .teacher import load_relabel_teacher, teacher_logits, teacher_summary
 
 
 def normalize_config(cfg: Any) -> argparse.Namespace:
@@ -50,17 +64,17 @@ def normalize_config(cfg: Any) -> argparse.Namespace:
     cfg.dataset = canonical_dataset(cfg.dataset)
     cfg.mix_type = normalize_mix_type(cfg.mix_type)
     if cfg.weights and cfg.teacher_ckpt and os.path.abspath(cfg.weights) != os.path.abspath(cfg.teacher_ckpt):
-        raise ValueError(f"--weights {cfg.weights} and --teacher-ckpt {cfg.teacher_ckpt} disagree; give one")
+        raise InputValueError(f"--weights {cfg.weights} and --teacher-ckpt {cfg.teacher_ckpt} disagree; give one")
     cfg.teacher_ckpt = cfg.teacher_ckpt or cfg.weights
     if cfg.tiny_stem is None:
         cfg.tiny_stem = cfg.dataset == "tiny"
     if cfg.dataset == "in21k" and not cfg.model.startswith("timm/"):
         cfg.model = "timm/" + cfg.model  # authors: timm.create_model(args.model, num_classes=10450)
     if not cfg.train_dir:
-        raise ValueError("train_dir is required: the folder of distilled images (root/<class>/<image>)")
+        raise InputValueError("train_dir is required: the folder of distilled images (root/<class>/<image>)")
     cfg.output_dir = cfg.output_dir or cfg.fkd_path
     if not 0.0 < cfg.min_scale_crops <= cfg.max_scale_crops <= 1.0:
-        raise ValueError(f"need 0 < min_scale_crops <= max_scale_crops <= 1; got "
+        raise InputValueError(f"need 0 < min_scale_crops <= max_scale_crops <= 1; got "
                          f"{cfg.min_scale_crops}, {cfg.max_scale_crops}")
     return cfg
 
@@ -118,7 +132,8 @@ class AugmentedBatches(Dataset):
         return batch, record
 
 
-def build_manifest(cfg: argparse.Namespace, dataset: ImageFolder, num_classes: int) -> dict[str, Any]:
+def build_manifest(cfg: argparse.Namespace, dataset: ImageFolder, num_classes: int,
+                   teacher: TeacherInfo | None = None, images_sha256: str | None = None) -> dict[str, Any]:
     per_epoch, planned, drop_last = plan_batches(len(dataset), cfg.batch_size, cfg.epochs, cfg.prune_ratio,
                                                  cfg.drop_last)
     mean, std = dataset_normalization(cfg.dataset)
@@ -133,7 +148,39 @@ def build_manifest(cfg: argparse.Namespace, dataset: ImageFolder, num_classes: i
         "cutout": cfg.dataset == "in21k", "normalize": [mean, std],
         "logits_dtype": "float16" if cfg.use_fp16 else "float32", "amp": bool(cfg.amp),
         "image_list_sha1": image_list_fingerprint(rel), "num_classes_in_folder": len(dataset.classes),
+        "images_sha256": images_sha256, "teacher_sha256": teacher.sha256 if teacher else None,
+        "classes": teacher.classes if teacher else None,
     }
+
+
+def existing_manifest(path: str) -> dict | None:
+    """The manifest of a store already at ``path`` (either format), or None."""
+    for name in (OURS_MANIFEST, AUTHORS_META):
+        file = os.path.join(path, name)
+        if os.path.isfile(file):
+            try:
+                with open(file) as f:
+                    return json.load(f)
+            except (OSError, ValueError):
+                return None
+    return None
+
+
+def recovered_classes(train_dir: str) -> list[str] | None:
+    """The class list recover recorded for a distilled folder (None: not ours, or not recorded)."""
+    try:
+        with open(os.path.join(train_dir, "recover.json")) as f:
+            classes = json.load(f).get("classes")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return list(classes) if classes else None
+
+
+def fingerprint_images(dataset: ImageFolder, workers: int = 0) -> str:
+    """sha256 of the images of ``dataset``; every image is decoded once and bad files are named."""
+    scan = scan_images([p for p, _ in dataset.samples], dataset.root, workers=max(1, workers) if workers else None)
+    scan.raise_if_bad(dataset.root)
+    return scan.sha256
 
 
 def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
@@ -142,43 +189,59 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
     ``teacher`` replaces the checkpoint named in ``cfg`` (tests, benchmarks)."""
     cfg = normalize_config(cfg)
     dataset = ImageFolder(cfg.train_dir)
-    num_classes = cfg.num_classes or default_num_classes(cfg.dataset, dataset)
-    manifest = build_manifest(cfg, dataset, num_classes)
+    if teacher is not None:
+        num_classes = cfg.num_classes or default_num_classes(cfg.dataset, dataset)
+        info = describe_module(teacher, num_classes)
+        model = teacher
+    else:
+        model, info = load_relabel_teacher(cfg.model, cfg.teacher_ckpt, cfg.num_classes or
+                                           default_num_classes(cfg.dataset, dataset, cfg.teacher_ckpt), cfg.tiny_stem)
+        num_classes = info.num_classes
+    check_distilled_folders(dataset.classes, info.classes, num_classes, cfg.train_dir)
+    check_same_classes(recovered_classes(cfg.train_dir), info.classes,
+                       expected_what=f"the teacher that recovered {cfg.train_dir} (its recover.json)",
+                       got_what=f"the teacher {cfg.teacher_ckpt}", fix="Relabel with a teacher of the same dataset.")
+    manifest = build_manifest(cfg, dataset, num_classes, info, fingerprint_images(dataset, cfg.workers))
+    old = None if cfg.overwrite else existing_manifest(cfg.output_dir)
+    if old is not None:
+        check_bound_inputs(old, cfg.output_dir, images_sha256=manifest["images_sha256"], train_dir=cfg.train_dir,
+                           teacher_sha256=info.sha256, teacher=cfg.teacher_ckpt or "(the given module)",
+                           fix="Use another --output-dir, or --overwrite to regenerate the labels.")
     ensure_writable_dir(os.path.dirname(os.path.abspath(cfg.output_dir)), "parent of the label store")
     writer = writer_for(cfg.format, cfg.output_dir, manifest, resume=cfg.resume, overwrite=cfg.overwrite,
-                        commit_every=cfg.commit_every)
+                        commit_every=cfg.commit_every, verify=cfg.verify)
     start, planned = writer.next_id, writer.planned
     stop = planned if cfg.stop_after <= 0 else min(planned, start + cfg.stop_after)
     epochs_needed = math.ceil(planned / manifest["batches_per_epoch"])
     orders = sampler_orders(len(dataset), cfg.fkd_seed, epochs_needed)
-    if start < stop:
-        device = resolve_device(cfg.device)
-        model = teacher if teacher is not None else build_teacher(cfg.model, num_classes, cfg.teacher_ckpt,
-                                                                  cfg.tiny_stem)
-        model = prepare_teacher(model, device, cfg.channels_last)
-        set_cudnn_benchmark(device)  # every batch has the same shapes
-        bank = ImageBank.from_folder(dataset, device, cfg.input_size) if cfg.input_path == "device" else None
-        batches = AugmentedBatches([p for p, _ in dataset.samples], orders, manifest, start, stop,
-                                   sizes=bank.image_sizes() if bank is not None else None)
-        loader = DataLoader(batches, batch_size=None, shuffle=False, num_workers=cfg.workers,
-                            pin_memory=device.type == "cuda", persistent_workers=False,
-                            prefetch_factor=4 if cfg.workers > 0 else None)
-        desc = f"relabel {os.path.basename(os.path.normpath(cfg.output_dir))}"
-        try:
-            with torch.no_grad():
-                for images, record in tqdm(loader, desc=desc, total=len(batches), initial=0,
-                                           disable=not cfg.progress, unit="batch"):
-                    if images is None:
-                        images = replay_batch_on_device(bank, record, *manifest["normalize"])
-                    logits = teacher_logits(model, images, device, cfg.amp, cfg.channels_last)
-                    record.logits = logits.half() if cfg.use_fp16 else logits.float()
-                    writer.write(record)
-        finally:
-            writer.commit()  # every batch written so far is complete: keep it for the resumed run
-    if cfg.format == "authors":
-        writer.close({e: orders[e] for e in range(orders.shape[0])})
-    else:
-        writer.close()
+    try:
+        if start < stop:
+            device = resolve_device(cfg.device)
+            model = prepare_teacher(model, device, cfg.channels_last)
+            set_cudnn_benchmark(device)  # every batch has the same shapes
+            bank = ImageBank.from_folder(dataset, device, cfg.input_size) if cfg.input_path == "device" else None
+            batches = AugmentedBatches([p for p, _ in dataset.samples], orders, writer.manifest, start, stop,
+                                       sizes=bank.image_sizes() if bank is not None else None)
+            loader = DataLoader(batches, batch_size=None, shuffle=False, num_workers=cfg.workers,
+                                pin_memory=device.type == "cuda", persistent_workers=False,
+                                prefetch_factor=4 if cfg.workers > 0 else None)
+            desc = f"relabel {os.path.basename(os.path.normpath(cfg.output_dir))}"
+            try:
+                with torch.no_grad():
+                    for images, record in tqdm(loader, desc=desc, total=len(batches), initial=0,
+                                               disable=not cfg.progress, unit="batch"):
+                        if images is None:
+                            images = replay_batch_on_device(bank, record, *writer.manifest["normalize"])
+                        logits = teacher_logits(model, images, device, cfg.amp, cfg.channels_last)
+                        record.logits = logits.half() if cfg.use_fp16 else logits.float()
+                        writer.write(record)
+            finally:
+                writer.commit()  # every batch written so far is complete: keep it for the resumed run
+    finally:
+        if cfg.format == "authors":
+            writer.close({e: orders[e] for e in range(orders.shape[0])})
+        else:
+            writer.close()
     store = open_label_store(cfg.output_dir)
     state = "complete" if store.num_batches >= planned else f"partial: {store.num_batches}/{planned} batches"
     print(f"[relabel] {cfg.output_dir}: {store.num_batches} batches of {cfg.batch_size} x {num_classes} "
@@ -186,9 +249,62 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
     return cfg.output_dir
 
 
-def default_num_classes(dataset_name: str, dataset: ImageFolder) -> int:
-    """The authors' class_dict (1000 / 10450 / 200); the folder's class count otherwise."""
-    return DATASET_NUM_CLASSES.get(dataset_name, len(dataset.classes))
+def repair_store(store_path: str, train_dir: str, teacher_ckpt: str, *, model: str | None = None,
+                 tiny_stem: bool | None = None, device: str = "cpu", progress: bool = True) -> list[int]:
+    """Regenerate exactly the damaged batches of a store (either format) in place; returns their ids.
+
+    The images and the teacher must be those the store records (content hashes), so each
+    regenerated batch is the one that was lost (byte-identical on the device type it was made on)."""
+    manifest = existing_manifest(store_path)
+    if manifest is None:
+        raise StoreDamagedError(f"{store_path}: no manifest.json / {AUTHORS_META}; its settings are unknown, so "
+                                f"damaged batches cannot be regenerated. Regenerate the store with relabel.")
+    if not manifest.get("images_sha256") or not manifest.get("teacher_sha256"):
+        raise StoreDamagedError(f"{store_path} records no content hashes of its images and teacher (an older "
+                                f"lpld): a repair could not be checked. Regenerate it with relabel --overwrite.")
+    dataset = ImageFolder(train_dir)
+    info_m = manifest.get("teacher") or {}
+    arch = model or info_m.get("arch")
+    stem = tiny_stem if tiny_stem is not None else bool(info_m.get("tiny_stem", False))
+    teacher, info = load_relabel_teacher(arch, teacher_ckpt, int(manifest["num_classes"]), stem)
+    check_bound_inputs(manifest, store_path, images_sha256=fingerprint_images(dataset), train_dir=train_dir,
+                       teacher_sha256=info.sha256, teacher=teacher_ckpt,
+                       fix="A repair needs the exact images and teacher the store was made from.")
+    fmt = "authors" if os.path.isfile(os.path.join(store_path, AUTHORS_META)) else "ours"
+    writer = writer_for(fmt, store_path, None, repair=True)
+    damaged = list(writer.damaged)
+    planned = int(manifest["planned_batches"])
+    orders = sampler_orders(len(dataset), int(manifest["seed"]), math.ceil(planned / manifest["batches_per_epoch"]))
+    try:
+        if damaged:
+            dev = resolve_device(device)
+            teacher = prepare_teacher(teacher, dev)
+            batches = AugmentedBatches([p for p, _ in dataset.samples], orders, writer.manifest, 0, planned)
+            with torch.no_grad():
+                for gid in tqdm(damaged, desc="repair", disable=not progress, unit="batch"):
+                    images, record = batches[gid]
+                    logits = teacher_logits(teacher, images, dev, bool(manifest.get("amp", False)))
+                    record.logits = logits.half() if manifest.get("logits_dtype") == "float16" else logits.float()
+                    writer.rewrite(record)
+    finally:
+        if fmt == "authors":
+            writer.next_id = writer._count_done()
+            writer.close({e: orders[e].tolist() for e in range(orders.shape[0])})
+        else:
+            writer.close()
+    if damaged:
+        print(f"[repair] {store_path}: regenerated batches {describe_ids(damaged)}")
+    else:
+        print(f"[repair] {store_path}: no damaged batch")
+    return damaged
+
+
+def default_num_classes(dataset_name: str, dataset: ImageFolder, checkpoint: str | None = None) -> int | None:
+    """The authors' class_dict (1000 / 10450 / 200); otherwise the teacher's (when a checkpoint is
+    given) or the folder's class count."""
+    if dataset_name in DATASET_NUM_CLASSES:
+        return DATASET_NUM_CLASSES[dataset_name]
+    return None if checkpoint else len(dataset.classes)
 
 
 def prepare_teacher(model: nn.Module, device: torch.device, channels_last: bool = True) -> nn.Module:

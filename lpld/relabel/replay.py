@@ -14,11 +14,13 @@ from torch import nn
 
 from ..augment import replay_batch
 from ..data import ImageFolder, canonical_dataset, load_rgb
-from ..labels import check_compatible, image_list_fingerprint, open_label_store
+from ..labels import check_bound_inputs, check_compatible, image_list_fingerprint, open_label_store
 from ..labels.common import StoreMismatchError
+from ..models.teacher import describe_module
+from ..utils.errors import InputValueError
 from ..utils.runtime import resolve_device
-from .generate import dataset_normalization, prepare_teacher
-from .teacher import build_teacher, teacher_logits
+from .generate import dataset_normalization, fingerprint_images, prepare_teacher
+from .teacher import load_relabel_teacher, teacher_logits
 
 
 @dataclass
@@ -48,11 +50,12 @@ def replay_check(store_path: str, train_dir: str, teacher: nn.Module | None = No
                  model: str | None = None, teacher_ckpt: str | None = None, tiny_stem: bool | None = None,
                  num_classes: int | None = None, dataset: str | None = None, input_size: int | None = None,
                  batches: int | Sequence[int] | None = None, device: str = "auto", amp: bool | None = None,
-                 report: bool = False) -> float | ReplayReport:
+                 report: bool = False, check_inputs: bool = True) -> float | ReplayReport:
     """Max absolute difference between the stored logits and the teacher's logits on the replayed
     batches. ``batches``: ids, or a count spread over the store (default 4). The teacher comes from
     ``teacher`` or is rebuilt from the manifest / the keyword overrides. ``report=True`` returns a
-    :class:`ReplayReport`."""
+    :class:`ReplayReport`. ``check_inputs``: first compare the content hashes of the images and the
+    teacher with those the store records (a mismatch is a :class:`StoreMismatchError`)."""
     store = open_label_store(store_path)
     m = store.manifest
     images = ImageFolder(train_dir)
@@ -65,15 +68,22 @@ def replay_check(store_path: str, train_dir: str, teacher: nn.Module | None = No
     dataset = canonical_dataset(dataset or m.get("dataset") or "") or None
     size = input_size or m.get("image_size")
     if dataset is None or size is None:
-        raise ValueError(f"{store_path} does not record its dataset / input size: pass dataset= and input_size=")
+        raise InputValueError(f"{store_path} does not record its dataset / input size: pass dataset= and "
+                              f"input_size=")
     mean, std = m["normalize"] if m.get("normalize") else dataset_normalization(dataset)
     if teacher is None:
         info = m.get("teacher") or {}
         arch = model or info.get("arch")
         if arch is None:
-            raise ValueError(f"{store_path} does not record its teacher: pass model= and teacher_ckpt=")
+            raise InputValueError(f"{store_path} does not record its teacher: pass model= and teacher_ckpt=")
         stem = tiny_stem if tiny_stem is not None else info.get("tiny_stem", dataset == "tiny")
-        teacher = build_teacher(arch, num_classes or store.num_classes, teacher_ckpt, stem)
+        teacher, teacher_info = load_relabel_teacher(arch, teacher_ckpt, num_classes or store.num_classes, stem)
+    else:
+        teacher_info = describe_module(teacher, num_classes or store.num_classes)
+    if check_inputs:
+        check_bound_inputs(m, store_path, images_sha256=fingerprint_images(images), train_dir=train_dir,
+                           teacher_sha256=teacher_info.sha256, teacher=teacher_ckpt or "(the given module)",
+                           fix="These are not the inputs the labels were made from.")
     dev = resolve_device(device)
     teacher = prepare_teacher(teacher, dev)
     use_amp = bool(m.get("amp", False)) if amp is None else amp

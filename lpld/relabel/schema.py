@@ -61,6 +61,8 @@ RELABEL_SCHEMA = {
                      "epoch_{e}/batch_{b}.tar + sampler_indices_epoch.json", choices=("ours", "authors")),
     "resume": Option(True, bool, "continue an interrupted store with the same settings"),
     "overwrite": Option(False, bool, "replace an existing store with other settings"),
+    "verify": Option(True, bool, "when resuming, first verify the checksum of every stored batch (a damaged "
+                     "store is an error naming the batches; check-labels --repair regenerates them)"),
     "commit_every": Option(16, int, "publish progress every N batches (a crash loses at most these)"),
     "stop_after": Option(0, int, "generate at most N batches in this run, then stop (resumable; 0 = all)"),
     # --- runtime ---------------------------------------------------------------------------------

@@ -6,21 +6,27 @@ import os
 import torch
 from torch import nn
 
-from ..models import build_model
+from ..models.teacher import TeacherInfo, load_teacher
+from ..utils.errors import InputValueError
 from ..utils.runtime import autocast
 
 
-def build_teacher(arch: str, num_classes: int, checkpoint: str | None, tiny_stem: bool = False) -> nn.Module:
+def load_relabel_teacher(arch: str, checkpoint: str | None, num_classes: int | None = None,
+                         tiny_stem: bool = False) -> tuple[nn.Module, TeacherInfo]:
     """torchvision ResNet-18/50 with ImageNet weights, the Tiny-ImageNet teacher, or timm's
-    ResNet-18 for ImageNet-21K-P; class-BN buffers in a checkpoint are ignored."""
+    ResNet-18 for ImageNet-21K-P (class-BN buffers in a checkpoint are ignored), with its content
+    hash and class list (:func:`lpld.models.teacher.load_teacher`)."""
     if not checkpoint:
-        raise ValueError(
+        raise InputValueError(
             "no teacher weights: pass --teacher-ckpt FILE (ImageNet-1K: torchvision's "
             "resnet18-f37072fd.pth / resnet50 weights; Tiny-ImageNet: the squeeze/ teacher or the authors' "
             "resnet18_tiny checkpoint; ImageNet-21K-P: the timm resnet18 checkpoint). Nothing is downloaded.")
-    if not os.path.isfile(checkpoint):
-        raise FileNotFoundError(f"teacher checkpoint not found: {checkpoint}")
-    return build_model(arch, num_classes, tiny_stem=tiny_stem, weights=checkpoint)
+    return load_teacher(arch, checkpoint, num_classes=num_classes, tiny_stem=tiny_stem)
+
+
+def build_teacher(arch: str, num_classes: int, checkpoint: str | None, tiny_stem: bool = False) -> nn.Module:
+    """The model of :func:`load_relabel_teacher`."""
+    return load_relabel_teacher(arch, checkpoint, num_classes, tiny_stem)[0]
 
 
 def teacher_summary(arch: str, checkpoint: str | None, tiny_stem: bool, num_classes: int) -> dict:

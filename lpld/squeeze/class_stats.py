@@ -19,6 +19,8 @@ from ..data import build_dataset, train_transform, val_transform
 from ..engine import evaluate
 from ..models import class_labels, finalize_exact_class_stats, save_checkpoint, set_class_stats_mode
 from ..models.class_bn import check_labels
+from ..utils import preflight
+from ..utils.errors import InputValueError
 from ..utils.runtime import autocast, on_for_cuda, resolve_device, seed_everything, to_channels_last
 from .sampling import SeededEpochSampler
 from .train import build_loader, build_teacher, require_data_path
@@ -54,13 +56,14 @@ def default_output(weights: str) -> str:
 
 def run_class_stats(cfg: argparse.Namespace) -> dict:
     if not cfg.weights:
-        raise ValueError("--weights is required: the trained teacher checkpoint to add class statistics to")
+        raise InputValueError("--weights is required: the trained teacher checkpoint to add class statistics to")
     device = resolve_device(cfg.device)
     channels_last = on_for_cuda(cfg.channels_last, device)
     seed_everything(cfg.seed)
     root = require_data_path(cfg)
     train_set = build_dataset(cfg.dataset, root, "train", train_transform(cfg.image_size, cfg.dataset))
     val_set = build_dataset(cfg.dataset, root, "val", val_transform(cfg.image_size, cfg.dataset))
+    output_lock = preflight.class_stats(cfg, train_set, val_set, cfg.output or default_output(cfg.weights))  # noqa: F841
     num_classes = cfg.num_classes or len(train_set.classes)
     model = build_teacher(cfg, num_classes, class_aware=True, weights=cfg.weights)
     check_labels(torch.as_tensor(train_set.targets), num_classes)
@@ -80,7 +83,7 @@ def run_class_stats(cfg: argparse.Namespace) -> dict:
     output = cfg.output or default_output(cfg.weights)
     info = {"mode": cfg.stats_mode, "amp": bool(cfg.amp), "images": seen, "seconds": round(seconds, 2),
             "val_top1": after["top1"], "val_top5": after["top5"], "source_weights": cfg.weights}
-    save_checkpoint(output, model, class_stats=info, num_classes=num_classes)
+    save_checkpoint(output, model, class_stats=info, num_classes=num_classes, classes=train_set.classes)
     print(f"class statistics over {seen} images in {seconds:.1f}s; val top-1 {after['top1']:.2f} "
           f"top-5 {after['top5']:.2f}; wrote {output}")
     return {**info, "output": output}

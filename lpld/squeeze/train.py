@@ -22,6 +22,8 @@ from ..data import build_dataset, train_transform, val_transform
 from ..engine import evaluate, hits
 from ..models import build_model, save_checkpoint
 from ..utils.io import atomic_torch_save, ensure_writable_dir
+from ..utils import preflight
+from ..utils.errors import InputValueError
 from ..utils.metrics import DeviceSums, MetricsLog
 from ..utils.runtime import (autocast, on_for_cuda, resolve_device, rng_state, seed_everything, set_cudnn_benchmark,
                              set_rng_state, to_channels_last)
@@ -31,7 +33,7 @@ from .sampling import SeededEpochSampler, SeededItems
 
 def require_data_path(cfg: argparse.Namespace) -> str:
     if not cfg.data_path:
-        raise ValueError("--data-path is required (the dataset root)")
+        raise InputValueError("--data-path is required (the dataset root)")
     return cfg.data_path
 
 
@@ -85,6 +87,7 @@ def run_teacher_training(cfg: argparse.Namespace) -> dict:
     root = require_data_path(cfg)
     train_set = build_dataset(cfg.dataset, root, "train", train_transform(cfg.image_size, cfg.dataset))
     val_set = build_dataset(cfg.dataset, root, "val", val_transform(cfg.image_size, cfg.dataset))
+    output_lock = preflight.squeeze_train(cfg, train_set, val_set)  # noqa: F841 - held for the whole run
     num_classes = cfg.num_classes or len(train_set.classes)
     set_cudnn_benchmark(device)
 
@@ -134,9 +137,9 @@ def run_teacher_training(cfg: argparse.Namespace) -> dict:
         print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                            "lr_scheduler": scheduler.state_dict(), "epoch": epoch,
-                           "rng": rng_state(), "config": vars(cfg)}, ckpt_path)
+                           "rng": rng_state(), "config": vars(cfg), "classes": train_set.classes}, ckpt_path)
         metrics = record
     teacher_path = os.path.join(cfg.output_dir, "teacher.pth")
     if start_epoch < cfg.epochs or not os.path.isfile(teacher_path):
-        save_checkpoint(teacher_path, model, config=vars(cfg), num_classes=num_classes)
+        save_checkpoint(teacher_path, model, config=vars(cfg), num_classes=num_classes, classes=train_set.classes)
     return {**metrics, "teacher": teacher_path}

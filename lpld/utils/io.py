@@ -6,13 +6,22 @@ atomic rename on POSIX) and renames only once the content is complete.
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
+import re
 import shutil
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import torch
+
+from .errors import DiskSpaceError
+
+# The names atomic_path / atomic_dir give their temporaries: "." + final name + "." + mkstemp's
+# 8 random characters + ".tmp".
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
 
 
 def _umask() -> int:
@@ -56,8 +65,14 @@ def atomic_dir(path: str) -> Iterator[str]:
 
 
 def atomic_torch_save(obj: Any, path: str) -> None:
+    """``torch.save`` into memory, then an ordinary atomic file write: a full disk then raises a
+    plain ``OSError(ENOSPC)`` naming the file (torch's own writer reports an opaque RuntimeError),
+    and the previous file stays intact."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -80,3 +95,95 @@ def ensure_writable_dir(path: str, what: str = "output directory") -> str:
     if not os.access(path, os.W_OK | os.X_OK):
         raise PermissionError(f"the {what} {path} is not writable. Choose a writable location.")
     return path
+
+
+def remove_stale_temporaries(directory: str, names: Iterable[str] | None = None) -> list[str]:
+    """Delete the temporaries of :func:`atomic_path` / :func:`atomic_dir` that a killed run left in
+    ``directory`` (only those of the final ``names``, when given). Call it only while holding the
+    directory's lock: another writer's temporaries are in use."""
+    if not os.path.isdir(directory):
+        return []
+    wanted = None if names is None else set(names)
+    removed = []
+    for entry in os.listdir(directory):
+        match = _TEMPORARY.match(entry)
+        if not match or (wanted is not None and match.group("name") not in wanted):
+            continue
+        path = os.path.join(directory, entry)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        removed.append(path)
+    return removed
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def free_bytes(path: str) -> int:
+    """Free space (for an unprivileged user) on the filesystem that holds ``path`` or would hold it."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    return shutil.disk_usage(probe).free
+
+
+def _existing(path: str) -> str:
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    return probe
+
+
+def on_disk(path: str, sizes: Iterable[int]) -> int:
+    """Bytes that files of ``sizes`` occupy on the filesystem of ``path`` (each rounded up to whole
+    blocks: many small files take far more than their sizes on a tmpfs or a 4 KiB-block disk)."""
+    try:
+        block = max(1, os.statvfs(_existing(path)).f_frsize)
+    except (OSError, AttributeError):
+        block = 4096
+    return sum(-(-max(int(n), 1) // block) * block for n in sizes)
+
+
+def require_free_space(path: str, needed: int, what: str) -> None:
+    """Fail before any work when ``needed`` bytes will not fit next to ``path``."""
+    free = free_bytes(path)
+    if needed > free:
+        raise DiskSpaceError(errno.ENOSPC, f"not enough disk space for the {what} at {path}: it needs "
+                                           f"{human_bytes(needed)} ({needed:,} bytes), {human_bytes(free)} "
+                                           f"({free:,} bytes) are free. Free some space or choose another "
+                                           f"output directory.")
+
+
+def reserve_file(path: str, size: int, what: str) -> None:
+    """Allocate ``size`` bytes of ``path`` on disk now (``posix_fallocate``), so writing into its
+    memory map later cannot hit a full disk (which kills the process with SIGBUS)."""
+    if size <= 0 or not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise DiskSpaceError(err.errno, f"not enough disk space for the {what} at {path}: it needs "
+                                            f"{human_bytes(size)} ({size:,} bytes), "
+                                            f"{human_bytes(free_bytes(path))} are free. Free some space or "
+                                            f"choose another output directory.") from err
+        if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    finally:
+        os.close(fd)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -13,13 +13,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import DeviceUnavailableError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        raise DeviceUnavailableError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
     return device
 
 

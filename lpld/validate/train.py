@@ -31,6 +31,7 @@ from ..data import DATASET_NUM_CLASSES, ImageFolder, TinyImageNet, canonical_dat
 from ..device_views import ImageBank
 from ..engine import evaluate, hits
 from ..models import apply_tiny_stem, build_model, save_checkpoint
+from ..utils import preflight
 from ..utils.io import atomic_json_dump, ensure_writable_dir
 from ..utils.metrics import DeviceSums, MetricsLog
 from ..utils.runtime import (autocast, keep_logits_fp32, on_for_cuda, rng_state, seed_everything,
@@ -238,6 +239,7 @@ def run_validate(cfg: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
 def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     dataset = canonical_dataset(cfg.dataset)
     ensure_writable_dir(cfg.output_dir, "output directory")
+    checked = preflight.validate(cfg, dataset)  # lock, labels bound to these images, class lists
     images = ImageFolder(cfg.train_dir)
     store, num_classes, size = open_store_checked(cfg, dataset, len(images))
     plan = make_plan(cfg, store)
@@ -347,7 +349,7 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
             extra = dict(optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(), epoch=epoch + 1,
                          best_top1=best_top1, last_val=last_val, rng=rngs,
                          ema=ema.checkpoint() if ema is not None else None,
-                         plan=dataclasses.asdict(plan), resume_state=_resume_state(cfg))
+                         plan=dataclasses.asdict(plan), resume_state=_resume_state(cfg), classes=checked.classes)
             if save:
                 save_checkpoint(ckpt_path, model, **extra)
             if last_val is not None and "val_top1" in record and record["val_top1"] >= best_top1:
