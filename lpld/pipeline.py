@@ -58,6 +58,8 @@ PIPELINE_SCHEMA = {
                                     "YAML files with the training-only keys (epochs, lr ...)"),
     "teacher": Option(None, str, "an existing class-BN teacher (skips squeeze), e.g. the authors' "
                                  "resnet18_tiny_0.pth"),
+    "squeeze_dir": Option(None, str, "where squeeze trains the teacher when none is given "
+                                     "(default: <output_dir>/squeeze)"),
     "relabel_teacher": Option(None, str, "teacher whose logits are the soft labels (default: teacher)"),
     "recover_configs": Option(["recover/configs/demo.yaml"], list, "YAML files of the recovery stage"),
     "sre2l_configs": Option(["recover/configs/sre2l.yaml"], list,
@@ -74,8 +76,8 @@ PIPELINE_SCHEMA = {
                                     "default: <method>_ipc<ipc>"),
     "labels_root": Option(None, str, "where label stores live (default: <output_dir>/labels); a complete "
                                      "store there (e.g. the authors' downloaded labels) is used as it is"),
-    "label_names": Option([], list, "METHOD=NAME store names under labels_root ({ipc}, {ratio_tag} are "
-                                    "replaced); default: <method>_ipc<ipc>[_top<k>][_<compression>]"),
+    "label_names": Option([], list, "METHOD=NAME store names under labels_root ({ipc}, {ratio_suffix} "
+                                    "(_ratio975 in less mode), {topk} are replaced); default: <method>_ipc<ipc>[_top<k>][_<compression>]"),
     "methods": Option(["lpld", "sre2l"], list, f"image sources: {' | '.join(METHODS)}"),
     "ipc": Option(10, int, "images per class"),
     "ipcs": Option([], list, "several IPCs (a row block each); default: [ipc]"),
@@ -92,6 +94,7 @@ PIPELINE_SCHEMA = {
     "table": Option("", str, "name of this job in the report (e.g. the paper table)"),
     "workers": Option(None, int, "data-loading workers for every stage (default: each config's)"),
     "progress": Option(True, bool, "tqdm progress bars"),
+    "dry_run": Option(False, bool, "print the plan (steps, done or to run) and stop"),
 }
 
 
@@ -160,8 +163,12 @@ def data_path(cfg) -> str:
     return cfg.data_path or os.path.join(_out(cfg), "data")
 
 
+def squeeze_dir(cfg) -> str:
+    return os.path.abspath(cfg.squeeze_dir or os.path.join(_out(cfg), "squeeze"))
+
+
 def teacher_path(cfg) -> str:
-    return cfg.teacher or os.path.join(_out(cfg), "squeeze", "teacher_class_bn.pth")
+    return cfg.teacher or os.path.join(squeeze_dir(cfg), "teacher_class_bn.pth")
 
 
 def image_dir(cfg, method: str, ipc: int) -> str:
@@ -175,8 +182,9 @@ def label_dir(cfg, row: Row) -> str:
     less = cfg.label_mode == "less" and row.prune_ratio > 0
     name = _pairs(cfg.label_names, "label_names").get(row.method)
     if name:
-        return os.path.join(root, name.format(ipc=row.ipc, ratio_tag=str(row.prune_ratio).replace("0.", "")
-                                              if less else "", topk=row.label_topk))
+        # the authors' less_label_*.sh suffix: _ratio975 for 0.975 (sed 's/0\.//g')
+        suffix = f"_ratio{str(row.prune_ratio).replace('0.', '')}" if less else ""
+        return os.path.join(root, name.format(ipc=row.ipc, ratio_suffix=suffix, topk=row.label_topk))
     tag = f"{row.method}_ipc{row.ipc}" + (f"_top{row.label_topk}" if row.label_topk else "")
     return os.path.join(root, tag + (f"_{row.compression}" if less else ""))
 
@@ -308,7 +316,7 @@ def val_dir(cfg) -> str:
 
 def _squeeze_stage(cfg, which: str) -> tuple[Callable, argparse.Namespace]:
     from .squeeze import CLASS_STATS_SCHEMA, TRAIN_SCHEMA, run_class_stats, run_teacher_training
-    sq = os.path.join(_out(cfg), "squeeze")
+    sq = squeeze_dir(cfg)
     base = {**_common(cfg), "dataset": cfg.dataset, "data_path": data_path(cfg)}
     if which == "teacher":
         return run_teacher_training, _stage(
@@ -366,7 +374,7 @@ def step_done(cfg: argparse.Namespace, name: str) -> bool:
     if name == "data/demo":
         return os.path.isfile(os.path.join(data_path(cfg), "demo.json"))
     if name == "squeeze/teacher":
-        return os.path.isfile(os.path.join(_out(cfg), "squeeze", "teacher.pth"))
+        return os.path.isfile(os.path.join(squeeze_dir(cfg), "teacher.pth"))
     if name == "squeeze/class_stats":
         return os.path.isfile(teacher_path(cfg))
     if head == "images":
@@ -422,6 +430,14 @@ def _write_row_info(cfg, name: str, settings) -> None:
 
 def run_pipeline(cfg: argparse.Namespace) -> dict[str, Any]:
     """Run every step not done yet, in plan order; returns the report."""
+    if cfg.teacher and not os.path.isfile(cfg.teacher):
+        from .utils.errors import InputValueError
+        raise InputValueError(f"teacher {cfg.teacher} not found: download it (bash download.sh --what teachers) or "
+                         f"leave teacher unset to train one (squeeze)")
+    if cfg.dry_run:
+        for step in plan(cfg):
+            print(f"{'done' if step.name != 'report' and step_done(cfg, step.name) else 'todo'} {step.name}")
+        return {}
     for step in plan(cfg):
         if step.name != "report" and step_done(cfg, step.name):
             print(f"[skip] {step.name}: already complete", flush=True)

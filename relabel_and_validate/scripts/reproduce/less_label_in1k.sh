@@ -6,18 +6,23 @@
 # their download.sh 40x names; their gpus="0,1,2,3").
 #
 # Paper numbers (top-1 %, authors' README, 40x): IPC10 20.2, IPC20 33.0, IPC50 46.7, IPC100 54.0,
-#   IPC200 59.6 (labels 0.14 / 0.29 / 0.71 / 1.43 / 2.85 GB). Other ratios (RATIOS=...): see paper
+#   IPC200 59.6 (labels 0.14 / 0.29 / 0.71 / 1.43 / 2.85 GB). Other ratios (--prune-ratios ...): see paper
 #   Table 3.
 #
-# Usage: VAL_DIR=/data/imagenet/val GPUS=0,1,2,3 bash relabel_and_validate/scripts/reproduce/less_label_in1k.sh
 #   With `bash download.sh true --datasets in1k` the 40x labels are already there and only the
-#   students train. Variables: as table3_in1k.sh (IPCS ["10 20 50 100 200"], RATIOS ["0.975"]).
+#   students train.
+#
+# Usage (from any directory; extra pipeline flags go last and win, e.g. --ipcs 50 --seeds 0 1 2):
+#   DATA_PATH=/data/imagenet bash relabel_and_validate/scripts/reproduce/less_label_in1k.sh [--device cuda]
+#   SMOKE=1 bash relabel_and_validate/scripts/reproduce/less_label_in1k.sh     # CPU smoke run, a minute
+# Stopped (Ctrl-C, a scheduler's time limit)? Run the same command again: it resumes. Results:
+# OUT/results.md (.csv, .json, .png); environment: see _lib.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
-lpld_setup less_label_in1k in1k
-LABEL_MODE=less
-IPCS=$(pick "${IPCS:-}" "10 20 50 100 200" "$SMOKE_IPC")
-RATIOS=$(pick "${RATIOS:-}" "0.975" "0.9")
-STUDENTS=$(pick "${STUDENTS:-}" "resnet18" "resnet18")
-PAPER_40X="10=20.2 20=33.0 50=46.7 100=54.0 200=59.6"
-run_grid lpld "$IPCS" "$STUDENTS" "$RATIOS" "$PAPER_40X"
-say "done: $RESULTS"
+reproduce in1k less_label_in1k \
+    --methods lpld \
+    --ipcs 10 20 50 100 200 \
+    --prune-ratios 0.975 \
+    --label-mode less \
+    --prune-schemes random/batch_to_epoch \
+    --smoke --prune-ratios 0.9 \
+    -- "$@"

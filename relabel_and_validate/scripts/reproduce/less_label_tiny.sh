@@ -10,15 +10,20 @@
 #   10x / 20x / 30x: see paper Table 2. (The paper's numbers come from sampling full labels, the
 #   authors' main_table_tiny.sh; per README_usage random pruning makes the two equivalent.)
 #
-# Usage: VAL_DIR=/data/tiny-imagenet-200 GPUS=0 bash relabel_and_validate/scripts/reproduce/less_label_tiny.sh
 #   With `bash download.sh true --datasets tiny` the 40x labels are already there and only the
-#   students train. Variables: as table2_tiny.sh (IPCS ["50 100"], RATIOS ["0.9 0.95 0.97 0.975"]).
+#   students train.
+#
+# Usage (from any directory; extra pipeline flags go last and win, e.g. --ipcs 50 --seeds 0 1 2):
+#   DATA_PATH=/data/tiny-imagenet-200 bash relabel_and_validate/scripts/reproduce/less_label_tiny.sh [--device cuda]
+#   SMOKE=1 bash relabel_and_validate/scripts/reproduce/less_label_tiny.sh     # CPU smoke run, a minute
+# Stopped (Ctrl-C, a scheduler's time limit)? Run the same command again: it resumes. Results:
+# OUT/results.md (.csv, .json, .png); environment: see _lib.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
-lpld_setup less_label_tiny tiny
-LABEL_MODE=less
-IPCS=$(pick "${IPCS:-}" "50 100" "$SMOKE_IPC")
-RATIOS=$(pick "${RATIOS:-}" "0.9 0.95 0.97 0.975" "0.9")
-STUDENTS=$(pick "${STUDENTS:-}" "resnet18" "resnet18")
-PAPER_40X="50=38.4 100=46.1"
-run_grid lpld "$IPCS" "$STUDENTS" "$RATIOS" "$PAPER_40X"
-say "done: $RESULTS"
+reproduce tiny less_label_tiny \
+    --methods lpld \
+    --ipcs 50 100 \
+    --prune-ratios 0.9 0.95 0.97 0.975 \
+    --label-mode less \
+    --prune-schemes random/batch_to_epoch \
+    --smoke --prune-ratios 0.9 \
+    -- "$@"

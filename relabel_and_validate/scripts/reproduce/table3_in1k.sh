@@ -15,22 +15,18 @@
 #                                  (labels 5.67 / 11.33 / 28.33 / 56.66 / 113.33 GB)
 #   other compression ratios: see paper Table 3.
 #
-# Usage (from any directory):
-#   VAL_DIR=/data/imagenet/val GPUS=0,1,2,3 bash relabel_and_validate/scripts/reproduce/table3_in1k.sh
-# Variables: VAL_DIR (required: ImageNet val/ with class folders), GPUS [0], OUT [outputs/reproduce],
-#   RESULTS [$OUT/results.csv], IMAGES_ROOT [recover/syn_data_LPLD], LABELS_ROOT
-#   [relabel_and_validate/syn_label_LPLD], TEACHER [recover/model_with_class_bn/resnet18_0.pth],
-#   RELABEL_TEACHER [$TEACHER: torchvision's ResNet-18 weights + class-BN buffers; or
-#   resnet18-f37072fd.pth], RECOVER=1, IPCS ["10 20 50 100 200"], RATIOS ["0 0.9 0.95 0.97 0.975"],
-#   STUDENTS [resnet18], SMOKE=1. More: _lib.sh.
-# Images: bash download.sh --datasets in1k --what images,teachers (or RECOVER=1 with a teacher).
-# Full labels take 5.67 GB (IPC10) to 113 GB (IPC200); LABEL_MODE=less generates one pruned store per
 # ratio instead (less_label_in1k.sh).
+#
+# Usage (from any directory; extra pipeline flags go last and win, e.g. --ipcs 50 --seeds 0 1 2):
+#   DATA_PATH=/data/imagenet bash relabel_and_validate/scripts/reproduce/table3_in1k.sh [--device cuda]
+#   SMOKE=1 bash relabel_and_validate/scripts/reproduce/table3_in1k.sh     # CPU smoke run, a minute
+# Stopped (Ctrl-C, a scheduler's time limit)? Run the same command again: it resumes. Results:
+# OUT/results.md (.csv, .json, .png); environment: see _lib.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
-lpld_setup table3 in1k
-IPCS=$(pick "${IPCS:-}" "10 20 50 100 200" "$SMOKE_IPC")
-RATIOS=$(pick "${RATIOS:-}" "0 0.9 0.95 0.97 0.975" "0.9")
-STUDENTS=$(pick "${STUDENTS:-}" "resnet18" "resnet18")
-PAPER_40X="10=20.2 20=33.0 50=46.7 100=54.0 200=59.6"
-run_grid lpld "$IPCS" "$STUDENTS" "$RATIOS" "$PAPER_40X"
-say "done: $RESULTS"
+reproduce in1k table3 \
+    --methods lpld random_real \
+    --ipcs 10 20 50 100 200 \
+    --prune-ratios 0 0.9 0.95 0.97 0.975 \
+    --label-mode full \
+    --smoke --methods lpld random_real --prune-ratios 0.9 \
+    -- "$@"

@@ -10,22 +10,20 @@
 # iterations, lr 0.25, r_bn 0.01) plus recover/configs/sre2l.yaml for sre2l (SRe2L recover.sh:
 # 100 classes per batch); labels and students: relabel_and_validate/configs/imagenet1k.yaml.
 #
-# Paper numbers: see paper Table 4 and Table 19 (we could not retrieve them; the IPC and ratio grid
-# below is ours: set IPCS / RATIOS to the paper's). For reference, LPLD at IPC10 40x: 20.2 (Table 3).
+# Paper numbers: see paper Table 4 and Table 19 (not retrievable here; the IPC and ratio grid below
+# is ours: pass --ipcs / --prune-ratios to match it). For reference, LPLD at IPC10 40x: 20.2 (Table 3).
+# Cost: recovering 1000 classes x IPC10 at 4K iterations, per method .
 #
-# Usage: VAL_DIR=/data/imagenet/val GPUS=0,1,2,3 bash relabel_and_validate/scripts/reproduce/table4_19_ablation.sh
-# Variables: VAL_DIR (required), GPUS [0], OUT, RESULTS, IMAGES_ROOT, LABELS_ROOT, TEACHER
-#   [recover/model_with_class_bn/resnet18_0.pth], RECOVER [1 here: only the lpld images can be
-#   downloaded], METHODS ["sre2l cb_global lpld"], IPCS ["10"], RATIOS ["0 0.9 0.95 0.97 0.975"],
-#   STUDENTS [resnet18], LABEL_MODE [full], SMOKE=1. More: _lib.sh.
-# Cost: recovering 1000 classes x IPC10 at 4K iterations, per method (the authors do not state GPU
-# hours for this table).
+# Usage (from any directory; extra pipeline flags go last and win, e.g. --ipcs 50 --seeds 0 1 2):
+#   DATA_PATH=/data/imagenet bash relabel_and_validate/scripts/reproduce/table4_19_ablation.sh [--device cuda]
+#   SMOKE=1 bash relabel_and_validate/scripts/reproduce/table4_19_ablation.sh     # CPU smoke run, a minute
+# Stopped (Ctrl-C, a scheduler's time limit)? Run the same command again: it resumes. Results:
+# OUT/results.md (.csv, .json, .png); environment: see _lib.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
-RECOVER=${RECOVER:-1}
-lpld_setup table4_19 in1k
-METHODS=$(pick "${METHODS:-}" "sre2l cb_global lpld" "sre2l cb_global lpld")
-IPCS=$(pick "${IPCS:-}" "10" "$SMOKE_IPC")
-RATIOS=$(pick "${RATIOS:-}" "0 0.9 0.95 0.97 0.975" "0.9")
-STUDENTS=$(pick "${STUDENTS:-}" "resnet18" "resnet18")
-run_grid "$METHODS" "$IPCS" "$STUDENTS" "$RATIOS"
-say "done: $RESULTS"
+reproduce in1k table4_19 \
+    --methods sre2l cb_global lpld \
+    --ipcs 10 \
+    --prune-ratios 0 0.9 0.95 0.97 0.975 \
+    --label-mode full \
+    --smoke --prune-ratios 0.9 \
+    -- "$@"

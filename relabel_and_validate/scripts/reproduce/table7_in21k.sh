@@ -11,17 +11,18 @@
 #   previous, full labels (SRe2L): IPC10 18.5   IPC20 20.5   (labels 643 GB / 1286 GB)
 #   other ratios: see paper Table 7.
 # Full labels are 643 GB (IPC10) / 1286 GB (IPC20) and the authors publish only the 40x ones: with
-# those, run less_label_in21k.sh (or LABEL_MODE=less RATIOS=0.975 here).
 #
-# Usage: VAL_DIR=/data/imagenet21k_p/val GPUS=0,1,2,3 bash relabel_and_validate/scripts/reproduce/table7_in21k.sh
-# Variables: VAL_DIR (required), GPUS [0], OUT, RESULTS, IMAGES_ROOT, LABELS_ROOT, TEACHER
-#   [recover/model_with_class_bn/resnet18_21k_0.pth, also the relabel teacher], RECOVER=1, IPCS
-#   ["10 20"], RATIOS ["0.975 0.97 0.95 0.9 0.0"], STUDENTS [resnet18], LABEL_MODE [full], SMOKE=1.
+# Usage (from any directory; extra pipeline flags go last and win, e.g. --ipcs 50 --seeds 0 1 2):
+#   DATA_PATH=/data/imagenet21k bash relabel_and_validate/scripts/reproduce/table7_in21k.sh [--device cuda]
+#   SMOKE=1 bash relabel_and_validate/scripts/reproduce/table7_in21k.sh     # CPU smoke run, a minute
+# Stopped (Ctrl-C, a scheduler's time limit)? Run the same command again: it resumes. Results:
+# OUT/results.md (.csv, .json, .png); environment: see _lib.sh.
 source "$(dirname "${BASH_SOURCE[0]}")/_lib.sh"
-lpld_setup table7 in21k
-IPCS=$(pick "${IPCS:-}" "10 20" "$SMOKE_IPC")
-RATIOS=$(pick "${RATIOS:-}" "0.975 0.97 0.95 0.9 0.0" "0.0")
-STUDENTS=$(pick "${STUDENTS:-}" "resnet18" "resnet18")
-PAPER_40X="10=21.3 20=29.4"
-run_grid lpld "$IPCS" "$STUDENTS" "$RATIOS" "$PAPER_40X"
-say "done: $RESULTS"
+reproduce in21k table7 \
+    --methods lpld \
+    --ipcs 10 20 \
+    --prune-ratios 0.975 0.97 0.95 0.9 0.0 \
+    --label-mode full \
+    --prune-schemes random/batch_to_epoch \
+    --smoke --prune-ratios 0.0 \
+    -- "$@"
