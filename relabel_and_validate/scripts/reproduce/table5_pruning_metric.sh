@@ -27,5 +27,6 @@ reproduce in1k table5 \
     --prune-ratios 0.9 0.95 0.97 0.975 \
     --label-mode full \
     --prune-schemes random/epoch order/epoch random/batch_to_epoch order/batch_to_epoch \
-    --smoke --prune-ratios 0.5 --prune-schemes random/epoch order/epoch \
+                    el2n/batch_to_epoch entropy/batch_to_epoch aum/batch_to_epoch \
+    --smoke --prune-ratios 0.5 --prune-schemes random/epoch order/epoch entropy/batch_to_epoch \
     -- "$@"
