@@ -77,3 +77,22 @@ def test_pipeline_runs_reports_skips_and_resumes(tmp_path, capsys):
     main(_argv(tmp_path, part))
     resumed = json.load(open(part / "results.json"))
     assert [(r["top1_mean"], r["top1_std"]) for r in resumed] == [(r["top1_mean"], r["top1_std"]) for r in rows]
+
+
+def test_ignored_config_keys_are_reported_once_each(tmp_path, capsys):
+    from lpld.config import stage_config
+    from lpld.validate import VALIDATE_SCHEMA
+    path = _write(tmp_path / "authors.yaml", "common:\n  basic: {teacher_ckpt: t.pth}\n"
+                                             "validate:\n  basic: {adamw_decay: 0.01}\n  aim: {tag: x}\n")
+    cfg = stage_config(VALIDATE_SCHEMA, ("common", "validate"), [path], {})
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("config:")]
+    assert len(lines) == 3 and all(path in l for l in lines)
+    assert any("'adamw_decay' is ignored" in l for l in lines) and any("validate.aim" in l for l in lines)
+    assert cfg.adamw_weight_decay == 0.01  # the key that does act is untouched
+
+
+def test_compression_table():
+    from lpld.config import compression_name, compression_nominal
+    assert [compression_name(r) for r in (0.0, 0.9, 0.95, 0.97, 0.975, 0.5)] == [
+        "1x", "10x", "20x", "30x", "40x", "2x"]
+    assert compression_nominal(0.97) == 30.0  # the paper's name, not 1 / 0.03
