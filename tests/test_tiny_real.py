@@ -1,5 +1,5 @@
-"""The real Tiny-ImageNet validation split, read by lpld.data.TinyImageNet and staged by
-experiments/tiny_imagenet/stage_data.sh (skipped when ../shared/data/tiny-imagenet-200 is absent)."""
+"""The real Tiny-ImageNet validation split, read by lpld.data.TinyImageNet (skipped when
+../shared/data/tiny-imagenet-200 is absent)."""
 from __future__ import annotations
 
 import hashlib
@@ -57,25 +57,3 @@ def test_val_split_has_10000_images_of_200_classes(tiny_val_root):
         assert wnids[target] == ann[os.path.basename(path)]
     img, target = ds[0]
     assert img.size == (64, 64) and img.mode == "RGB" and 0 <= target < 200
-
-
-def test_stage_script_verifies_and_is_idempotent(tmp_path):
-    script = os.path.join(REPO, "experiments", "tiny_imagenet", "stage_data.sh")
-    target = str(tmp_path / "staged")
-    first = subprocess.run(["bash", script, target, "val"], capture_output=True, text=True,
-                           env={**os.environ, "TINY_SRC": TINY_SHARED})
-    assert first.returncode == 0, first.stderr
-    assert "staged val" in first.stdout and "10000 val images" in first.stdout
-    second = subprocess.run(["bash", script, target, "val"], capture_output=True, text=True,
-                            env={**os.environ, "TINY_SRC": TINY_SHARED})
-    assert second.returncode == 0 and "already staged" in second.stdout
-    # a corrupt copy of a shard is refused before anything is unpacked
-    bad_src = tmp_path / "bad"
-    bad_src.mkdir()
-    for name in ("SHA256SUMS", "wnids.txt", "words.txt"):
-        os.symlink(os.path.join(TINY_SHARED, name), bad_src / name)
-    (bad_src / "train-1.tar.gz").write_bytes(b"not a tarball")
-    bad = subprocess.run(["bash", script, str(tmp_path / "other"), "train-1"], capture_output=True, text=True,
-                         env={**os.environ, "TINY_SRC": str(bad_src)})
-    assert bad.returncode == 3 and "checksum mismatch" in bad.stderr
-    assert not os.path.exists(tmp_path / "other" / "train")

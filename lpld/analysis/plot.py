@@ -1,11 +1,11 @@
 """Accuracy vs soft-label compression, one line per method (and IPC), written as PNG.
 
 Reads a results file (CSV, ``#`` lines are comments; JSON list / ``{"results": [...]}``, or JSON lines) with columns
-``method``, ``compression`` (``40``, ``40x``) or ``prune_ratio`` (compression = 1 / (1 - ratio), so
-0.975 -> 40x), ``top1``, and optionally ``ipc`` and ``label_bytes``; the results CSV written by
-``experiments/tiny_imagenet/collect_results.py`` has exactly these. With ``label_bytes`` a second
-panel shows the label storage (MB, log scale). ``--reference`` adds published numbers (e.g.
-``experiments/tiny_imagenet/paper_table2.csv``) as hollow markers on dashed lines.
+``method``, ``compression`` (``40``, ``40x``) or ``prune_ratio`` (the paper's name of the ratio,
+``lpld.config.compression_nominal``: 0.975 -> 40x), ``top1``, and optionally ``ipc`` and
+``label_bytes``. With ``label_bytes`` a second panel shows the label storage (MB, log scale).
+``--reference`` adds published numbers as hollow markers on dashed lines. ``lpld report`` draws
+its figure with :func:`plot_top1_vs_bytes` (top-1 vs bytes on disk, error bars over seeds).
 
     python -m lpld.analysis.plot results.csv --reference paper.csv --output accuracy_vs_compression.png
 """
