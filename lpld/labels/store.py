@@ -130,6 +130,19 @@ def label_manifest(manifest: dict[str, Any], path: str = "") -> dict[str, Any]:
     return m
 
 
+def label_row_bytes(manifest: dict[str, Any]) -> int:
+    """Bytes of one view's labels as the store keeps them: C fp16/fp32 logits, or k values (fp16,
+    or uint8 codes + the row's fp16 max/min) and k class indices."""
+    c, k = int(manifest["num_classes"]), manifest.get("label_topk")
+    value_bytes = np.dtype(manifest.get("logits_dtype") or "float16").itemsize
+    if k is None:
+        return c * value_bytes
+    index_bytes = np.dtype(str(index_dtype(c)).replace("torch.", "")).itemsize
+    if plan_value(manifest, "label_codec") == "uint8":
+        return int(k) * (1 + index_bytes) + 4
+    return int(k) * (value_bytes + index_bytes)
+
+
 NPY_HEADER_BYTES = 128  # numpy's .npy header of every array here (version 1.0, padded to 64 bytes)
 
 
