@@ -160,10 +160,10 @@ def test_schedule_and_calibration_drive_a_training_run(demo_root, topk_store, tm
 
 def test_resume_keeps_the_calibrated_temperature(demo_root, topk_store, tmp_path, monkeypatch, single_thread):
     """A run stopped after epoch 1 and resumed trains epoch 2 at the temperature calibrated after
-    epoch 1 (not 1.0 again): weights and temperatures equal the uninterrupted run's."""
+    epoch 1 (not the starting 0.5 again): weights and temperatures equal the uninterrupted run's."""
     from lpld.validate import run_validate
     from lpld.validate import train as train_mod
-    kw = dict(temperature=8.0, temp_scheduler="step", temp_step_size=1, temp_step_gamma=0.5, temp_stu_dynamic=1.0,
+    kw = dict(temperature=8.0, temp_scheduler="step", temp_step_size=1, temp_step_gamma=0.5, temp_stu_dynamic=0.5,
               train_epochs=2)
     run_validate(_train_cfg(demo_root, topk_store, tmp_path / "a", **kw))
     real, calls = train_mod.train_one_epoch, []
@@ -180,7 +180,7 @@ def test_resume_keeps_the_calibrated_temperature(demo_root, topk_store, tmp_path
     monkeypatch.setattr(train_mod, "train_one_epoch", real)
     run_validate(_train_cfg(demo_root, topk_store, tmp_path / "b", resume=True, **kw))
     a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
-    assert a[0]["student_temperature"] == 1.0 and a[1]["student_temperature"] != 1.0  # a reset would show
+    assert a[0]["student_temperature"] == 0.5 and a[1]["student_temperature"] != 0.5  # a reset would show
     assert [r["student_temperature"] for r in b] == [r["student_temperature"] for r in a]
     sa = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)
     sb = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)
