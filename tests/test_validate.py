@@ -376,3 +376,17 @@ def test_other_training_modes_run(demo_root, store, tmp_path, variant):
         assert [r["batch_id"] for r in rows] == [0, 1, 2, 6, 7, 8]
     metrics = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [m["epoch"] for m in metrics] == [1, 2] and "val_top1" in metrics[0] and "val_top1" in metrics[1]
+
+
+def test_lpqld_configs_hold_their_reproduce_settings():
+    """lpqld_in1k.yaml: scripts/reproduce/lpqld_in1k.sh 83-91 (step, T0 20, step 30, gamma 0.7,
+    calibrated student temperature from 1.0, prune 0.9, MR-10); LPLD's defaults stay a fixed T."""
+    from lpld.relabel import RELABEL_SCHEMA
+    for name, k in (("lpqld_in1k.yaml", "MR-10"), ("lpqld_tiny.yaml", "MR-20")):
+        cfg = read(name)
+        assert (cfg.temp_scheduler, cfg.temperature, cfg.temp_step_size, cfg.temp_step_gamma) == ("step", 20.0, 30, 0.7)
+        assert (cfg.temp_stu_dynamic, cfg.prune_ratio, cfg.prune_mode) == (1.0, 0.9, "lpqld")
+        relabel = parse_config(RELABEL_SCHEMA, ["--config", os.path.join(CONFIGS, name)], sections=("common", "relabel"))
+        assert (relabel.label_quantization, relabel.prune_ratio) == (k, 0.9)
+    lpld = read("imagenet1k.yaml")
+    assert (lpld.temp_scheduler, lpld.temp_stu, lpld.temp_stu_dynamic, lpld.prune_mode) == ("none", 0.0, 0.0, "lpld")
