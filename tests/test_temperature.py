@@ -187,3 +187,50 @@ def test_resume_keeps_the_calibrated_temperature(demo_root, topk_store, tmp_path
     assert sa["student_temperature"] == sb["student_temperature"]
     for k in sa["model"]:
         torch.testing.assert_close(sa["model"][k], sb["model"][k], msg=k)
+
+
+def _calibration_batch():
+    """A last micro-batch whose two halves, calibrated alone, pick different temperatures."""
+    gen = torch.Generator().manual_seed(3)
+    soft = torch.randn(8, 6, generator=gen) * 3
+    # the student's logits are the target's (T = 2) scaled by 0.3 / 0.8: best t near 0.3 / 0.8
+    out = soft / 2 * torch.tensor([0.3] * 4 + [0.8] * 4)[:, None] + 0.05 * torch.randn(8, 6, generator=gen)
+    return out, soft
+
+
+def _calibrate_rank(rank: int, world: int, port: int, result_dir: str) -> None:
+    import torch.distributed as dist
+    from lpld.validate.distributed import DistInfo
+    from lpld.validate.loader import rank_rows
+    from lpld.validate.train import calibrate
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    out, soft = _calibration_batch()
+    rows = torch.as_tensor(rank_rows(8, rank, world))
+    student = StudentTemperature("calibrated", 1.0)
+    value = calibrate(student, (out[rows], soft[rows]), 2.0, 0.1, DistInfo(rank, world, rank))
+    with open(f"{result_dir}/rank{rank}.txt", "w") as f:
+        f.write(repr(value))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_calibration_gathers_the_last_batch(tmp_path):
+    """Under DDP (2 gloo processes) every rank picks the temperature one process picks on the
+    whole last micro-batch, although each rank's own slice would pick another."""
+    import socket
+    from lpld.validate.distributed import DistInfo
+    from lpld.validate.loss import probability_target
+    from lpld.validate.train import calibrate
+    out, soft = _calibration_batch()
+    whole = calibrate(StudentTemperature("calibrated", 1.0), (out, soft), 2.0, 0.1, DistInfo())
+    target = probability_target(soft, 2.0, 0.1)
+    halves = [calibrate_student_temperature(out[s], target[s]) for s in (slice(0, 4), slice(4, 8))]
+    assert halves[0] != halves[1]  # without the gather the ranks would disagree
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.start_processes(_calibrate_rank, args=(2, port, str(tmp_path)), nprocs=2,
+                                          start_method="spawn")
+    got = [float(open(tmp_path / f"rank{r}.txt").read()) for r in (0, 1)]
+    assert got == [whole, whole]
