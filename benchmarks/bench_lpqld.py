@@ -3,7 +3,7 @@
 ImageNet-1K-shaped relabel run, the targets of regenerated augmentation, and the 8-bit distortion.
 
     python benchmarks/bench_lpqld.py [--ipc 10] [--epochs 10] [--topk 10] [--prune 0.9]
-                                     [--teacher CKPT | --teacher-epochs 3] [--dir /tmp/x]
+                                     [--teacher CKPT | --teacher-epochs 1] [--dir /tmp/x]
 
 1. bytes: a synthetic run shaped like ImageNet-1K (1,000 classes, ``--ipc`` images per class of
    224 x 224 px, batch 128, CutMix, ``--epochs`` relabel epochs; random teacher logits, real
@@ -179,8 +179,8 @@ def main() -> None:
     p.add_argument("--topk", type=int, default=10)
     p.add_argument("--prune", type=float, default=0.9)
     p.add_argument("--teacher", default=None, help="demo teacher checkpoint (default: train one here)")
-    p.add_argument("--teacher-epochs", type=int, default=1, help="epochs of the demo teacher trained here (the demo "
-                   "recipe warms up in epoch 1; 2 of its 15 epochs end at the peak LR, a diverged teacher)")
+    p.add_argument("--teacher-epochs", type=int, default=1, help="epochs of the demo teacher trained here (its recipe "
+                   "warms up in epoch 1; a 2-epoch run reaches the peak LR in epoch 2 and diverged when measured)")
     p.add_argument("--dir", default=None, help="work folder (default: a temporary one, removed)")
     args = p.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
