@@ -390,3 +390,22 @@ def test_lpqld_configs_hold_their_reproduce_settings():
         assert (relabel.label_quantization, relabel.prune_ratio) == (k, 0.9)
     lpld = read("imagenet1k.yaml")
     assert (lpld.temp_scheduler, lpld.temp_stu, lpld.temp_stu_dynamic, lpld.prune_mode) == ("none", 0.0, 0.0, "lpld")
+
+
+def test_final_json_reports_label_bytes_for_full_labels(demo_root, store, tmp_path):
+    """final.json of a full-label run: the store's real size, the full store's size (the same store
+    here: prune 0, all classes, recorded), both ratios and the pool against an epoch."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = run_validate(base_cfg(demo_root, store, tmp_path / "f", model="timm/test_resnet",
+                                       prune_ratio=0.9, max_steps_per_epoch=1, val_interval=1))
+    finally:
+        torch.set_num_threads(before)
+    final = json.load(open(tmp_path / "f" / "final.json"))
+    assert final["label_bytes_actual"] == store.nbytes() == final["label_bytes_store"]
+    assert abs(final["label_bytes_full"] - store.nbytes()) <= 64  # this store is the full one
+    assert final["compression_actual"] == pytest.approx(final["label_bytes_full"] / store.nbytes(), rel=1e-3)
+    assert final["compression_nominal"] == pytest.approx(10.0) and final["label_topk"] is None
+    assert (final["pool_batches"], final["batches_per_epoch"], final["small_pool"]) == (1, 6, True)
+    assert final["label_bytes_used"] == 1 * 8 * 4 * 2 and result["temp_scheduler"] == "none"
