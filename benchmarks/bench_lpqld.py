@@ -128,7 +128,8 @@ def check_targets(paths: dict[str, str], num_images: int, k: int) -> list[str]:
             same_aug += all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("image_indices", "crops", "flips",
                                                                                 "mix_index")) \
                 and a.mix_lam == b.mix_lam and a.mix_bbox == b.mix_bbox
-            same_labels += torch.equal(a.topk_indices, b.topk_indices) and torch.equal(a.logits.float(), b.logits.float())
+            same_labels += torch.equal(a.topk_indices, b.topk_indices) and torch.equal(a.logits.float(),
+                                                                                        b.logits.float())
             if "uint8" in name:
                 p = topk_target(a.logits, a.topk_indices, C, 2.0)
                 q = topk_target(b.logits, b.topk_indices, C, 2.0)

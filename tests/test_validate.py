@@ -386,7 +386,8 @@ def test_lpqld_configs_hold_their_reproduce_settings():
         cfg = read(name)
         assert (cfg.temp_scheduler, cfg.temperature, cfg.temp_step_size, cfg.temp_step_gamma) == ("step", 20.0, 30, 0.7)
         assert (cfg.temp_stu_dynamic, cfg.prune_ratio, cfg.prune_mode) == (1.0, 0.9, "lpqld")
-        relabel = parse_config(RELABEL_SCHEMA, ["--config", os.path.join(CONFIGS, name)], sections=("common", "relabel"))
+        relabel = parse_config(RELABEL_SCHEMA, ["--config", os.path.join(CONFIGS, name)],
+                               sections=("common", "relabel"))
         assert (relabel.label_quantization, relabel.prune_ratio) == (k, 0.9)
     lpld = read("imagenet1k.yaml")
     assert (lpld.temp_scheduler, lpld.temp_stu, lpld.temp_stu_dynamic, lpld.prune_mode) == ("none", 0.0, 0.0, "lpld")

@@ -120,7 +120,8 @@ def label_manifest(manifest: dict[str, Any], path: str = "") -> dict[str, Any]:
         m["label_codec"] = None
     m["augmentation"] = plan_value(m, "augmentation")
     if m["augmentation"] not in AUGMENTATION_MODES:
-        raise InputValueError(f"augmentation must be one of {list(AUGMENTATION_MODES)}; got {m['augmentation']!r}{where}")
+        raise InputValueError(f"augmentation must be one of {list(AUGMENTATION_MODES)}; "
+                              f"got {m['augmentation']!r}{where}")
     if m["augmentation"] == "regenerated":
         missing = [key for key in REGEN_KEYS if m.get(key) is None]
         if missing:
@@ -156,7 +157,8 @@ def full_store_bytes(manifest: dict[str, Any], num_images: int | None = None) ->
     per_epoch, planned, _ = plan_batches(n, int(manifest["batch_size"]), int(manifest["epochs"]), 0.0)
     full = {**manifest, "planned_batches": planned, "batches_per_epoch": per_epoch, "prune_ratio": 0.0,
             "label_topk": None, "label_codec": None, "augmentation": "recorded", "logits_dtype": "float16",
-            "checksums": "crc32", "mix_type": manifest.get("mix_type") or "none", "cutout": bool(manifest.get("cutout"))}
+            "checksums": "crc32", "mix_type": manifest.get("mix_type") or "none",
+            "cutout": bool(manifest.get("cutout"))}
     for key in ("num_batches", "topk_index_dtype", "aug_digest", "format"):
         full.pop(key, None)
     arrays = sum(int(np.prod(shape)) * dtype.itemsize + NPY_HEADER_BYTES for shape, dtype in array_specs(full).values())

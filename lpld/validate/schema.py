@@ -66,8 +66,9 @@ VALIDATE_SCHEMA = {
     # --- LPQLD temperatures (defaults: LPLD's fixed T; LPQLD values in configs/lpqld_*.yaml) ---------
     "temp_scheduler": Option("none", str, "teacher temperature over the epochs: none (fixed T, LPLD) | step "
                              "(T * gamma^(e // step_size), floor 2) | cosine (T -> temp_min) | step_reverse | "
-                             "cosine_reverse; e is the 1-based epoch as theirs", LPQLD + " --temp_scheduler (lines 514-536); "
-                             + LPQLD_SH + ": step", choices=("none", "step", "cosine", "step_reverse", "cosine_reverse")),
+                             "cosine_reverse; e is the 1-based epoch as theirs",
+                             LPQLD + " --temp_scheduler (lines 514-536); " + LPQLD_SH + ": step",
+                             choices=("none", "step", "cosine", "step_reverse", "cosine_reverse")),
     "temp_step_size": Option(30, int, "step schedules: epochs per step", LPQLD_SH + " --temp_step_size 30"),
     "temp_step_gamma": Option(0.7, float, "step schedules: factor per step", LPQLD_SH + " --temp_step_gamma 0.7 "
                               "(their argparse default 0.5)"),
