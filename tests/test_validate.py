@@ -410,3 +410,15 @@ def test_final_json_reports_label_bytes_for_full_labels(demo_root, store, tmp_pa
     assert final["compression_nominal"] == pytest.approx(10.0) and final["label_topk"] is None
     assert (final["pool_batches"], final["batches_per_epoch"], final["small_pool"]) == (1, 6, True)
     assert final["label_bytes_used"] == 1 * 8 * 4 * 2 and result["temp_scheduler"] == "none"
+
+
+def test_topk_store_converted_from_full_and_score_metrics_refuse_it(demo_root, store, tmp_path):
+    """convert-labels --label-topk cuts a full store to its top k (the same views); a label-selection
+    score needs full teacher distributions and refuses a top-k store in one line."""
+    from lpld.labels import convert
+    topk = open_label_store(convert(store.path, str(tmp_path / "k2"), label_topk=2, progress=False))
+    full, cut = store.read(4), topk.read(4)
+    assert torch.equal(cut.crops, full.crops) and cut.topk_indices.shape == (8, 2)
+    assert torch.equal(cut.logits, full.logits.float().topk(2, dim=1).values.half())
+    with pytest.raises(ConfigError, match=r"holds top-2 labels\. Use prune_metric random"):
+        run_validate(base_cfg(demo_root, topk, tmp_path / "v", prune_metric="el2n", prune_ratio=0.5))
