@@ -382,13 +382,13 @@ def test_lpqld_configs_hold_their_reproduce_settings():
     """lpqld_in1k.yaml: scripts/reproduce/lpqld_in1k.sh 83-91 (step, T0 20, step 30, gamma 0.7,
     calibrated student temperature from 1.0, prune 0.9, MR-10); LPLD's defaults stay a fixed T."""
     from lpld.relabel import RELABEL_SCHEMA
-    for name, k in (("lpqld_in1k.yaml", "MR-10"), ("lpqld_tiny.yaml", "MR-20")):
+    for name, k in (("lpqld_in1k.yaml", 10), ("lpqld_tiny.yaml", 20)):
         cfg = read(name)
         assert (cfg.temp_scheduler, cfg.temperature, cfg.temp_step_size, cfg.temp_step_gamma) == ("step", 20.0, 30, 0.7)
         assert (cfg.temp_stu_dynamic, cfg.prune_ratio, cfg.prune_mode) == (1.0, 0.9, "lpqld")
         relabel = parse_config(RELABEL_SCHEMA, ["--config", os.path.join(CONFIGS, name)],
                                sections=("common", "relabel"))
-        assert (relabel.label_quantization, relabel.prune_ratio) == (k, 0.9)
+        assert (relabel.label_topk, relabel.prune_ratio) == (k, 0.9)
     lpld = read("imagenet1k.yaml")
     assert (lpld.temp_scheduler, lpld.temp_stu, lpld.temp_stu_dynamic, lpld.prune_mode) == ("none", 0.0, 0.0, "lpld")
 
