@@ -133,6 +133,10 @@ def open_store_checked(cfg, dataset: str, num_images: int):
                              train_dir=cfg.train_dir)
     man = store.manifest
     num_classes = num_classes or store.num_classes
+    if getattr(store, "regenerated", False) and store.num_batches:
+        # drift (another torch version or device) changes every batch: report it here, in one line,
+        # rather than from inside a DataLoader worker
+        store.read(0)
     if cfg.label_quantization is not None:
         from ..labels.topk import parse_label_quantization
         want = parse_label_quantization(cfg.label_quantization)
