@@ -228,3 +228,105 @@ def test_plan_batches_matches_authors():
     assert plan_batches(1000, 128, 300, 0.75) == (7, int(300 * 7 * 0.25), True)
     with pytest.raises(ValueError):
         plan_batches(10, 4, 2, 1.0)
+
+
+# --- top-k labels and regenerated augmentation ---------------------------------------------------------
+def _topk_manifest(k=3, codec="float16", augmentation="recorded", classes=CLASSES):
+    return {**_manifest(), "num_classes": classes, "label_topk": k, "label_codec": codec,
+            "augmentation": augmentation, "min_scale_crops": 0.08, "max_scale_crops": 1.0,
+            "mixup_alpha": 0.8, "cutmix_alpha": 1.0}
+
+
+@pytest.mark.parametrize("codec", ["float16", "uint8"])
+def test_topk_store_round_trip(tmp_path, codec):
+    """Full logits handed to a top-k store keep their k largest: fp16 exactly as select_topk casts them,
+    8-bit codes within half a code step of the row's range; the checksums cover the new arrays."""
+    from lpld.labels.topk import select_topk
+    m = _topk_manifest(codec=codec)
+    records = list(_records(m))
+    with LabelStoreWriter(str(tmp_path / "s"), m, resume=False) as w:
+        for rec in records:
+            w.write(rec)
+    store = open_label_store(str(tmp_path / "s"))
+    assert store.manifest["topk_index_dtype"] == "int16" and store.manifest["label_codec"] == codec
+    names = {f[:-4] for f in os.listdir(store.path) if f.endswith(".npy")}
+    assert ("topk_codes" in names) == (codec == "uint8") and "logits" not in names and "checksums" in names
+    for rec in records:
+        got = store.read(rec.batch_id)
+        values, indices = select_topk(rec.logits.float(), 3, values_dtype=torch.float32)
+        assert torch.equal(got.topk_indices, indices) and got.topk_indices.dtype == torch.int16
+        assert torch.equal(got.crops, rec.crops) and torch.equal(got.image_indices, rec.image_indices)
+        if codec == "float16":
+            assert torch.equal(got.logits, values.half())
+        else:
+            half_step = (values.amax(1) - values.amin(1)) / 255 / 2
+            assert bool(((got.logits - values).abs() <= half_step[:, None] + 1e-3).all())
+    codes = np.load(os.path.join(store.path, ("topk_codes" if codec == "uint8" else "topk_values") + ".npy"),
+                    mmap_mode="r+")
+    codes[2, 0, 0] = codes[2, 0, 0] ^ 1 if codec == "uint8" else codes[2, 0, 0] + 1  # the checksum says so
+    codes.flush()
+    del codes
+    assert open_label_store(str(tmp_path / "s")).verify() == [2]
+
+
+def test_class_indices_are_int32_beyond_int16():
+    from lpld.labels.store import array_specs
+    for classes, dtype in ((10450, np.int16), (32767, np.int16), (32768, np.int32)):
+        specs = array_specs({**_topk_manifest(classes=classes), "checksums": "crc32"})
+        assert specs["topk_indices"][1] == np.dtype(dtype), classes
+
+
+def test_regenerated_store_keeps_no_augmentation_and_checks_digests(tmp_path):
+    """A regenerated store holds labels and one digest per batch; reading needs the images' sizes and
+    draws the recorded augmentation again; a tampered digest is a one-line error naming batch and store."""
+    from lpld.labels.regen import AugmentationDriftError
+    m = {**_topk_manifest(augmentation="regenerated"), "seed": 42}
+    from lpld.relabel.generate import sampler_orders
+    orders = sampler_orders(NUM_IMAGES, 42, EPOCHS)
+    sizes = [(9 + i, 7) for i in range(NUM_IMAGES)]
+    records = []
+    with LabelStoreWriter(str(tmp_path / "r"), m, resume=False) as w:
+        for gid in range(m["planned_batches"]):
+            epoch, index = divmod(gid, m["batches_per_epoch"])
+            idx = orders[epoch, index * BATCH:(index + 1) * BATCH].tolist()
+            rec = sample_batch_params(gid, idx, [sizes[i] for i in idx], seed=42, size=8, mix_type="cutmix")
+            rec.logits = torch.randn(len(idx), CLASSES)
+            records.append(rec)
+            w.write(rec)
+    store = open_label_store(str(tmp_path / "r"))
+    names = {f[:-4] for f in os.listdir(store.path) if f.endswith(".npy")}
+    assert names == {"topk_values", "topk_indices", "batch_sizes", "aug_digest", "checksums"}
+    assert store.manifest["aug_digest"] == "sha256-64/lpld-augmentation-v1"
+    with pytest.raises(StoreMismatchError, match="open it together with its image folder"):
+        store.read(0)
+    assert store.epoch_image_order(1).tolist() == orders[1, :store.batches_per_epoch * BATCH].tolist()
+    store.attach_images(sizes)
+    for rec in records:
+        got = store.read(rec.batch_id)
+        for name in ("image_indices", "crops", "flips", "mix_index"):
+            assert torch.equal(getattr(got, name), getattr(rec, name)), name
+        assert got.mix_lam == rec.mix_lam and got.mix_bbox == rec.mix_bbox
+    store.attach_images([(s[0] + 1, s[1]) for s in sizes])  # other images: other crops
+    with pytest.raises(AugmentationDriftError) as err:
+        store.read(1)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"batch 1 in label store {store.path}")
+    assert "another torch version or device" in msg and "(relabel: torch" not in msg  # no versions recorded
+    store.attach_images(sizes)
+    digest = np.load(os.path.join(store.path, "aug_digest.npy"), mmap_mode="r+")
+    digest[3, 0] ^= 1
+    digest.flush()
+    del digest
+    assert open_label_store(str(tmp_path / "r")).verify() == [3]  # the checksum covers the digest too
+
+
+def test_full_store_bytes_counts_what_a_full_store_writes(tmp_path):
+    """label_bytes_full (final.json) is what a prune-0, all-class, recorded store really takes on disk."""
+    from lpld.labels.store import full_store_bytes
+    m = {**_manifest(prune=0.5), "label_topk": 2, "label_codec": "uint8"}
+    full = {**_manifest(), "checksums": "crc32"}
+    with LabelStoreWriter(str(tmp_path / "f"), full, resume=False) as w:
+        for rec in _records(full):
+            w.write(rec)
+    on_disk = open_label_store(str(tmp_path / "f")).nbytes()
+    assert abs(full_store_bytes(m) - on_disk) <= 64  # the manifest's own keys differ by a few bytes

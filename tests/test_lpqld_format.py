@@ -181,3 +181,48 @@ def test_infer_batches_per_epoch():
     assert infer_batches_per_epoch([[0, 1], [2, 3], [1, 0], [3, 2]]) == 2
     assert infer_batches_per_epoch([[0, 1], [2, 3], [4]]) == 3  # one epoch, no drop_last
     assert infer_batches_per_epoch([[0, 1], [2, 3], [4, 0]]) == 2  # drop_last: image 4 was left out
+
+
+# --- their folder in our pipeline ------------------------------------------------------------------
+@pytest.fixture
+def single_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_lpqld_folder_and_its_conversion_train_identically(demo_root, tmp_path, single_thread):
+    """relabel --format lpqld writes their flat layout (MR-2); training reads it directly (their
+    random.sample draw) and after convert-labels into our store, with identical weights."""
+    from lpld.labels import convert, open_label_store
+    from lpld.relabel import run_relabel
+    from lpld.relabel.cli import main_convert
+    from lpld.validate import run_validate
+    train_dir = os.path.join(demo_root, "train")
+    torch.manual_seed(1)
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                                  torch.nn.Flatten(), torch.nn.Linear(4, 4))
+    folder = run_relabel({"dataset": "demo", "train_dir": train_dir, "num_classes": 4, "batch_size": 8, "epochs": 2,
+                          "input_size": 16, "mix_type": "cutmix", "output_dir": str(tmp_path / "theirs"),
+                          "workers": 0, "progress": False, "device": "cpu", "label_quantization": "MR-2",
+                          "format": "lpqld"}, teacher=teacher)
+    assert is_lpqld_store(folder) and os.path.isfile(os.path.join(folder, "batch_11.tar"))
+    assert main_convert(["--src", folder, "--dst", str(tmp_path / "ours"), "--to", "ours"]) == str(tmp_path / "ours")
+    ours = open_label_store(str(tmp_path / "ours"))
+    assert ours.manifest["label_topk"] == 2 and ours.read(5).topk_indices.dtype == torch.int16
+    convert(folder, str(tmp_path / "ours8"), to="ours", label_codec="uint8", augmentation="regenerated",
+            train_dir=train_dir)
+    results = {}
+    for name, labels in (("theirs", folder), ("ours", str(tmp_path / "ours"))):
+        results[name] = run_validate(dict(
+            dataset="demo", train_dir=train_dir, label_dir=labels, val_dir=os.path.join(demo_root, "val"),
+            batch_size=8, epochs=2, workers=0, output_dir=str(tmp_path / ("v_" + name)), model="timm/test_resnet",
+            val_interval=2, progress=False, seed=0, max_steps_per_epoch=3, prune_mode="lpqld",
+            temperature=4.0, temp_scheduler="step", temp_step_size=1, temp_step_gamma=0.7, temp_stu_dynamic=1.0))
+    a = torch.load(tmp_path / "v_theirs" / "checkpoint.pth", weights_only=False)
+    b = torch.load(tmp_path / "v_ours" / "checkpoint.pth", weights_only=False)
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
+    assert a["student_temperature"] == b["student_temperature"]
+    assert results["theirs"]["label_topk"] == 2 and results["theirs"]["prune_mode"] == "lpqld"

@@ -112,3 +112,21 @@ def test_bad_plans_fail_clearly():
         PruningPlan(batches_per_epoch=4, train_epochs=2, granularity="step")
     with pytest.raises(ValueError, match="prune_ratio"):
         pool_size(10, 1.0)
+
+
+def test_lpqld_draw_is_distinct_per_epoch_without_remapping():
+    """prune_mode lpqld: random.sample(pool, batches_per_epoch) (train_FKD_LPQLD.py 580-586):
+    distinct batches within an epoch, a stored epoch's last batch is drawn as any other, the pool
+    is capped at what the store holds (their generator stops a few batches early)."""
+    plan = PruningPlan(batches_per_epoch=10, train_epochs=30, prune_ratio=0.9, mode="lpqld", stored_batches=28)
+    assert plan.pool_batches == 28 and plan.used_batch_ids() == set(range(28))
+    drawn = [plan.epoch_batches(e) for e in range(30)]
+    assert all(len(set(ids)) == len(ids) == 10 and max(ids) < 28 for ids in drawn)
+    assert any(b in (9, 19) for ids in drawn for b in ids)  # last batches of stored epochs stay
+    assert drawn == [plan.epoch_batches(e) for e in range(30)] and len({tuple(d) for d in drawn}) == 30
+    lpld = PruningPlan(batches_per_epoch=10, train_epochs=30, prune_ratio=0.9)
+    assert not any(b in (9, 19) for e in range(30) for b in lpld.epoch_batches(e))  # LPLD remaps them
+    with pytest.raises(ValueError, match="draws 10 distinct batches per epoch .* the pool holds 4"):
+        PruningPlan(batches_per_epoch=10, train_epochs=5, prune_ratio=0.9, mode="lpqld")  # int(0.1 * 50) = 4
+    with pytest.raises(ValueError, match="takes prune_metric random and granularity batch"):
+        PruningPlan(batches_per_epoch=10, train_epochs=30, granularity="epoch", mode="lpqld")

@@ -80,3 +80,64 @@ def test_digest_encoding_is_pinned():
     assert augmentation_digest(rec) == digest
     rec.mix_bbox = None  # a mixup record with the same partners and lambda is another augmentation
     assert augmentation_digest(rec) != digest
+
+
+# --- stores with regenerated augmentation, end to end ------------------------------------------------
+@pytest.fixture(scope="module")
+def topk_pair(demo_root, tmp_path_factory):
+    """The same relabel run written twice: top-2 with recorded augmentation, and top-2 with
+    regenerated augmentation and 8-bit values."""
+    train_dir = os.path.join(demo_root, "train")
+    tmp = tmp_path_factory.mktemp("regen_topk")
+    cfg = {"dataset": "demo", "train_dir": train_dir, "num_classes": 4, "batch_size": 10, "epochs": 2,
+           "input_size": 16, "mix_type": "cutmix", "workers": 0, "progress": False, "device": "cpu",
+           "label_topk": 2}
+    rec = run_relabel({**cfg, "output_dir": str(tmp / "rec")}, teacher=_small_teacher())
+    regen = run_relabel({**cfg, "output_dir": str(tmp / "regen"), "augmentation": "regenerated"},
+                        teacher=_small_teacher())
+    return rec, regen, train_dir
+
+
+def test_regenerated_targets_equal_the_recorded_topk_store(topk_pair):
+    """What the trainer receives (views, top-k values and classes, hard targets) is identical."""
+    from lpld.data import normalization
+    from lpld.validate.loader import BatchRequest, SoftLabelBatches
+    rec_path, regen_path, train_dir = topk_pair
+    images = ImageFolder(train_dir)
+    mean, std = normalization("demo")
+    a = SoftLabelBatches(images, rec_path, 16, mean, std, allow_getitems=True)
+    b = SoftLabelBatches(images, regen_path, 16, mean, std, allow_getitems=True)
+    assert b.store.regenerated and not a.store.regenerated
+    for gid in range(a.store.num_batches):
+        for request in (BatchRequest(gid), BatchRequest(gid, 1, 2)):
+            x, y = a.load_request(request), b.load_request(request)
+            for name in ("views", "keep", "soft_logits", "targets", "image_indices", "topk_indices"):
+                assert torch.equal(getattr(x, name), getattr(y, name)), (gid, name)
+    assert open_label_store(regen_path).nbytes() < open_label_store(rec_path).nbytes()
+
+
+def test_changed_augmentation_settings_stop_training(topk_pair, demo_root, tmp_path):
+    """A store whose settings no longer draw its augmentation (here: an edited crop scale) is a
+    one-line error naming the batch and the store, in training as in check-labels."""
+    import json
+    import shutil
+
+    from lpld.validate import run_validate
+    _, regen_path, train_dir = topk_pair
+    edited = str(tmp_path / "edited")
+    shutil.copytree(regen_path, edited)
+    with open(os.path.join(edited, "manifest.json")) as f:
+        manifest = json.load(f)
+    manifest["min_scale_crops"] = 0.5
+    with open(os.path.join(edited, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(AugmentationDriftError) as err:
+        run_validate(dict(dataset="demo", train_dir=train_dir, label_dir=edited, val_dir=os.path.join(demo_root, "val"),
+                          batch_size=10, epochs=2, workers=0, output_dir=str(tmp_path / "v"), model="timm/test_resnet",
+                          progress=False, max_steps_per_epoch=1))
+    msg = str(err.value)
+    assert "\n" not in msg and f"in label store {edited}" in msg and "another torch version or device" in msg
+    assert f"(relabel: torch {torch.__version__}" in msg  # the relabel run's versions are named
+    from lpld.relabel.cli import main_check
+    assert main_check(["--store", edited, "--train-dir", train_dir]) == 1
+    assert main_check(["--store", regen_path, "--train-dir", train_dir]) == 0

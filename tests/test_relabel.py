@@ -241,3 +241,46 @@ def test_generation_and_replay_on_cuda(setup, tmp_path):
     cpu = replay_check(out, setup["train_dir"], teacher_ckpt=setup["teacher"], device="cpu", report=True)
     # cuDNN (TF32 convolutions by default) vs CPU arithmetic: small next to a mis-pairing (~ the logits)
     assert cpu.max_abs_diff <= 0.05 * max(1.0, cpu.max_abs_logit)
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread: small convolutions on a shared CPU run several times faster so."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_check_labels_replays_topk_stores(setup, tmp_path, single_thread):
+    """check-labels on a top-k store: the teacher's logits at the stored classes match the stored
+    values (fp16 / half a code step), the stored classes are its top k, and (regenerated) every
+    batch's digest; labels of another teacher fail."""
+    codec = "uint8"
+    out = run_relabel(_cfg(setup, tmp_path / "k", epochs=1, batch_size=16, label_topk=3, label_codec=codec,
+                           augmentation="regenerated"))
+    store = open_label_store(out)
+    assert store.manifest["label_topk"] == 3 and store.regenerated
+    assert main_check(["--store", out, "--train-dir", setup["train_dir"], "--teacher-ckpt", setup["teacher"],
+                       "--batches", "3"]) == 0
+    rep = replay_check(out, setup["train_dir"], teacher_ckpt=setup["teacher"], batches=3, report=True)
+    assert rep.max_abs_diff <= rep.fp16_tolerance and rep.topk_misses == 0
+    assert rep.codec_step > 0
+    other = replay_check(out, setup["train_dir"], _small_teacher(), batches=3, report=True, check_inputs=False)
+    assert other.max_abs_diff > 10 * other.fp16_tolerance or other.topk_misses > 0
+
+
+def test_label_quantization_flag_and_bad_label_options(setup, tmp_path):
+    cfg = parse_config(RELABEL_SCHEMA, ["--train-dir", "x", "--label-topk", "10", "--label-codec", "uint8",
+                                        "--augmentation", "regenerated"])
+    assert (cfg.label_topk, cfg.label_codec, cfg.augmentation) == (10, "uint8", "regenerated")
+    a = open_label_store(_run(setup, tmp_path / "q", epochs=1, label_quantization="MR-2"))
+    b = open_label_store(_run(setup, tmp_path / "t", epochs=1, label_topk=2))
+    assert a.manifest["label_topk"] == b.manifest["label_topk"] == 2
+    assert torch.equal(a.read(1).topk_indices, b.read(1).topk_indices)
+    from lpld.utils.errors import InputValueError
+    for bad, match in (({"label_quantization": "MS-2"}, "MR-<k>"), ({"label_topk": 3, "label_quantization": "MR-2"},
+                       "disagree"), ({"label_codec": "uint8"}, "set --label-topk"),
+                       ({"label_topk": 2, "augmentation": "regenerated", "format": "authors"}, "only in our format")):
+        with pytest.raises((InputValueError, ValueError), match=match):
+            _run(setup, tmp_path / "bad", epochs=1, **bad)

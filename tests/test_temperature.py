@@ -90,3 +90,147 @@ def test_student_temperature_modes_and_resume_state():
     assert fixed.current(14.0) == 2.5
     with pytest.raises(ValueError, match="mode must be one of"):
         StudentTemperature("ratio")
+
+
+# --- in a training run ---------------------------------------------------------------------------------
+def _tiny_teacher() -> torch.nn.Module:
+    torch.manual_seed(1)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, 4))
+
+
+@pytest.fixture(scope="module")
+def topk_store(demo_root, tmp_path_factory):
+    """Top-2 labels with regenerated augmentation, written by relabel: 48 demo images, batch 8, 3 epochs."""
+    import os
+    from lpld.relabel import run_relabel
+    out = str(tmp_path_factory.mktemp("lpqld") / "mr2")
+    run_relabel({"dataset": "demo", "train_dir": os.path.join(demo_root, "train"), "num_classes": 4,
+                 "batch_size": 8, "epochs": 3, "input_size": 16, "mix_type": "cutmix", "output_dir": out,
+                 "workers": 0, "progress": False, "device": "cpu", "label_quantization": "MR-2",
+                 "augmentation": "regenerated"}, teacher=_tiny_teacher())
+    return out
+
+
+@pytest.fixture
+def single_thread():
+    """One intra-op thread: tiny convolutions on a shared CPU run several times faster so."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _train_cfg(demo_root, labels, out, **kw):
+    import os
+    return dict(dataset="demo", train_dir=os.path.join(demo_root, "train"), label_dir=labels,
+                val_dir=os.path.join(demo_root, "val"), batch_size=8, epochs=3, workers=0, output_dir=str(out),
+                model="timm/test_resnet", val_interval=3, progress=False, seed=0, max_steps_per_epoch=2) | kw
+
+
+def _metrics(out):
+    import json
+    return [json.loads(line) for line in open(out / "metrics.jsonl")]
+
+
+def test_schedule_and_calibration_drive_a_training_run(demo_root, topk_store, tmp_path, single_thread):
+    """Each epoch trains at the schedule's T (step: 8 * 0.5^e, floored at 2) and the student at the
+    temperature calibrated on the previous epoch's last micro-batch (1.0 first)."""
+    from lpld.validate import run_validate
+    result = run_validate(_train_cfg(demo_root, topk_store, tmp_path / "a", temperature=8.0, temp_scheduler="step",
+                                     temp_step_size=1, temp_step_gamma=0.5, temp_stu_dynamic=1.0))
+    rows = _metrics(tmp_path / "a")
+    assert [r["temperature"] for r in rows] == [4.0, 2.0, 2.0]
+    state = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)["student_temperature"]
+    assert state["mode"] == "calibrated" and len(state["history"]) == 3
+    assert [r["student_temperature"] for r in rows] == [1.0, *state["history"][:2]]
+    grid = calibration_grid()
+    assert all(np.isclose(grid, t).any() for t in state["history"])
+    assert result["label_topk"] == 2 and result["augmentation"] == "regenerated"
+    assert result["compression_actual"] == pytest.approx(result["label_bytes_full"] / result["label_bytes_actual"],
+                                                         rel=1e-3)
+    # cosine to temp_min over the 3 epochs, student at the teacher's T (no calibration)
+    run_validate(_train_cfg(demo_root, topk_store, tmp_path / "c", temperature=8.0, temp_scheduler="cosine",
+                            temp_min=2.0))
+    rows = _metrics(tmp_path / "c")
+    want = [2.0 + 0.5 * 6.0 * (1 + math.cos(math.pi * e / 3)) for e in (1, 2, 3)]
+    assert [r["temperature"] for r in rows] == pytest.approx(want)
+    assert [r["student_temperature"] for r in rows] == pytest.approx(want)
+
+
+def test_resume_keeps_the_calibrated_temperature(demo_root, topk_store, tmp_path, monkeypatch, single_thread):
+    """A run stopped after epoch 1 and resumed trains epoch 2 at the temperature calibrated after
+    epoch 1 (not the starting 0.5 again): weights and temperatures equal the uninterrupted run's."""
+    from lpld.validate import run_validate
+    from lpld.validate import train as train_mod
+    kw = dict(temperature=8.0, temp_scheduler="step", temp_step_size=1, temp_step_gamma=0.5, temp_stu_dynamic=0.5,
+              train_epochs=2)
+    run_validate(_train_cfg(demo_root, topk_store, tmp_path / "a", **kw))
+    real, calls = train_mod.train_one_epoch, []
+
+    def crash_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "train_one_epoch", crash_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_validate(_train_cfg(demo_root, topk_store, tmp_path / "b", **kw))
+    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    run_validate(_train_cfg(demo_root, topk_store, tmp_path / "b", resume=True, **kw))
+    a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
+    assert a[0]["student_temperature"] == 0.5 and a[1]["student_temperature"] != 0.5  # a reset would show
+    assert [r["student_temperature"] for r in b] == [r["student_temperature"] for r in a]
+    sa = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)
+    sb = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)
+    assert sa["student_temperature"] == sb["student_temperature"]
+    for k in sa["model"]:
+        torch.testing.assert_close(sa["model"][k], sb["model"][k], msg=k)
+
+
+def _calibration_batch():
+    """A last micro-batch whose two halves, calibrated alone, pick different temperatures."""
+    gen = torch.Generator().manual_seed(3)
+    soft = torch.randn(8, 6, generator=gen) * 3
+    # the student's logits are the target's (T = 2) scaled by 0.3 / 0.8: best t near 0.3 / 0.8
+    out = soft / 2 * torch.tensor([0.3] * 4 + [0.8] * 4)[:, None] + 0.05 * torch.randn(8, 6, generator=gen)
+    return out, soft
+
+
+def _calibrate_rank(rank: int, world: int, port: int, result_dir: str) -> None:
+    import torch.distributed as dist
+    from lpld.validate.distributed import DistInfo
+    from lpld.validate.loader import rank_rows
+    from lpld.validate.train import calibrate
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    out, soft = _calibration_batch()
+    rows = torch.as_tensor(rank_rows(8, rank, world))
+    student = StudentTemperature("calibrated", 1.0)
+    value = calibrate(student, (out[rows], soft[rows]), 2.0, 0.1, DistInfo(rank, world, rank))
+    with open(f"{result_dir}/rank{rank}.txt", "w") as f:
+        f.write(repr(value))
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_calibration_gathers_the_last_batch(tmp_path):
+    """Under DDP (2 gloo processes) every rank picks the temperature one process picks on the
+    whole last micro-batch, although each rank's own slice would pick another."""
+    import socket
+    from lpld.validate.distributed import DistInfo
+    from lpld.validate.loss import probability_target
+    from lpld.validate.train import calibrate
+    out, soft = _calibration_batch()
+    whole = calibrate(StudentTemperature("calibrated", 1.0), (out, soft), 2.0, 0.1, DistInfo())
+    target = probability_target(soft, 2.0, 0.1)
+    halves = [calibrate_student_temperature(out[s], target[s]) for s in (slice(0, 4), slice(4, 8))]
+    assert halves[0] != halves[1]  # without the gather the ranks would disagree
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.start_processes(_calibrate_rank, args=(2, port, str(tmp_path)), nprocs=2,
+                                          start_method="spawn")
+    got = [float(open(tmp_path / f"rank{r}.txt").read()) for r in (0, 1)]
+    assert got == [whole, whole]

@@ -176,3 +176,20 @@ def test_topk_loss_rejects_mismatches():
         topk_kd_loss(_logits(4, 12), values, big, 2.0)
     with pytest.raises(ValueError, match="unknown loss variant"):
         topk_kd_loss(_logits(4, 12), values, indices, 2.0, "mse")
+
+
+def test_summed_topk_loss_splits_over_ranks_like_the_batchmean():
+    """reduction="sum" (the trainer's DDP scaling): rows split unevenly over ranks, one rank with
+    none, sum to the batchmean times the rows, and an empty slice is 0, not NaN."""
+    s, full = _logits(7, 12, 1), _logits(7, 12, 2)
+    values, indices = select_topk(full, 3)
+    for variant in ("kl", "kl_t2"):
+        whole = topk_kd_loss(s, values, indices, 4.0, variant, student_temperature=0.5)
+        parts = [topk_kd_loss(s[sl], values[sl], indices[sl], 4.0, variant, student_temperature=0.5, reduction="sum")
+                 for sl in (slice(0, 5), slice(5, 5), slice(5, 7))]
+        assert float(parts[1]) == 0.0
+        torch.testing.assert_close(sum(parts) / 7, whole)
+    # the student temperature is the one its log-softmax uses
+    target = topk_target(values, indices, 12, 4.0)
+    expect = F.kl_div(F.log_softmax(s / 0.5, 1), target, reduction="batchmean")
+    torch.testing.assert_close(topk_kd_loss(s, values, indices, 4.0, student_temperature=0.5), expect)

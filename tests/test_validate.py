@@ -376,3 +376,49 @@ def test_other_training_modes_run(demo_root, store, tmp_path, variant):
         assert [r["batch_id"] for r in rows] == [0, 1, 2, 6, 7, 8]
     metrics = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [m["epoch"] for m in metrics] == [1, 2] and "val_top1" in metrics[0] and "val_top1" in metrics[1]
+
+
+def test_lpqld_configs_hold_their_reproduce_settings():
+    """lpqld_in1k.yaml: scripts/reproduce/lpqld_in1k.sh 83-91 (step, T0 20, step 30, gamma 0.7,
+    calibrated student temperature from 1.0, prune 0.9, MR-10); LPLD's defaults stay a fixed T."""
+    from lpld.relabel import RELABEL_SCHEMA
+    for name, k in (("lpqld_in1k.yaml", 10), ("lpqld_tiny.yaml", 20)):
+        cfg = read(name)
+        assert (cfg.temp_scheduler, cfg.temperature, cfg.temp_step_size, cfg.temp_step_gamma) == ("step", 20.0, 30, 0.7)
+        assert (cfg.temp_stu_dynamic, cfg.prune_ratio, cfg.prune_mode) == (1.0, 0.9, "lpqld")
+        relabel = parse_config(RELABEL_SCHEMA, ["--config", os.path.join(CONFIGS, name)],
+                               sections=("common", "relabel"))
+        assert (relabel.label_topk, relabel.prune_ratio) == (k, 0.9)
+    lpld = read("imagenet1k.yaml")
+    assert (lpld.temp_scheduler, lpld.temp_stu, lpld.temp_stu_dynamic, lpld.prune_mode) == ("none", 0.0, 0.0, "lpld")
+
+
+def test_final_json_reports_label_bytes_for_full_labels(demo_root, store, tmp_path):
+    """final.json of a full-label run: the store's real size, the full store's size (the same store
+    here: prune 0, all classes, recorded), both ratios and the pool against an epoch."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = run_validate(base_cfg(demo_root, store, tmp_path / "f", model="timm/test_resnet",
+                                       prune_ratio=0.9, max_steps_per_epoch=1, val_interval=1))
+    finally:
+        torch.set_num_threads(before)
+    final = json.load(open(tmp_path / "f" / "final.json"))
+    assert final["label_bytes_actual"] == store.nbytes() == final["label_bytes_store"]
+    assert abs(final["label_bytes_full"] - store.nbytes()) <= 64  # this store is the full one
+    assert final["compression_actual"] == pytest.approx(final["label_bytes_full"] / store.nbytes(), rel=1e-3)
+    assert final["compression_nominal"] == pytest.approx(10.0) and final["label_topk"] is None
+    assert (final["pool_batches"], final["batches_per_epoch"], final["small_pool"]) == (1, 6, True)
+    assert final["label_bytes_used"] == 1 * 8 * 4 * 2 and result["temp_scheduler"] == "none"
+
+
+def test_topk_store_converted_from_full_and_score_metrics_refuse_it(demo_root, store, tmp_path):
+    """convert-labels --label-topk cuts a full store to its top k (the same views); a label-selection
+    score needs full teacher distributions and refuses a top-k store in one line."""
+    from lpld.labels import convert
+    topk = open_label_store(convert(store.path, str(tmp_path / "k2"), label_topk=2, progress=False))
+    full, cut = store.read(4), topk.read(4)
+    assert torch.equal(cut.crops, full.crops) and cut.topk_indices.shape == (8, 2)
+    assert torch.equal(cut.logits, full.logits.float().topk(2, dim=1).values.half())
+    with pytest.raises(ConfigError, match=r"holds top-2 labels\. Use prune_metric random"):
+        run_validate(base_cfg(demo_root, topk, tmp_path / "v", prune_metric="el2n", prune_ratio=0.5))

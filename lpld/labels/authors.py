@@ -35,7 +35,7 @@ from ..augment import BatchRecord
 from ..utils.io import (atomic_json_dump, atomic_path, atomic_write_text, on_disk, remove_stale_temporaries,
                         require_free_space)
 from ..utils.lock import lock_output
-from .common import (FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, OrderedBatchWriter, StoreDamagedError,
+from .common import (FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, plan_diffs,
                      StoreMismatchError, check_bound_inputs, warn_once)
 
 SAMPLER_JSON = "sampler_indices_epoch.json"
@@ -471,7 +471,7 @@ class AuthorsStoreWriter(OrderedBatchWriter):
             elif os.path.isfile(meta_path):
                 with open(meta_path) as f:
                     old = json.load(f)
-                diffs = [k for k in PLAN_KEYS if old.get(k) != self.manifest.get(k)]
+                diffs = list(plan_diffs(old, self.manifest))
                 if diffs:
                     raise StoreMismatchError(f"{path} holds labels with other settings ({', '.join(diffs)}); "
                                              f"use another output directory or --overwrite")

@@ -25,9 +25,25 @@ FORMAT_VERSION = 2
 PLAN_KEYS = ("dataset", "teacher", "seed", "batch_size", "epochs", "batches_per_epoch",
              "planned_batches", "prune_ratio", "mix_type", "num_classes", "num_images", "image_size",
              "cutout", "drop_last", "logits_dtype", "min_scale_crops", "max_scale_crops",
-             "mixup_alpha", "cutmix_alpha", "normalize", "image_list_sha1", "amp")
+             "mixup_alpha", "cutmix_alpha", "normalize", "image_list_sha1", "amp",
+             "label_topk", "label_codec", "augmentation")
+# Values of plan keys added after stores were first written: an older store without the key holds
+# full fp16/fp32 logits with recorded augmentation.
+PLAN_DEFAULTS = {"label_topk": None, "label_codec": None, "augmentation": "recorded"}
+AUGMENTATION_MODES = ("recorded", "regenerated")
+LABEL_CODECS = ("float16", "uint8")
 # Keys that bind a store to the content of its inputs (absent from older stores and the authors').
 BINDING_KEYS = ("images_sha256", "teacher_sha256")
+
+
+def plan_value(manifest: dict, key: str):
+    """``manifest[key]``, or the value an older store without the key implies."""
+    return manifest.get(key, PLAN_DEFAULTS.get(key))
+
+
+def plan_diffs(old: dict, new: dict, keys: Sequence[str] = PLAN_KEYS) -> dict[str, tuple]:
+    """Plan keys on which two manifests disagree: key -> (old value, new value)."""
+    return {k: (plan_value(old, k), plan_value(new, k)) for k in keys if plan_value(old, k) != plan_value(new, k)}
 
 
 class StoreMismatchError(LpldInputError, ValueError):
@@ -112,6 +128,12 @@ def check_compatible(store: Any, *, num_images: int | None = None, num_classes: 
             f"batch size {batch_size} is requested{ctx}. Use --batch-size {store.batch_size} (and "
             f"gradient accumulation for a smaller step) or regenerate the labels.")
     if num_classes is not None and store.num_classes != num_classes:
+        k = store.manifest.get("label_topk")
+        if k is not None:
+            raise StoreMismatchError(
+                f"soft-label store {path} holds top-{k} labels indexing {store.num_classes} classes, but the "
+                f"model/dataset has {num_classes}{ctx}: its class indices would name other classes. Use the "
+                f"teacher of this dataset or set --num-classes {store.num_classes}.")
         raise StoreMismatchError(
             f"soft-label store {path} holds logits over {store.num_classes} classes, but the "
             f"model/dataset has {num_classes}{ctx}. Use the teacher of this dataset or set "

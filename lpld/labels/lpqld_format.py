@@ -32,7 +32,7 @@ import torch
 from ..augment import BatchRecord
 from ..utils.io import atomic_json_dump, atomic_write_text
 from .authors import load_batch_file, save_batch_file
-from .common import FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, OrderedBatchWriter, StoreMismatchError
+from .common import FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreMismatchError, plan_diffs
 from .topk import check_topk, check_topk_pair, index_dtype
 
 SAMPLER_JSON = "sampler_indices_batch.json"
@@ -237,7 +237,7 @@ class LPQLDStoreWriter(OrderedBatchWriter):
             else:
                 with open(meta_path) as f:
                     old = json.load(f)
-                diffs = [k for k in PLAN_KEYS + ("label_topk",) if old.get(k) != m.get(k)]
+                diffs = list(plan_diffs(old, m))
                 if diffs:
                     raise StoreMismatchError(f"{path} holds labels with other settings ({', '.join(diffs)}); "
                                              f"use another output directory or --overwrite")

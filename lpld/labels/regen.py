@@ -26,6 +26,7 @@ from .common import StoreMismatchError
 
 DIGEST_BYTES = 8  # 64 bits: drift is not adversarial, a chance collision is 2^-64 per batch
 _TAG = b"lpld-augmentation-v1"
+DIGEST_SCHEME = "sha256-64/" + _TAG.decode()  # the manifest's ``aug_digest``
 # Manifest keys that determine every batch's augmentation (besides the images' sizes); the mix
 # alphas may be absent (then lpld.augment's defaults, the authors' 0.8 / 1.0).
 REGEN_KEYS = ("seed", "batch_size", "batches_per_epoch", "planned_batches", "num_images", "image_size",
@@ -79,15 +80,16 @@ class AugmentationRegenerator:
     ``cutmix_alpha`` when not the defaults); ``sizes``: PIL ``(W, H)``
     of the distilled images in dataset order (:func:`image_sizes`)."""
 
-    def __init__(self, manifest: dict[str, Any], sizes: Sequence[tuple[int, int]]) -> None:
+    def __init__(self, manifest: dict[str, Any], sizes: Sequence[tuple[int, int]] | None) -> None:
         missing = [k for k in REGEN_KEYS if manifest.get(k) is None]
         if missing:
             raise ValueError(f"cannot regenerate augmentation: the store's manifest lacks {', '.join(missing)}")
         self.m = dict(manifest)
-        if len(sizes) != int(self.m["num_images"]):
+        if sizes is not None and len(sizes) != int(self.m["num_images"]):
             raise StoreMismatchError(f"the labels were made for {self.m['num_images']} images, but "
                                      f"{len(sizes)} image sizes were given; use the images the labels were made from")
-        self.sizes = [tuple(int(v) for v in s) for s in sizes]
+        # None: only image indices can be drawn (they depend on the seed and the image count alone)
+        self.sizes = None if sizes is None else [tuple(int(v) for v in s) for s in sizes]
         self._orders: np.ndarray | None = None
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
@@ -107,6 +109,8 @@ class AugmentationRegenerator:
     def record(self, batch_id: int) -> BatchRecord:
         """Batch ``batch_id``'s augmentation (no logits), drawn exactly as relabel drew it."""
         m = self.m
+        if self.sizes is None:
+            raise ValueError("drawing crops needs the images' sizes; pass them to AugmentationRegenerator")
         indices = self.image_indices(batch_id)
         kwargs = {}
         if m.get("mixup_alpha") is not None:
@@ -118,6 +122,14 @@ class AugmentationRegenerator:
                                    scale=(float(m["min_scale_crops"]), float(m["max_scale_crops"])),
                                    cutout=bool(m["cutout"]), mix_type=m["mix_type"], **kwargs)
 
+    def _versions(self) -> str:
+        """'(relabel: torch X, numpy Y; now: torch Z, numpy W) ' when the manifest records them."""
+        if not self.m.get("torch_version"):
+            return ""
+        import torch
+        return (f"(relabel: torch {self.m['torch_version']}, numpy {self.m.get('numpy_version')}; now: torch "
+                f"{torch.__version__}, numpy {np.__version__}) ")
+
     def checked_record(self, batch_id: int, expected: bytes, where: str = "") -> BatchRecord:
         """:meth:`record`, after checking its digest against the one stored with the labels."""
         record = self.record(batch_id)
@@ -126,7 +138,7 @@ class AugmentationRegenerator:
             ctx = f" in {where}" if where else ""
             raise AugmentationDriftError(
                 f"batch {batch_id}{ctx}: the regenerated augmentation (digest {got.hex()}) is not the one the "
-                f"labels were made with ({bytes(expected).hex()}); another torch/numpy version or other images "
-                f"or settings draw differently. Train with the versions of the relabel run, or relabel with "
-                f"recorded augmentation.")
+                f"labels were made with ({bytes(expected).hex()}); likely cause: another torch version or device "
+                f"{self._versions()}draws differently (or other images / settings). Train with the torch version "
+                f"of the relabel run, or relabel with --augmentation recorded.")
         return record

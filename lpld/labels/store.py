@@ -45,8 +45,11 @@ from ..utils.errors import DiskSpaceError
 from ..utils.io import (atomic_dir, atomic_json_dump, free_bytes, human_bytes, is_disk_full, on_disk,
                         remove_stale_temporaries, require_free_space, reserve_file)
 from ..utils.lock import lock_output
-from .common import (BINDING_KEYS, FORMAT_NAME, FORMAT_VERSION, PLAN_KEYS, OrderedBatchWriter, StoreDamagedError,
-                     StoreMismatchError, check_bound_inputs, warn_once)
+from .common import (BINDING_KEYS, FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError,
+                     StoreMismatchError, check_bound_inputs, plan_batches, plan_diffs, plan_value, warn_once)
+from .common import AUGMENTATION_MODES, LABEL_CODECS, InputValueError
+from .regen import DIGEST_BYTES, DIGEST_SCHEME, REGEN_KEYS, AugmentationRegenerator, augmentation_digest
+from .topk import Uint8Values, check_topk, decode_uint8, encode_uint8, index_dtype, select_topk
 
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
@@ -54,27 +57,114 @@ CHECKSUMS = "checksums"
 PADDED = ("image_indices", "mix_index")  # arrays whose unused (short-batch) cells hold -1
 
 
+def is_topk(manifest: dict[str, Any]) -> bool:
+    return manifest.get("label_topk") is not None
+
+
+def is_regenerated(manifest: dict[str, Any]) -> bool:
+    return plan_value(manifest, "augmentation") == "regenerated"
+
+
 def array_specs(manifest: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Name -> (shape, dtype) of every array a store with this manifest holds."""
     p, b, c = manifest["planned_batches"], manifest["batch_size"], manifest["num_classes"]
-    specs = {
-        "logits": ((p, b, c), np.dtype(manifest.get("logits_dtype", "float16"))),
-        "image_indices": ((p, b), np.dtype(np.int64)),
-        "batch_sizes": ((p,), np.dtype(np.int32)),
-        "crops": ((p, b, 4), np.dtype(np.float32)),
-    }
-    if manifest["cutout"]:
-        specs["cutout"] = ((p, b, 7), np.dtype(np.float32))
+    values_dtype = np.dtype(manifest.get("logits_dtype", "float16"))
+    specs: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    k = manifest.get("label_topk")
+    if k is None:
+        specs["logits"] = ((p, b, c), values_dtype)
     else:
-        specs["flips"] = ((p, b), np.dtype(np.bool_))
-    if manifest["mix_type"] in ("cutmix", "mixup"):
-        specs["mix_index"] = ((p, b), np.dtype(np.int64))
-        specs["mix_lam"] = ((p,), np.dtype(np.float64))
-    if manifest["mix_type"] == "cutmix":
-        specs["mix_bbox"] = ((p, 4), np.dtype(np.int64))
+        if plan_value(manifest, "label_codec") == "uint8":
+            specs["topk_codes"] = ((p, b, k), np.dtype(np.uint8))
+            specs["topk_row_max"] = ((p, b), np.dtype(np.float16))
+            specs["topk_row_min"] = ((p, b), np.dtype(np.float16))
+        else:
+            specs["topk_values"] = ((p, b, k), values_dtype)
+        specs["topk_indices"] = ((p, b, k), np.dtype(str(index_dtype(c)).replace("torch.", "")))
+    specs["batch_sizes"] = ((p,), np.dtype(np.int32))
+    if is_regenerated(manifest):  # the augmentation is drawn again at training time, checked by a digest
+        specs["aug_digest"] = ((p, DIGEST_BYTES), np.dtype(np.uint8))
+    else:
+        specs["image_indices"] = ((p, b), np.dtype(np.int64))
+        specs["crops"] = ((p, b, 4), np.dtype(np.float32))
+        if manifest["cutout"]:
+            specs["cutout"] = ((p, b, 7), np.dtype(np.float32))
+        else:
+            specs["flips"] = ((p, b), np.dtype(np.bool_))
+        if manifest["mix_type"] in ("cutmix", "mixup"):
+            specs["mix_index"] = ((p, b), np.dtype(np.int64))
+            specs["mix_lam"] = ((p,), np.dtype(np.float64))
+        if manifest["mix_type"] == "cutmix":
+            specs["mix_bbox"] = ((p, 4), np.dtype(np.int64))
     if manifest.get("checksums"):
         specs[CHECKSUMS] = ((p,), np.dtype(np.uint32))
     return specs
+
+
+def label_manifest(manifest: dict[str, Any], path: str = "") -> dict[str, Any]:
+    """``manifest`` with its label options checked and the keys that describe them filled in:
+    ``label_topk`` (k or None), ``label_codec`` (``float16`` | ``uint8`` for top-k), ``augmentation``
+    (``recorded`` | ``regenerated``), ``topk_index_dtype`` and ``aug_digest`` (the digest's scheme)."""
+    m = dict(manifest)
+    where = f" ({path})" if path else ""
+    k = m.get("label_topk")
+    if k is not None:
+        m["label_topk"] = check_topk(k, int(m["num_classes"]), where=path)
+        m["topk_index_dtype"] = str(index_dtype(int(m["num_classes"]))).replace("torch.", "")
+        m["label_codec"] = m.get("label_codec") or "float16"
+        if m["label_codec"] not in LABEL_CODECS:
+            raise InputValueError(f"label_codec must be one of {list(LABEL_CODECS)}; got {m['label_codec']!r}{where}")
+    elif m.get("label_codec") not in (None, "float16"):
+        raise InputValueError(f"label_codec {m['label_codec']!r} needs top-k labels: set label_topk{where}")
+    else:
+        m["label_codec"] = None
+    m["augmentation"] = plan_value(m, "augmentation")
+    if m["augmentation"] not in AUGMENTATION_MODES:
+        raise InputValueError(f"augmentation must be one of {list(AUGMENTATION_MODES)}; "
+                              f"got {m['augmentation']!r}{where}")
+    if m["augmentation"] == "regenerated":
+        missing = [key for key in REGEN_KEYS if m.get(key) is None]
+        if missing:
+            raise InputValueError(f"augmentation 'regenerated' needs the relabel settings {', '.join(missing)} in the "
+                                  f"manifest{where}; use augmentation 'recorded'")
+        m["aug_digest"] = DIGEST_SCHEME
+    return m
+
+
+def label_row_bytes(manifest: dict[str, Any]) -> int:
+    """Bytes of one view's labels as the store keeps them: C fp16/fp32 logits, or k values (fp16,
+    or uint8 codes + the row's fp16 max/min) and k class indices."""
+    c, k = int(manifest["num_classes"]), manifest.get("label_topk")
+    value_bytes = np.dtype(manifest.get("logits_dtype") or "float16").itemsize
+    if k is None:
+        return c * value_bytes
+    index_bytes = np.dtype(str(index_dtype(c)).replace("torch.", "")).itemsize
+    if plan_value(manifest, "label_codec") == "uint8":
+        return int(k) * (1 + index_bytes) + 4
+    return int(k) * (value_bytes + index_bytes)
+
+
+NPY_HEADER_BYTES = 128  # numpy's .npy header of every array here (version 1.0, padded to 64 bytes)
+
+
+def full_store_bytes(manifest: dict[str, Any], num_images: int | None = None) -> int:
+    """Bytes of the full store of the same relabel run: prune 0 (every epoch), all classes as fp16
+    logits, recorded augmentation, checksums -- arrays with their headers, manifest and progress
+    file. The reference of ``compression_actual`` (``final.json``)."""
+    n = int(num_images or manifest.get("num_images") or 0)
+    if not n or manifest.get("epochs") is None:
+        raise ValueError("the store does not record its image count and epochs; the full store's size is unknown")
+    per_epoch, planned, _ = plan_batches(n, int(manifest["batch_size"]), int(manifest["epochs"]), 0.0)
+    full = {**manifest, "planned_batches": planned, "batches_per_epoch": per_epoch, "prune_ratio": 0.0,
+            "label_topk": None, "label_codec": None, "augmentation": "recorded", "logits_dtype": "float16",
+            "checksums": "crc32", "mix_type": manifest.get("mix_type") or "none",
+            "cutout": bool(manifest.get("cutout"))}
+    for key in ("num_batches", "topk_index_dtype", "aug_digest", "format"):
+        full.pop(key, None)
+    arrays = sum(int(np.prod(shape)) * dtype.itemsize + NPY_HEADER_BYTES for shape, dtype in array_specs(full).values())
+    manifest_bytes = len(json.dumps({**full, "format": FORMAT_NAME}, indent=2).encode())
+    progress_bytes = len(json.dumps({"committed": planned}).encode())
+    return arrays + manifest_bytes + progress_bytes
 
 
 def _is_label_folder(path: str) -> bool:
@@ -176,6 +266,8 @@ class LabelStore:
                                          f"damage to its files cannot be detected")
         self._maps: dict[str, np.ndarray] = {}
         self._pid = -1
+        self._sizes: list[tuple[int, int]] | None = None
+        self._regen: AugmentationRegenerator | None = None
 
     # -- lazy per-process memory maps -------------------------------------------------------
     def _array(self, name: str) -> np.ndarray:
@@ -194,7 +286,7 @@ class LabelStore:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_maps"], state["_pid"] = {}, -1
+        state["_maps"], state["_pid"], state["_regen"] = {}, -1, None  # regenerators rebuild per process
         return state
 
     def __len__(self) -> int:
@@ -214,22 +306,67 @@ class LabelStore:
             raise StoreDamagedError(f"{self.path}: batch {batch_id} does not match its checksum; the store is "
                                     f"damaged. {repair_hint(self.path)}")
         n = int(self._array("batch_sizes")[batch_id])
-        rec = BatchRecord(
-            batch_id=batch_id,
-            image_indices=torch.from_numpy(np.array(self._array("image_indices")[batch_id, :n])),
-            crops=torch.from_numpy(np.array(self._array("crops")[batch_id, :n])),
-            logits=torch.from_numpy(np.array(self._array("logits")[batch_id, :n])),
-        )
-        if "flips" in self._specs:
-            rec.flips = torch.from_numpy(np.array(self._array("flips")[batch_id, :n]))
+        if self.regenerated:
+            digest = bytes(np.asarray(self._array("aug_digest")[batch_id]).tobytes())
+            rec = self.regenerator().checked_record(batch_id, digest, where=f"label store {self.path}")
+            if rec.batch_size != n:
+                raise StoreDamagedError(f"{self.path}: batch {batch_id} holds {n} rows but its regenerated "
+                                        f"augmentation has {rec.batch_size}; the store is damaged")
         else:
-            rec.cutout = torch.from_numpy(np.array(self._array("cutout")[batch_id, :n]))
-        if "mix_index" in self._specs:
-            rec.mix_index = torch.from_numpy(np.array(self._array("mix_index")[batch_id, :n]))
-            rec.mix_lam = float(self._array("mix_lam")[batch_id])
-        if "mix_bbox" in self._specs:
-            rec.mix_bbox = tuple(int(v) for v in self._array("mix_bbox")[batch_id])
+            rec = BatchRecord(batch_id=batch_id,
+                              image_indices=torch.from_numpy(np.array(self._array("image_indices")[batch_id, :n])),
+                              crops=torch.from_numpy(np.array(self._array("crops")[batch_id, :n])))
+            if "flips" in self._specs:
+                rec.flips = torch.from_numpy(np.array(self._array("flips")[batch_id, :n]))
+            else:
+                rec.cutout = torch.from_numpy(np.array(self._array("cutout")[batch_id, :n]))
+            if "mix_index" in self._specs:
+                rec.mix_index = torch.from_numpy(np.array(self._array("mix_index")[batch_id, :n]))
+                rec.mix_lam = float(self._array("mix_lam")[batch_id])
+            if "mix_bbox" in self._specs:
+                rec.mix_bbox = tuple(int(v) for v in self._array("mix_bbox")[batch_id])
+        rec.logits, rec.topk_indices = self._labels(batch_id, n)
         return rec
+
+    def _labels(self, batch_id: int, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits [n, C], None) of a full store; (top-k values [n, k], class indices [n, k]) of a
+        top-k store, 8-bit codes decoded to float32."""
+        if "logits" in self._specs:
+            return torch.from_numpy(np.array(self._array("logits")[batch_id, :n])), None
+        indices = torch.from_numpy(np.array(self._array("topk_indices")[batch_id, :n]))
+        if "topk_codes" in self._specs:
+            coded = Uint8Values(*(torch.from_numpy(np.array(self._array(name)[batch_id, :n]))
+                                  for name in ("topk_codes", "topk_row_max", "topk_row_min")))
+            return decode_uint8(coded), indices
+        return torch.from_numpy(np.array(self._array("topk_values")[batch_id, :n])), indices
+
+    # -- regenerated augmentation ---------------------------------------------------------------
+    @property
+    def regenerated(self) -> bool:
+        return "aug_digest" in self._specs
+
+    def attach_images(self, sizes) -> None:
+        """PIL ``(W, H)`` of the distilled images in dataset order
+        (:func:`lpld.labels.regen.image_sizes`): what a regenerated store draws its crops for."""
+        self._sizes = [tuple(int(v) for v in s) for s in sizes]
+        self._regen = None
+
+    def regenerator(self, need_sizes: bool = True) -> AugmentationRegenerator:
+        if need_sizes and self._sizes is None:
+            raise StoreMismatchError(
+                f"label store {self.path} keeps no augmentation record (augmentation: regenerated): it is drawn "
+                f"again from the images, so open it together with its image folder (--train-dir)")
+        if self._regen is None or (need_sizes and self._regen.sizes is None):
+            self._regen = AugmentationRegenerator(self.manifest, self._sizes)
+        return self._regen
+
+    def _image_rows(self, start: int, stop: int) -> list[np.ndarray]:
+        sizes = self._array("batch_sizes")[start:stop]
+        if self.regenerated:
+            regen = self.regenerator(need_sizes=False)
+            return [np.asarray(regen.image_indices(b)[:sizes[b - start]]) for b in range(start, stop)]
+        rows = self._array("image_indices")[start:stop]
+        return [rows[k, :sizes[k]] for k in range(stop - start)]
 
     def epoch_image_order(self, epoch: int) -> torch.Tensor:
         """Image indices of the stored batches of ``epoch``, in order (the authors' sampler json)."""
@@ -237,13 +374,13 @@ class LabelStore:
         stop = min(start + self.batches_per_epoch, self.num_batches)
         if epoch < 0 or start >= self.num_batches:
             raise IndexError(f"epoch {epoch} has no stored batch in {self.path}")
-        sizes = self._array("batch_sizes")[start:stop]
-        rows = self._array("image_indices")[start:stop]
-        return torch.from_numpy(np.concatenate([rows[k, :sizes[k]] for k in range(stop - start)]))
+        return torch.from_numpy(np.concatenate(self._image_rows(start, stop)).astype(np.int64))
 
     def max_image_index(self) -> int:
         if self.num_batches == 0:
             return -1
+        if self.regenerated:  # drawn from a permutation of the manifest's image count
+            return int(self.manifest["num_images"]) - 1
         return int(self._array("image_indices")[: self.num_batches].max())
 
     def nbytes(self) -> int:
@@ -327,13 +464,14 @@ class LabelStoreWriter(OrderedBatchWriter):
         path = self.path
         remove_stale_temporaries(os.path.dirname(os.path.abspath(path)), [os.path.basename(os.path.abspath(path))])
         remove_stale_temporaries(path)
-        self.manifest = {**manifest, "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "checksums": "crc32"}
+        self.manifest = label_manifest({**manifest, "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
+                                        "checksums": "crc32"}, path)
         self.manifest.pop("num_batches", None)
         self.commit_every = max(1, int(commit_every))
         existing = os.path.join(path, MANIFEST)
         if os.path.isfile(existing) and not overwrite:
             old = _read_json(existing)
-            diffs = {k: (old.get(k), self.manifest.get(k)) for k in PLAN_KEYS if old.get(k) != self.manifest.get(k)}
+            diffs = plan_diffs(old, self.manifest)
             if diffs:
                 detail = "; ".join(f"{k}: store {a!r} vs now {b!r}" for k, (a, b) in diffs.items())
                 raise StoreMismatchError(f"{path} already holds a soft-label store with other settings "
@@ -407,24 +545,51 @@ class LabelStoreWriter(OrderedBatchWriter):
 
     def _fill(self, record: BatchRecord) -> None:
         k, n = record.batch_id, record.batch_size
-        if record.logits is None or tuple(record.logits.shape) != (n, self.manifest["num_classes"]):
-            raise ValueError(f"batch {k}: logits must be [{n}, {self.manifest['num_classes']}]")
         m = self._maps
         m["batch_sizes"][k] = n
-        m["image_indices"][k, :n] = record.image_indices.numpy()
-        m["crops"][k, :n] = record.crops.numpy()
-        m["logits"][k, :n] = record.logits.detach().cpu().numpy().astype(m["logits"].dtype)
-        if "flips" in m:
-            m["flips"][k, :n] = record.flips.numpy()
-        if "cutout" in m:
-            m["cutout"][k, :n] = record.cutout.numpy()
-        if "mix_index" in m:
-            m["mix_index"][k, :n] = record.mix_index.numpy()
-            m["mix_lam"][k] = record.mix_lam
-        if "mix_bbox" in m:
-            m["mix_bbox"][k] = np.asarray(record.mix_bbox, dtype=np.int64)
+        self._fill_labels(k, n, record)
+        if "aug_digest" in m:
+            m["aug_digest"][k] = np.frombuffer(augmentation_digest(record), dtype=np.uint8)
+        else:
+            m["image_indices"][k, :n] = record.image_indices.numpy()
+            m["crops"][k, :n] = record.crops.numpy()
+            if "flips" in m:
+                m["flips"][k, :n] = record.flips.numpy()
+            if "cutout" in m:
+                m["cutout"][k, :n] = record.cutout.numpy()
+            if "mix_index" in m:
+                m["mix_index"][k, :n] = record.mix_index.numpy()
+                m["mix_lam"][k] = record.mix_lam
+            if "mix_bbox" in m:
+                m["mix_bbox"][k] = np.asarray(record.mix_bbox, dtype=np.int64)
         if CHECKSUMS in m:
             m[CHECKSUMS][k] = batch_checksum(m, k)
+
+    def _fill_labels(self, k: int, n: int, record: BatchRecord) -> None:
+        """Full logits as they are; for a top-k store the record's top-k pair, or the top k of its
+        full logits (ranked in their own precision, before any cast)."""
+        m, classes, topk = self._maps, int(self.manifest["num_classes"]), self.manifest.get("label_topk")
+        logits = None if record.logits is None else record.logits.detach().cpu()
+        if topk is None:
+            if logits is None or record.topk_indices is not None or tuple(logits.shape) != (n, classes):
+                raise ValueError(f"batch {k}: logits must be [{n}, {classes}] (this store holds full labels)")
+            m["logits"][k, :n] = logits.numpy().astype(m["logits"].dtype)
+            return
+        if logits is not None and record.topk_indices is None and tuple(logits.shape) == (n, classes):
+            values, indices = select_topk(logits, int(topk), values_dtype=logits.dtype)
+        elif logits is not None and record.topk_indices is not None and tuple(logits.shape) == (n, int(topk)):
+            values, indices = logits, record.topk_indices.detach().cpu()
+        else:
+            raise ValueError(f"batch {k}: need full logits [{n}, {classes}] or top-{topk} values and indices "
+                             f"[{n}, {topk}]; got {None if logits is None else tuple(logits.shape)}")
+        m["topk_indices"][k, :n] = indices.numpy().astype(m["topk_indices"].dtype)
+        if "topk_codes" in m:
+            coded = encode_uint8(values)
+            m["topk_codes"][k, :n] = coded.codes.numpy()
+            m["topk_row_max"][k, :n] = coded.row_max.numpy()
+            m["topk_row_min"][k, :n] = coded.row_min.numpy()
+        else:
+            m["topk_values"][k, :n] = values.float().numpy().astype(m["topk_values"].dtype)
 
     def write(self, record: BatchRecord) -> None:
         self.check_next(record.batch_id)

@@ -193,11 +193,11 @@ class CodecDistortion(NamedTuple):
 def uint8_distortion(values: torch.Tensor, temperature: float) -> CodecDistortion:
     """What 8-bit coding of ``values`` does to the training target at ``temperature``: the KL from
     the softmax of the original values to that of the decoded ones (the support is the same k
-    classes, so the scatter into C classes changes nothing)."""
+    classes, so the scatter into C classes changes nothing), in float64."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive; got {temperature}")
-    original = values.float()
-    decoded = decode_uint8(encode_uint8(values))
+    original = values.double()  # float64: the KL of near-equal targets is below float32 rounding
+    decoded = decode_uint8(encode_uint8(values)).double()
     log_p = F.log_softmax(original / temperature, dim=1)
     log_q = F.log_softmax(decoded / temperature, dim=1)
     per_row = (log_p.exp() * (log_p - log_q)).sum(dim=1)

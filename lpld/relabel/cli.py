@@ -62,7 +62,7 @@ def main_check(argv: Sequence[str] | None = None) -> int:
             p.error("--repair needs --train-dir and --teacher-ckpt (the images and teacher the store was made from)")
         repair_store(args.store, args.train_dir, args.teacher_ckpt, model=args.model, tiny_stem=args.tiny_stem,
                      device="cpu" if args.device == "auto" else args.device)
-    store = open_label_store(args.store)
+    store = open_label_store(args.store, num_classes=args.num_classes, train_dir=args.train_dir)
     damaged = store.verify()
     if damaged:
         print(f"[check_labels] {args.store}: {len(damaged)} of {store.num_batches} batches fail their checksum "
@@ -72,6 +72,20 @@ def main_check(argv: Sequence[str] | None = None) -> int:
     print(f"[check_labels] {args.store}: {store.num_batches} batches, every checksum verified"
           if getattr(store, "has_checksums", True) else f"[check_labels] {args.store}: {store.num_batches} batches "
           f"(no checksums recorded)")
+    if getattr(store, "regenerated", False):
+        if not args.train_dir:
+            print("[check_labels] the store regenerates its augmentation: pass --train-dir to check every "
+                  "batch's augmentation digest")
+        else:
+            from .replay import digest_failures
+            bad = digest_failures(store)
+            if bad:
+                print(f"[check_labels] {args.store}: {len(bad)} of {store.num_batches} batches draw another "
+                      f"augmentation than their digest ({describe_ids(bad)}) -> DRIFT (another torch version or "
+                      f"device than the relabel run, or other images). Train with the relabel run's torch version "
+                      f"or relabel with --augmentation recorded.")
+                return 1
+            print(f"[check_labels] {args.store}: every batch's regenerated augmentation matches its digest")
     if not (args.train_dir and args.teacher_ckpt):
         print("[check_labels] pass --train-dir and --teacher-ckpt to also check the images and teacher")
         return 0
@@ -82,9 +96,11 @@ def main_check(argv: Sequence[str] | None = None) -> int:
                        tiny_stem=args.tiny_stem, num_classes=args.num_classes, dataset=args.dataset,
                        input_size=args.input_size, batches=batches, device=args.device, amp=args.amp, report=True)
     tol = args.tolerance if args.tolerance is not None else rep.fp16_tolerance
-    ok = rep.max_abs_diff <= tol
-    print(f"[check_labels] batches {rep.batches}: max |teacher - stored| = {rep.max_abs_diff:.3g} "
-          f"(largest logit {rep.max_abs_logit:.3g}, tolerance {tol:.3g}) -> {'OK' if ok else 'MISMATCH'}")
+    ok = rep.max_abs_diff <= tol and rep.topk_misses == 0
+    what = "teacher at the stored classes" if store.manifest.get("label_topk") else "teacher"
+    misses = f", {rep.topk_misses} rows whose stored classes are not the teacher's top k" if rep.topk_misses else ""
+    print(f"[check_labels] batches {rep.batches}: max |{what} - stored| = {rep.max_abs_diff:.3g} "
+          f"(largest logit {rep.max_abs_logit:.3g}, tolerance {tol:.3g}{misses}) -> {'OK' if ok else 'MISMATCH'}")
     return 0 if ok else 1
 
 
@@ -93,11 +109,20 @@ def main_convert(argv: Sequence[str] | None = None) -> str:
     p = argparse.ArgumentParser(description="Convert a soft-label store between our format and the authors'.")
     p.add_argument("--src", required=True, help="store to read (either format, auto-detected)")
     p.add_argument("--dst", required=True, help="store to write")
-    p.add_argument("--to", required=True, choices=("ours", "authors"))
+    p.add_argument("--to", required=True, choices=("ours", "authors", "lpqld"),
+                   help="ours | authors (LPLD epoch_*/batch_*.tar) | lpqld (LPQLD flat batch_*.tar)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dst")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="class count of an LPQLD top-k folder (their files do not record it: 1000, 200, 10450)")
+    p.add_argument("--train-dir", default=None, help="the images, for a store with regenerated augmentation")
+    p.add_argument("--label-topk", type=int, default=None, help="keep the top k of full logits")
+    p.add_argument("--label-codec", default=None, choices=("float16", "uint8"), help="top-k values (ours only)")
+    p.add_argument("--augmentation", default=None, choices=("recorded", "regenerated"), help="ours only")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    out = convert(args.src, args.dst, to=args.to, overwrite=args.overwrite)
+    out = convert(args.src, args.dst, to=args.to, overwrite=args.overwrite, num_classes=args.num_classes,
+                  train_dir=args.train_dir, label_topk=args.label_topk, label_codec=args.label_codec,
+                  augmentation=args.augmentation)
     from ..labels import open_label_store
-    store = open_label_store(out)
+    store = open_label_store(out, num_classes=args.num_classes)
     print(f"[convert_labels] {args.src} -> {out} ({args.to}): {store.num_batches} batches, {store.nbytes():,} bytes")
     return out

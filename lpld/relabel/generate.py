@@ -73,10 +73,30 @@ def normalize_config(cfg: Any) -> argparse.Namespace:
     if not cfg.train_dir:
         raise InputValueError("train_dir is required: the folder of distilled images (root/<class>/<image>)")
     cfg.output_dir = cfg.output_dir or cfg.fkd_path
+    cfg.label_topk = resolve_label_topk(cfg)
     if not 0.0 < cfg.min_scale_crops <= cfg.max_scale_crops <= 1.0:
         raise InputValueError(f"need 0 < min_scale_crops <= max_scale_crops <= 1; got "
                          f"{cfg.min_scale_crops}, {cfg.max_scale_crops}")
     return cfg
+
+
+def resolve_label_topk(cfg) -> int | None:
+    """k from ``label_topk`` or the authors' ``label_quantization: MR-k`` (both given: they must agree);
+    0 / None: all classes."""
+    from ..labels.topk import parse_label_quantization
+    try:
+        from_q = parse_label_quantization(getattr(cfg, "label_quantization", None))
+    except ValueError as err:
+        raise InputValueError(str(err)) from err
+    k = cfg.label_topk or None
+    if from_q is not None and k is not None and int(k) != from_q:
+        raise InputValueError(f"label_topk {k} and label_quantization {cfg.label_quantization!r} disagree; give one")
+    k = k if k is not None else from_q
+    if k is not None and int(k) < 1:
+        raise InputValueError(f"label_topk must be a positive number of classes (0 or unset: all); got {k}")
+    if k is None and cfg.label_codec not in (None, "float16"):
+        raise InputValueError(f"label_codec {cfg.label_codec} codes top-k values: set --label-topk as well")
+    return None if k is None else int(k)
 
 
 def sampler_orders(num_images: int, seed: int, epochs: int) -> np.ndarray:
@@ -150,6 +170,10 @@ def build_manifest(cfg: argparse.Namespace, dataset: ImageFolder, num_classes: i
         "image_list_sha1": image_list_fingerprint(rel), "num_classes_in_folder": len(dataset.classes),
         "images_sha256": images_sha256, "teacher_sha256": teacher.sha256 if teacher else None,
         "classes": teacher.classes if teacher else None,
+        "label_topk": cfg.label_topk, "label_codec": cfg.label_codec if cfg.label_topk else None,
+        "augmentation": cfg.augmentation,
+        # for the drift message of regenerated augmentation (not plan keys: a resume may change them)
+        "torch_version": torch.__version__, "numpy_version": np.__version__,
     }
 
 
@@ -233,7 +257,7 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
                         if images is None:
                             images = replay_batch_on_device(bank, record, *writer.manifest["normalize"])
                         logits = teacher_logits(model, images, device, cfg.amp, cfg.channels_last)
-                        record.logits = logits.half() if cfg.use_fp16 else logits.float()
+                        store_labels(record, logits, writer.manifest)
                         writer.write(record)
             finally:
                 writer.commit()  # every batch written so far is complete: keep it for the resumed run
@@ -247,6 +271,18 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
     print(f"[relabel] {cfg.output_dir}: {store.num_batches} batches of {cfg.batch_size} x {num_classes} "
           f"({state}), {store.nbytes():,} bytes on disk")
     return cfg.output_dir
+
+
+def store_labels(record, logits: torch.Tensor, manifest: dict[str, Any]) -> None:
+    """Put the teacher's logits into ``record`` as the store keeps them: all classes in the store's
+    dtype, or the top k ranked on the full-precision logits (values stay float32 until the writer
+    casts or codes them, as theirs ranks before the fp16 cast: G 395-414)."""
+    k = manifest.get("label_topk")
+    if k is None:
+        record.logits = logits.half() if manifest.get("logits_dtype") == "float16" else logits.float()
+        return
+    from ..labels.topk import select_topk
+    record.logits, record.topk_indices = select_topk(logits.float(), int(k), values_dtype=torch.float32)
 
 
 def repair_store(store_path: str, train_dir: str, teacher_ckpt: str, *, model: str | None = None,
@@ -284,7 +320,7 @@ def repair_store(store_path: str, train_dir: str, teacher_ckpt: str, *, model: s
                 for gid in tqdm(damaged, desc="repair", disable=not progress, unit="batch"):
                     images, record = batches[gid]
                     logits = teacher_logits(teacher, images, dev, bool(manifest.get("amp", False)))
-                    record.logits = logits.half() if manifest.get("logits_dtype") == "float16" else logits.float()
+                    store_labels(record, logits, writer.manifest)
                     writer.rewrite(record)
     finally:
         if fmt == "authors":

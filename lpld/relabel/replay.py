@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
 from torch import nn
 
 from ..augment import replay_batch
@@ -29,12 +30,14 @@ class ReplayReport:
     max_abs_logit: float  # max |stored logit|, the scale of the difference
     batches: list[int]
     max_abs_diff_stored_dtype: float = 0.0  # same, teacher output first rounded to the stored dtype
+    codec_step: float = 0.0  # 8-bit top-k values: the largest half code step (their rounding)
+    topk_misses: int = 0  # rows whose stored classes are not the teacher's top k (beyond the tolerance)
 
     @property
     def fp16_tolerance(self) -> float:
         """Half an fp16 ulp at the largest logit (the rounding of storing fp16), with a 4x margin for
-        cross-device arithmetic."""
-        return 4 * max(self.max_abs_logit, 1.0) * 2.0 ** -11
+        cross-device arithmetic; plus half a code step for 8-bit values."""
+        return 4 * max(self.max_abs_logit, 1.0) * 2.0 ** -11 + self.codec_step
 
 
 def default_batches(num_batches: int, count: int = 4) -> list[int]:
@@ -56,7 +59,7 @@ def replay_check(store_path: str, train_dir: str, teacher: nn.Module | None = No
     ``teacher`` or is rebuilt from the manifest / the keyword overrides. ``report=True`` returns a
     :class:`ReplayReport`. ``check_inputs``: first compare the content hashes of the images and the
     teacher with those the store records (a mismatch is a :class:`StoreMismatchError`)."""
-    store = open_label_store(store_path)
+    store = open_label_store(store_path, num_classes=num_classes, train_dir=train_dir)
     m = store.manifest
     images = ImageFolder(train_dir)
     check_compatible(store, num_images=len(images), num_classes=num_classes, where=f"images in {train_dir}")
@@ -92,15 +95,43 @@ def replay_check(store_path: str, train_dir: str, teacher: nn.Module | None = No
     else:
         ids = [int(b) for b in batches]
     paths = [p for p, _ in images.samples]
-    worst, worst_rounded, scale = 0.0, 0.0, 0.0
+    worst, worst_rounded, scale, step, misses = 0.0, 0.0, 0.0, 0.0, 0
+    uint8 = m.get("label_codec") == "uint8"
     for gid in ids:
         record = store.read(gid)
         x = replay_batch(lambda i: load_rgb(paths[i]), record, size, mean, std)
-        out = teacher_logits(teacher, x, dev, use_amp)
+        out = teacher_logits(teacher, x, dev, use_amp).float()
         stored = record.logits.float()
+        if record.topk_indices is not None:  # the teacher's logits at the stored classes
+            full = out
+            out = full.gather(1, record.topk_indices.long())
+            if uint8:
+                step = max(step, float((stored.amax(1) - stored.amin(1)).max()) / 255 / 2)
+            misses += topk_misses(full, stored, record.topk_indices, 4 * max(float(stored.abs().max()), 1.0)
+                                  * 2.0 ** -11 + step)
         worst = max(worst, (out - stored).abs().max().item())
-        rounded = out.to(record.logits.dtype).float()
+        rounded = out.to(torch.float16 if m.get("logits_dtype") == "float16" else torch.float32).float()
         worst_rounded = max(worst_rounded, (rounded - stored).abs().max().item())
         scale = max(scale, stored.abs().max().item())
-    result = ReplayReport(worst, scale, ids, worst_rounded)
+    result = ReplayReport(worst, scale, ids, worst_rounded, step, misses)
     return result if report else result.max_abs_diff
+
+
+def topk_misses(teacher: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, tolerance: float) -> int:
+    """Rows where a class outside the stored ones beats the smallest stored value by more than
+    ``tolerance``: the stored classes are not the teacher's top k (ties and rounding aside)."""
+    outside = teacher.scatter(1, indices.long(), float("-inf"))
+    return int((outside.amax(1) > values.amin(1) + tolerance).sum()) if outside.shape[1] > indices.shape[1] else 0
+
+
+def digest_failures(store) -> list[int]:
+    """Ids of the batches of a store with regenerated augmentation whose digest differs from the
+    augmentation drawn again now (the store must have its images attached)."""
+    from ..labels.regen import AugmentationDriftError
+    bad = []
+    for gid in range(store.num_batches):
+        try:
+            store.read(gid)
+        except AugmentationDriftError:
+            bad.append(gid)
+    return bad

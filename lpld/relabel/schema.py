@@ -10,6 +10,7 @@ from ..data import DATASET_ALIASES
 
 GEN = "authors' generate_soft_label_pruning.py"
 CFG_IN1K = "authors' cfg/reproduce/LPLD_in1k_[4k].yaml"
+LPQLD_GEN = "LPQLD generate_soft_label_pruning_batch.py"
 
 DATASETS = (*DATASET_ALIASES, "tiny", "imagenet", "in21k", "imagefolder", "demo")
 
@@ -54,11 +55,23 @@ RELABEL_SCHEMA = {
                           GEN + " --prune_ratio"),
     "drop_last": Option(None, bool, "drop each epoch's last short batch (default: prune_ratio > 0, as the authors)",
                         GEN + " drop_last"),
+    # --- compact labels (LPQLD) ----------------------------------------------------------------
+    "label_topk": Option(None, int, "keep only the k largest teacher logits of every view and their class "
+                         "indices (LPQLD's MR-k; 0 or unset: all classes)",
+                         "LPQLD generate_soft_label_pruning_batch.py --label_quantization MR-k"),
+    "label_quantization": Option(None, str, "the authors' spelling of label_topk: 'MR-10' = label_topk 10 "
+                                 "(None: all classes)", LPQLD_GEN + " --label_quantization"),
+    "label_codec": Option("float16", str, "top-k values as float16, or uint8 codes with a per-row fp16 max/min "
+                          "(half a code step of error; ours, not the authors')", choices=("float16", "uint8")),
+    "augmentation": Option("recorded", str, "recorded: store every view's crop/flip/mix; regenerated: store "
+                           "only a per-batch digest and draw the augmentation again at training time (ours; "
+                           "the same torch version must train)", choices=("recorded", "regenerated")),
     # --- output ----------------------------------------------------------------------------------
     "output_dir": Option(None, str, "where the store goes (default: fkd_path)"),
     "fkd_path": Option("./FKD_soft_label", str, "authors' name of the output folder", GEN + " --fkd_path"),
     "format": Option("ours", str, "ours: memory-mapped arrays + manifest.json; authors: "
-                     "epoch_{e}/batch_{b}.tar + sampler_indices_epoch.json", choices=("ours", "authors")),
+                     "epoch_{e}/batch_{b}.tar + sampler_indices_epoch.json; lpqld: the LPQLD code's flat "
+                     "batch_{i}.tar + sampler_indices_batch.json", choices=("ours", "authors", "lpqld")),
     "resume": Option(True, bool, "continue an interrupted store with the same settings"),
     "overwrite": Option(False, bool, "replace an existing store with other settings"),
     "verify": Option(True, bool, "when resuming, first verify the checksum of every stored batch (a damaged "

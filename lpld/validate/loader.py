@@ -25,6 +25,7 @@ from ..augment import BatchRecord, apply_mix, normalize_views, views_uint8
 from ..data import load_rgb
 from ..utils.runtime import to_channels_last
 from .fetcher_patch import SoftLabelDataLoader, patched_worker_init
+from .loss import TopkLabels
 from .pruning import PruningPlan
 
 
@@ -47,6 +48,7 @@ class LabeledBatch(NamedTuple):
     batch_id: torch.Tensor       # int64 scalar: the stored batch these came from
     image_indices: torch.Tensor  # int64 [b] distilled-image indices
     global_rows: int             # rows of the whole stored batch, over all ranks
+    topk_indices: torch.Tensor | None = None  # [b, k] class indices of top-k labels (soft_logits: their values)
 
 
 def rank_rows(batch_size: int, rank: int, world_size: int) -> np.ndarray:
@@ -75,7 +77,7 @@ def rank_subrecord(record: BatchRecord, rows: Sequence[int]) -> tuple[BatchRecor
                            dtype=torch.int64)
     sub = dataclasses.replace(record, image_indices=record.image_indices[sel], crops=record.crops[sel],
                               flips=take(record.flips), cutout=take(record.cutout), mix_index=mix,
-                              logits=take(record.logits))
+                              logits=take(record.logits), topk_indices=take(record.topk_indices))
     return sub, [pos[r] for r in rows]
 
 
@@ -110,6 +112,9 @@ class SoftLabelBatches(Dataset):
         if self._store is None:
             from ..labels import open_label_store
             self._store = open_label_store(self.label_dir)
+            if getattr(self._store, "regenerated", False):  # its crops are drawn for these images
+                from ..labels.regen import image_sizes
+                self._store.attach_images(image_sizes([os.fsdecode(p) for p in self.paths]))
         return self._store
 
     def __getstate__(self):
@@ -145,16 +150,18 @@ class SoftLabelBatches(Dataset):
             sub, keep = rank_subrecord(record, rows.tolist())
             keep = torch.as_tensor(keep, dtype=torch.int64)
             logits, indices = record.logits[rows], record.image_indices[rows]
+            classes = None if record.topk_indices is None else record.topk_indices[rows]
         else:
             sub, keep = record, torch.arange(record.batch_size)
-            logits, indices = record.logits, record.image_indices
-        sub = dataclasses.replace(sub, logits=None)
+            logits, indices, classes = record.logits, record.image_indices, record.topk_indices
+        sub = dataclasses.replace(sub, logits=None, topk_indices=None)
         views = None
         if not self.views_on_device:
             views = views_uint8([self.image(int(i)) for i in sub.image_indices.tolist()], sub.crops, sub.flips,
                                 sub.cutout, self.image_size)
         return LabeledBatch(views, sub, keep, logits.contiguous(), self.targets[indices],
-                            torch.tensor(int(request.batch_id)), indices.clone(), record.batch_size)
+                            torch.tensor(int(request.batch_id)), indices.clone(), record.batch_size,
+                            None if classes is None else classes.contiguous())
 
     def __getitem__(self, index):
         raise RuntimeError(
@@ -175,14 +182,16 @@ class BatchInputs:
     ``replay_batch``, so the images equal the relabel stage's bit for bit); with ``bank`` (a
     :class:`lpld.device_views.ImageBank`) the views themselves are cut on the device."""
 
-    def __init__(self, device: torch.device, mean, std, *, channels_last: bool = False, bank=None) -> None:
+    def __init__(self, device: torch.device, mean, std, *, channels_last: bool = False, bank=None,
+                 num_classes: int | None = None) -> None:
         self.device = device
+        self.num_classes = num_classes  # of the student: top-k labels are scattered into this many
         # constants on the device once: a per-step host-to-device copy would wait for the device
         self.mean = None if mean is None else torch.tensor(mean, dtype=torch.float32, device=device)
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32, device=device)
         self.channels_last, self.bank = channels_last, bank
 
-    def __call__(self, batch: LabeledBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __call__(self, batch: LabeledBatch) -> tuple[torch.Tensor, torch.Tensor | TopkLabels, torch.Tensor]:
         if batch.views is not None:
             views = batch.views.to(self.device, non_blocking=True)
         elif self.bank is not None:
@@ -194,6 +203,10 @@ class BatchInputs:
             images = images[batch.keep.to(self.device, non_blocking=True)]
         images = to_channels_last(images, self.channels_last)
         soft = batch.soft_logits.to(self.device, non_blocking=True).float()
+        if batch.topk_indices is not None:
+            if self.num_classes is None:
+                raise ValueError("top-k labels need the student's class count: BatchInputs(..., num_classes=)")
+            soft = TopkLabels(soft, batch.topk_indices.to(self.device, non_blocking=True), self.num_classes)
         return images, soft, batch.targets.to(self.device, non_blocking=True)
 
 

@@ -2,12 +2,15 @@
 ``train()``); the optimiser, LR schedule and EMA are in :mod:`.optim`."""
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
-            variant: str = "kl", label_smoothing: float = 0.0, reduction: str = "batchmean") -> torch.Tensor:
+            variant: str = "kl", label_smoothing: float = 0.0, reduction: str = "batchmean",
+            student_temperature: float | None = None) -> torch.Tensor:
     """KL(teacher || student) at temperature T, ``batchmean`` (``reduction="sum"``: summed over
     the rows, which is 0 rather than NaN for an empty batch).
 
@@ -18,12 +21,14 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     ``kl_t2``: the authors' Tiny-ImageNet variant, ``log_target=True`` on ``log_softmax(t/T)`` and
     the loss multiplied by ``T**2`` (same divergence, gradients T^2 larger).
     ``label_smoothing`` is applied as the authors do, to the stored *logits* before the softmax:
-    ``(1 - ls) * t + ls / K``.
+    ``(1 - ls) * t + ls / K``. ``student_temperature``: the student's own temperature (LPQLD's
+    ``--temp_stu`` / calibrated ``--temp_stu_dynamic``); None: ``T``.
     """
     t = teacher_logits.float()
     if label_smoothing > 0:
         t = (1 - label_smoothing) * t + label_smoothing / t.shape[1]
-    log_p = F.log_softmax(student_logits.float() / temperature, dim=1)
+    t_student = temperature if student_temperature is None else student_temperature
+    log_p = F.log_softmax(student_logits.float() / t_student, dim=1)
     if reduction not in ("batchmean", "sum"):
         raise ValueError(f"reduction must be 'batchmean' or 'sum'; got {reduction!r}")
     if variant == "kl":
@@ -42,7 +47,7 @@ def resolve_loss_variant(loss: str, dataset: str) -> str:
 
 def topk_kd_loss(student_logits: torch.Tensor, values: torch.Tensor, indices: torch.Tensor,
                  temperature: float, variant: str = "kl", label_smoothing: float = 0.0,
-                 student_temperature: float | None = None) -> torch.Tensor:
+                 student_temperature: float | None = None, reduction: str = "batchmean") -> torch.Tensor:
     """:func:`kd_loss` on top-k labels (LPQLD's MR-k, ``train_FKD_LPQLD.py`` 714-790).
 
     The target is ``softmax(v / T)`` over the k stored logits ``values`` at their class
@@ -58,6 +63,8 @@ def topk_kd_loss(student_logits: torch.Tensor, values: torch.Tensor, indices: to
 
     The stored logits are placed in a row of ``-inf`` before one softmax over all classes: the same
     target as theirs up to float rounding, and with k = num_classes bit for bit :func:`kd_loss`.
+    ``reduction="sum"``: summed over the rows (0 for an empty batch), as :func:`kd_loss`, for the
+    trainer's DDP scaling.
     """
     from ..labels.topk import check_topk_pair, scatter_topk_logits, smooth_topk_values, topk_mask
 
@@ -69,13 +76,54 @@ def topk_kd_loss(student_logits: torch.Tensor, values: torch.Tensor, indices: to
         raise ValueError(f"{student_logits.shape[0]} student rows but {values.shape[0]} top-k label rows")
     full = scatter_topk_logits(smooth_topk_values(values, label_smoothing), indices, num_classes,
                                check_range=False)
+    if reduction not in ("batchmean", "sum"):
+        raise ValueError(f"reduction must be 'batchmean' or 'sum'; got {reduction!r}")
     t_student = temperature if student_temperature is None else student_temperature
     log_q = F.log_softmax(student_logits.float() / t_student, dim=1)
     if variant == "kl":
-        return F.kl_div(log_q, F.softmax(full / temperature, dim=1), reduction="batchmean")
+        return F.kl_div(log_q, F.softmax(full / temperature, dim=1), reduction=reduction)
     if variant == "kl_t2":
         inside = topk_mask(indices, num_classes)
         log_p = torch.where(inside, F.log_softmax(full / temperature, dim=1), 0.0)  # no -inf * 0
         pointwise = torch.where(inside, log_p.exp() * (log_p - log_q), 0.0)
-        return pointwise.sum() / student_logits.shape[0] * temperature ** 2
+        rows = 1 if reduction == "sum" else student_logits.shape[0]
+        return pointwise.sum() / rows * temperature ** 2
     raise ValueError(f"unknown loss variant {variant!r}; expected 'kl' or 'kl_t2'")
+
+
+def probability_target(soft, temperature: float, label_smoothing: float = 0.0) -> torch.Tensor:
+    """The [B, C] probability target the loss compares with (what calibration fits the student
+    temperature to): ``softmax(t / T)`` of full logits, or the top-k target scattered into zeros."""
+    if isinstance(soft, TopkLabels):
+        from ..labels.topk import topk_target
+        return topk_target(soft.values, soft.indices, soft.num_classes, temperature, label_smoothing)
+    t = soft.float()
+    if label_smoothing > 0:
+        t = (1 - label_smoothing) * t + label_smoothing / t.shape[1]
+    return F.softmax(t / temperature, dim=1)
+
+
+class TopkLabels(NamedTuple):
+    """A batch's top-k labels on the device: values [B, k] (float32) and class indices [B, k]."""
+    values: torch.Tensor
+    indices: torch.Tensor
+    num_classes: int
+
+    def tensor_split(self, sections: int) -> list["TopkLabels"]:
+        return [TopkLabels(v, i, self.num_classes) for v, i in
+                zip(self.values.tensor_split(sections), self.indices.tensor_split(sections))]
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.values.shape
+
+
+def distillation_loss(student_logits: torch.Tensor, soft, temperature: float, variant: str,
+                      label_smoothing: float = 0.0, student_temperature: float | None = None,
+                      reduction: str = "batchmean") -> torch.Tensor:
+    """:func:`topk_kd_loss` for :class:`TopkLabels`, :func:`kd_loss` for full logits."""
+    if isinstance(soft, TopkLabels):
+        return topk_kd_loss(student_logits, soft.values, soft.indices, temperature, variant, label_smoothing,
+                            student_temperature=student_temperature, reduction=reduction)
+    return kd_loss(student_logits, soft, temperature, variant, label_smoothing, reduction=reduction,
+                   student_temperature=student_temperature)

@@ -23,6 +23,13 @@ what ran before: a resumed run sees the same batches as an uninterrupted one. ``
 (not in the paper) walks through a fresh permutation of the pool whenever the previous one is
 used up, so every kept label is used equally often.
 
+LPQLD's draw (``prune_mode="lpqld"``, their ``train_FKD_LPQLD.py`` 558, 580-586): the pool is
+every stored batch and each epoch takes ``random.sample(pool, batches_per_epoch)``: distinct
+batches within an epoch, no last-batch remapping. Ours draws the same way from a generator seeded
+by ``(seed, epoch)`` (theirs: Python's unseeded ``random``). The pool is the first
+``int((1 - p) * total)`` batches as above, or every stored batch when the store holds fewer (their
+generator stops a few batches early).
+
 Metric-chosen pools (the metrics the authors list in ``--prune_metric`` but leave unimplemented;
 scores from :mod:`lpld.validate.selection`, definitions in ``docs/label_selection.md``): the pool
 is the ``pool_items`` units (stored batches, or stored epochs for granularity epoch) with the
@@ -44,6 +51,7 @@ GRANULARITIES = ("epoch", "batch", "batch_to_epoch")
 SCORE_METRICS = ("el2n", "aum", "entropy", "forgetting", "yoco")
 METRICS = ("random", "order", *SCORE_METRICS)
 KEEP = ("high", "low")
+PRUNE_MODES = ("lpld", "lpqld")  # lpld: torch.randint with replacement + remap; lpqld: random.sample
 
 
 def pool_size(total: int, prune_ratio: float) -> int:
@@ -87,8 +95,22 @@ class PruningPlan:
     # score metrics: one score per stored unit (length unit_total), and which end to keep
     scores: tuple[float, ...] | None = None
     keep: str = "high"
+    # "lpqld": their random.sample draw; ``stored_batches`` caps its pool at what the store holds
+    mode: str = "lpld"
+    stored_batches: int | None = None
 
     def __post_init__(self) -> None:
+        if self.mode not in PRUNE_MODES:
+            raise ValueError(f"prune_mode must be one of {PRUNE_MODES}; got {self.mode!r}")
+        if self.mode == "lpqld":
+            if self.metric != "random" or self.unit != "batch":
+                raise ValueError(f"prune_mode lpqld draws single batches at random (their random.sample); it "
+                                 f"takes prune_metric random and granularity batch, not {self.metric!r} / "
+                                 f"{self.granularity!r}")
+            if self.pool_items < self.batches_per_epoch:
+                raise ValueError(f"prune_mode lpqld draws {self.batches_per_epoch} distinct batches per epoch "
+                                 f"(their random.sample), but the pool holds {self.pool_items}; use prune_mode lpld "
+                                 f"(draws with replacement) or a store with more batches")
         if self.granularity not in GRANULARITIES:
             raise ValueError(f"granularity must be one of {GRANULARITIES}; got {self.granularity!r}")
         if self.metric not in METRICS:
@@ -120,7 +142,10 @@ class PruningPlan:
     @property
     def pool_items(self) -> int:
         """Pool size in the plan's unit (stored epochs or stored batches)."""
-        return pool_size(self.unit_total, self.prune_ratio)
+        n = pool_size(self.unit_total, self.prune_ratio)
+        if self.mode == "lpqld" and self.stored_batches is not None:
+            n = min(n, int(self.stored_batches))
+        return n
 
     @property
     def by_score(self) -> bool:
@@ -163,6 +188,8 @@ class PruningPlan:
 
     def used_batch_ids(self) -> set[int]:
         """Every stored batch a full run can touch (after the last-batch remapping)."""
+        if self.mode == "lpqld":
+            return set(range(self.pool_items))
         if self.by_score:
             if self.unit == "epoch":
                 bpe = self.batches_per_epoch
@@ -177,6 +204,9 @@ class PruningPlan:
         if not 0 <= epoch < self.train_epochs:
             raise IndexError(f"epoch {epoch} outside 0..{self.train_epochs - 1}")
         bpe = self.batches_per_epoch
+        if self.mode == "lpqld":  # distinct within the epoch, no remapping
+            rng = np.random.default_rng([self.seed, epoch])
+            return [int(b) for b in rng.choice(self.pool_items, size=bpe, replace=False)]
         draws = self._draw(epoch, 1 if self.unit == "epoch" else bpe)
         if self.by_score:  # draws are positions in the chosen pool
             pool = self.pool_ids
@@ -223,4 +253,5 @@ class PruningPlan:
                  f"{len(self.candidate_ids)} stored" if self.by_score else f"first {self.pool_items} stored")
         return (f"prune ratio {self.prune_ratio} {ratio}: pool = {which} {self.unit}(s) ({self.pool_batches} "
                 f"batches); metric {self.metric}, granularity {self.granularity}, "
-                f"{'with' if self.replacement else 'without'} replacement")
+                f"{'with' if self.replacement else 'without'} replacement"
+                + ("; LPQLD draw (distinct batches per epoch)" if self.mode == "lpqld" else ""))

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from ..config import PAPER_COMPRESSION, Option, compression_name
 from ..data import DATASET_ALIASES, DATASETS
-from .pruning import METRICS
+from .pruning import METRICS, PRUNE_MODES
 from .selection import SELECTION_SCHEMA
 
 SCRIPT = "authors' train_FKD_label_pruning_batch.py"
 SH = "authors' scripts/reproduce/main_table_*.sh"
+LPQLD = "LPQLD train_FKD_LPQLD.py"
+LPQLD_SH = "LPQLD scripts/reproduce/lpqld_in1k.sh"
 
 # Dataset names: the authors' (imagenet1k, imagenet21k, tiny) and ours (lpld.data) are both accepted.
 DATASET_NAMES = (*DATASET_ALIASES, *DATASETS)
@@ -61,6 +63,24 @@ VALIDATE_SCHEMA = {
     "smoothing_lr": Option(False, bool, "cosine stretched by smoothing_lr_strength", SCRIPT + " --smoothing_lr"),
     "smoothing_lr_strength": Option(2.0, float, "stretch of the smoothed cosine", SCRIPT + " --smoothing_lr_strength"),
     "temperature": Option(3.0, float, "distillation temperature T", SCRIPT + " --temperature"),
+    # --- LPQLD temperatures (defaults: LPLD's fixed T; LPQLD values in configs/lpqld_*.yaml) ---------
+    "temp_scheduler": Option("none", str, "teacher temperature over the epochs: none (fixed T, LPLD) | step "
+                             "(T * gamma^(e // step_size), floor 2) | cosine (T -> temp_min) | step_reverse | "
+                             "cosine_reverse; e is the 1-based epoch as theirs",
+                             LPQLD + " --temp_scheduler (lines 514-536); " + LPQLD_SH + ": step",
+                             choices=("none", "step", "cosine", "step_reverse", "cosine_reverse")),
+    "temp_step_size": Option(30, int, "step schedules: epochs per step", LPQLD_SH + " --temp_step_size 30"),
+    "temp_step_gamma": Option(0.7, float, "step schedules: factor per step", LPQLD_SH + " --temp_step_gamma 0.7 "
+                              "(their argparse default 0.5)"),
+    "temp_min": Option(2.0, float, "cosine schedules: the last epoch's temperature",
+                       LPQLD_SH + " --temp_min 2 (cosine rows; argparse default 1.0)"),
+    "temp_stu": Option(0.0, float, "fixed student temperature (> 0); 0: the teacher's T", LPQLD + " --temp_stu"),
+    "temp_stu_dynamic": Option(0.0, float, "> 0: calibrated student temperature, this value in the first epoch, "
+                               "then after every epoch the grid value (0.01..1) minimising the KL on the epoch's "
+                               "last micro-batch; used as the student's absolute temperature, as their code does",
+                               LPQLD + " --temp_stu_dynamic (lines 813-825); " + LPQLD_SH + ": 1.0"),
+    "label_quantization": Option(None, str, "accepted for their configs: the label store decides whether labels "
+                                 "are top-k (an MR-k here must match the store's k)", LPQLD + " --label_quantization"),
     "loss": Option("auto", str, "kl: KLDiv(batchmean) to softmax(t/T); kl_t2: the authors' Tiny "
                    "variant, log_target=True and x T^2; auto: kl_t2 for tiny/demo, kl otherwise",
                    SCRIPT + " train()", choices=("auto", "kl", "kl_t2")),
@@ -89,6 +109,10 @@ VALIDATE_SCHEMA = {
                           "equally often", SCRIPT + " main(): torch.randint"),
     "remap_last_batch": Option(True, bool, "batch_to_epoch: replace the last batch of a stored epoch "
                                "by its predecessor", SCRIPT + " main(): '# drop last batch'"),
+    "prune_mode": Option("lpld", str, "lpld: every epoch draws batches_per_epoch pool batches with replacement "
+                         "(torch.randint) and remaps each stored epoch's last batch; lpqld: distinct batches per "
+                         "epoch (their random.sample), no remapping", LPQLD + " lines 558, 580-586",
+                         choices=PRUNE_MODES),
     **SELECTION_SCHEMA,  # prune_keep, selection_source, proxy_epochs, yoco_topk
     "seed": Option(0, int, "seed of the model init and of the pool draws"),
     # --- run ------------------------------------------------------------------------------------

@@ -232,6 +232,10 @@ def plan_scores(cfg: argparse.Namespace, store) -> tuple[float, ...]:
 def _plan_scores(cfg: argparse.Namespace, store) -> tuple[float, ...]:
     metric = cfg.prune_metric
     source = resolve_source(metric, cfg.selection_source)
+    if store.manifest.get("label_topk") is not None:
+        raise ConfigError(f"prune_metric {metric} scores views by their full teacher distribution, but "
+                          f"{cfg.label_dir} holds top-{store.manifest['label_topk']} labels. Use prune_metric random, "
+                          f"or score a full-label store of the same run (relabel without --label-topk).")
     bpe = store.batches_per_epoch
     unit = "epoch" if cfg.granularity == "epoch" else "batch"
     needed = cfg.train_epochs * bpe

@@ -39,10 +39,11 @@ from ..utils.runtime import (autocast, keep_logits_fp32, on_for_cuda, rng_state,
 from .distributed import (DistInfo, all_reduce_, barrier, broadcast_buffers, gather_objects, init_distributed,
                           shard_indices)
 from .loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader
-from .loss import kd_loss, resolve_loss_variant
+from .loss import distillation_loss, probability_target, resolve_loss_variant
 from .optim import ModelEma, build_optimizer, build_scheduler
 from .pruning import SCORE_METRICS, PruningPlan
 from .schema import PRUNE_RATIOS, VALIDATE_SCHEMA
+from .temperature import StudentTemperature, TemperatureSchedule
 
 CHECKPOINT = "checkpoint.pth"
 BEST = "model_best.pth"
@@ -50,7 +51,12 @@ FINAL = "final.json"
 # Settings a resumed run must share with the checkpoint it continues.
 RESUME_KEYS = ("dataset", "model", "num_classes", "batch_size", "epochs", "train_epochs", "prune_ratio",
                "prune_metric", "granularity", "replacement", "remap_last_batch", "seed", "sgd",
-               "temperature", "label_dir", "train_dir", "gradient_accumulation_steps")
+               "temperature", "label_dir", "train_dir", "gradient_accumulation_steps",
+               "temp_scheduler", "temp_step_size", "temp_step_gamma", "temp_min", "temp_stu", "temp_stu_dynamic",
+               "prune_mode")
+# Resume keys added later, with the value a checkpoint that lacks them was trained with.
+RESUME_DEFAULTS = {"temp_scheduler": "none", "temp_step_size": 30, "temp_step_gamma": 0.7, "temp_min": 2.0,
+                   "temp_stu": 0.0, "temp_stu_dynamic": 0.0, "prune_mode": "lpld"}
 
 
 def as_config(cfg: argparse.Namespace | Mapping[str, Any]) -> argparse.Namespace:
@@ -72,7 +78,26 @@ def as_config(cfg: argparse.Namespace | Mapping[str, Any]) -> argparse.Namespace
         raise ConfigError(f"checkpoint_interval must be >= 1; got {ns.checkpoint_interval}")
     if ns.val_interval < 1:
         raise ConfigError(f"val_interval must be >= 1; got {ns.val_interval}")
+    try:
+        temperatures(ns)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     return ns
+
+
+def temperatures(cfg) -> tuple[TemperatureSchedule, StudentTemperature]:
+    """The teacher's temperature schedule and the student's temperature from the config
+    (``train_FKD_LPQLD.py`` 514-536, 774-780): ``temp_stu_dynamic > 0`` calibrated, else
+    ``temp_stu > 0`` fixed, else the teacher's. The defaults are LPLD's fixed T."""
+    schedule = TemperatureSchedule(kind=cfg.temp_scheduler, base=cfg.temperature, train_epochs=cfg.train_epochs,
+                                   step_size=cfg.temp_step_size, gamma=cfg.temp_step_gamma, t_min=cfg.temp_min)
+    if cfg.temp_stu_dynamic and cfg.temp_stu_dynamic > 0:
+        student = StudentTemperature("calibrated", cfg.temp_stu_dynamic)
+    elif cfg.temp_stu and cfg.temp_stu > 0:
+        student = StudentTemperature("fixed", cfg.temp_stu)
+    else:
+        student = StudentTemperature("teacher")
+    return schedule, student
 
 
 # --- data ---------------------------------------------------------------------------------------
@@ -102,9 +127,25 @@ def build_val_dataset(dataset: str, val_dir: str, transform):
 def open_store_checked(cfg, dataset: str, num_images: int):
     from ..labels import open_label_store
     from ..labels.common import StoreMismatchError, check_compatible
-    store = open_label_store(cfg.label_dir, index_dir=cfg.output_dir)  # the label folder may be read-only
+    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset)
+    # the label folder may be read-only; a regenerated store draws its crops for these images
+    store = open_label_store(cfg.label_dir, index_dir=cfg.output_dir, num_classes=num_classes,
+                             train_dir=cfg.train_dir)
     man = store.manifest
-    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or store.num_classes
+    num_classes = num_classes or store.num_classes
+    if getattr(store, "regenerated", False) and store.num_batches:
+        # drift (another torch version or device) changes every batch: report it here, in one line,
+        # rather than from inside a DataLoader worker
+        store.read(0)
+    if cfg.label_quantization is not None:
+        from ..labels.topk import parse_label_quantization
+        want = parse_label_quantization(cfg.label_quantization)
+        if want != man.get("label_topk"):
+            have = man.get("label_topk")
+            raise StoreMismatchError(f"label_quantization {cfg.label_quantization!r} asks for "
+                                     f"{'top-%d' % want if want else 'full'} labels, but {cfg.label_dir} holds "
+                                     f"{'top-%d' % have if have else 'full'} labels; relabel with --label-topk "
+                                     f"{want or 0} or drop label_quantization")
     check_compatible(store, num_images=num_images, num_classes=num_classes, batch_size=cfg.batch_size,
                      where=f"train_dir {cfg.train_dir}")
     if cfg.mix_type is not None and "mix_type" in man:
@@ -132,7 +173,8 @@ def make_plan(cfg, store) -> PruningPlan:
     plan = PruningPlan(batches_per_epoch=store.batches_per_epoch, train_epochs=cfg.train_epochs,
                        prune_ratio=cfg.prune_ratio, metric=cfg.prune_metric, granularity=cfg.granularity,
                        replacement=cfg.replacement, remap_last_batch=cfg.remap_last_batch, seed=cfg.seed,
-                       scores=scores, keep=cfg.prune_keep)
+                       scores=scores, keep=cfg.prune_keep, mode=cfg.prune_mode,
+                       stored_batches=store.num_batches if cfg.prune_mode == "lpqld" else None)
     if plan.required_batches > store.num_batches:
         from ..labels.common import StoreMismatchError
         man = store.manifest
@@ -146,11 +188,18 @@ def make_plan(cfg, store) -> PruningPlan:
 
 # --- training -----------------------------------------------------------------------------------
 def train_one_epoch(model, ema, optimizer, loader, device, cfg, variant: str, epoch: int,
-                    info: DistInfo, inputs: BatchInputs) -> dict[str, float]:
+                    info: DistInfo, inputs: BatchInputs, temperature: float | None = None,
+                    student: StudentTemperature | None = None) -> dict[str, float]:
     """One epoch of the authors' ``train()``: per stored batch, ``ceil(rows / (batch_size / accum))``
     forward/backward passes (the last in sync across ranks), an EMA step after each pass, one
-    optimiser step. Loss and accuracy stay on the device until the log interval."""
+    optimiser step. Loss and accuracy stay on the device until the log interval.
+
+    ``temperature``: the teacher's T of this epoch (default ``cfg.temperature``); ``student``: the
+    student's temperature, calibrated after the epoch on its last micro-batch (LPQLD)."""
     model.train()
+    t_teacher = float(cfg.temperature if temperature is None else temperature)
+    t_student = None if student is None else student.current(t_teacher)
+    last_pass = None
     module = _unwrap(model)
     chunk_rows = cfg.batch_size // cfg.gradient_accumulation_steps
     sums = DeviceSums(("loss", "top1", "top5", "n"), device)
@@ -179,8 +228,11 @@ def train_one_epoch(model, ema, optimizer, loader, device, cfg, variant: str, ep
             with contextlib.nullcontext() if in_sync else model.no_sync():
                 with autocast(device, cfg.amp):
                     out = model(x)
-                loss = kd_loss(out, t, cfg.temperature, variant, cfg.label_smoothing, reduction="sum")
+                loss = distillation_loss(out, t, t_teacher, variant, cfg.label_smoothing,
+                                         student_temperature=t_student, reduction="sum")
                 (loss * scale).backward()
+            if k == passes - 1:
+                last_pass = (out.detach(), t)
             if ema is not None:
                 ema.step(module)  # per forward/backward pass, as the authors call it
             n = x.shape[0]
@@ -196,13 +248,57 @@ def train_one_epoch(model, ema, optimizer, loader, device, cfg, variant: str, ep
     if seen_batches:
         with open(os.path.join(cfg.output_dir, f"batches_rank{info.rank}.jsonl"), "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in seen_batches)
+    if student is not None and student.mode == "calibrated" and last_pass is not None:
+        calibrate(student, last_pass, t_teacher, cfg.label_smoothing, info)
     totals = all_reduce_(sums.values, info).tolist()  # waits for the device: the epoch time is real
     elapsed = time.perf_counter() - t_epoch
     loss, c1, c5, seen = totals
     seen = max(seen, 1)
     return {"train_loss": loss / seen, "train_top1": 100.0 * c1 / seen, "train_top5": 100.0 * c5 / seen,
             "train_images": int(round(seen)), "epoch_time_s": elapsed, "images_per_s": seen / max(elapsed, 1e-9),
-            "data_wait_frac": data_wait / max(elapsed, 1e-9), "steps": steps}
+            "data_wait_frac": data_wait / max(elapsed, 1e-9), "steps": steps, "temperature": t_teacher,
+            "student_temperature": t_student if t_student is not None else t_teacher}
+
+
+def calibrate(student: StudentTemperature, last_pass, temperature: float, label_smoothing: float,
+              info: DistInfo) -> float:
+    """The student temperature for the next epoch, fitted on the epoch's last micro-batch
+    (``train_FKD_LPQLD.py`` 813-825). Under DDP each rank holds a slice of that micro-batch: the
+    slices are gathered in rank order, so every rank fits on the same rows and picks the same T."""
+    out, soft = last_pass
+    with torch.no_grad():
+        target = probability_target(soft, temperature, label_smoothing)
+        pieces = gather_objects((out.detach().float().cpu(), target.cpu()), info)
+    logits = torch.cat([p[0] for p in pieces])
+    return student.end_epoch(logits, torch.cat([p[1] for p in pieces]))
+
+
+def label_bytes(cfg, store, plan: PruningPlan, num_images: int, batches_used: int) -> dict[str, Any]:
+    """What the labels cost: ``label_bytes_actual`` (every file of the store on disk, manifests
+    included), ``label_bytes_full`` (the full fp16 store of the same relabel run: prune 0, all
+    classes, recorded augmentation; from the array specs), ``compression_actual`` (their ratio),
+    ``compression_nominal`` (1 / (1 - prune_ratio) times full / stored bytes of one view's labels:
+    the figure a method's name claims), the pool against one epoch's batches, and
+    ``label_bytes_used`` (label bytes of the batches a run can touch)."""
+    from ..labels.store import full_store_bytes, label_row_bytes
+    man = store.manifest
+    row = label_row_bytes(man)
+    full_row = int(man["num_classes"]) * 2
+    actual = store.nbytes()
+    try:
+        full = full_store_bytes({**man, "epochs": man.get("epochs") or cfg.epochs}, num_images=num_images)
+    except (KeyError, ValueError, TypeError):
+        full = None
+    return {
+        "label_topk": man.get("label_topk"), "label_codec": man.get("label_codec"),
+        "augmentation": man.get("augmentation", "recorded"),
+        "label_bytes_used": batches_used * store.batch_size * row,
+        "label_bytes_actual": actual, "label_bytes_full": full,
+        "compression_nominal": round(full_row / row / (1 - cfg.prune_ratio), 6),
+        "compression_actual": None if full is None else round(full / actual, 3),
+        "pool_batches": plan.pool_batches, "batches_per_epoch": store.batches_per_epoch,
+        "small_pool": plan.pool_batches < store.batches_per_epoch,
+    }
 
 
 def _unwrap(model):
@@ -266,13 +362,15 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     scheduler = build_scheduler(optimizer, cfg, dataset)
     ema = ModelEma(model, beta=cfg.ema_decay) if cfg.ema else None
 
+    schedule, student = temperatures(cfg)
     start_epoch, best_top1, last_val = 0, 0.0, None
     ckpt_path = os.path.join(cfg.output_dir, CHECKPOINT)
     rng = None
     if cfg.resume and os.path.isfile(ckpt_path):
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         saved = state.get("resume_state", {})
-        diff = {k: (saved.get(k), v) for k, v in _resume_state(cfg).items() if saved.get(k) != v}
+        diff = {k: (saved.get(k, RESUME_DEFAULTS.get(k)), v) for k, v in _resume_state(cfg).items()
+                if saved.get(k, RESUME_DEFAULTS.get(k)) != v}
         if diff:
             raise ConfigError(f"--resume: {ckpt_path} was written with other settings "
                               f"(option: checkpoint value, current value) {diff}; use another --output-dir")
@@ -286,6 +384,8 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
                 scheduler.step()
         if ema is not None and state.get("ema"):
             ema.restore(state["ema"])
+        if state.get("student_temperature"):  # the calibrated value the next epoch uses
+            student.load_state_dict(state["student_temperature"])
         rngs = state.get("rng") or []
         rng = rngs[info.rank] if info.rank < len(rngs) else (rngs[0] if rngs else None)
     elif cfg.resume and info.is_main:
@@ -307,7 +407,7 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     pin = device.type == "cuda"
     loader = build_train_loader(train_ds, sampler, workers=cfg.workers, pin_memory=pin,
                                 fetcher=cfg.fetcher, prefetch_factor=cfg.prefetch_factor, seed=cfg.seed)
-    inputs = BatchInputs(device, mean, std, channels_last=channels_last, bank=bank)
+    inputs = BatchInputs(device, mean, std, channels_last=channels_last, bank=bank, num_classes=num_classes)
     val_ds = build_val_dataset(dataset, cfg.val_dir, student_val_transform(dataset, size))
     if info.enabled:
         val_ds = Subset(val_ds, shard_indices(len(val_ds), info))
@@ -323,7 +423,8 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     log = MetricsLog(os.path.join(cfg.output_dir, "metrics")) if info.is_main else None
     if info.is_main:
         print(f"validate: {plan.describe()}; student {cfg.model} ({num_classes} classes, tiny stem "
-              f"{tiny_stem}); loss {variant}, T={cfg.temperature}; {len(images)} images, "
+              f"{tiny_stem}); loss {variant}, {schedule.describe()}, student T {student.mode}"
+              f"{'' if student.mode == 'teacher' else ' ' + format(student.value, 'g')}; {len(images)} images, "
               f"{store.batches_per_epoch} batches/epoch; world size {info.world_size}; device {device}")
     if rng is not None:
         set_rng_state(rng)  # last: building the model and the loaders drew from the global RNG
@@ -331,7 +432,8 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     for epoch in range(start_epoch, cfg.train_epochs):
         lr = optimizer.param_groups[0]["lr"]
         sampler.set_epoch(epoch)
-        epoch_stats = train_one_epoch(train_model, ema, optimizer, loader, device, cfg, variant, epoch, info, inputs)
+        epoch_stats = train_one_epoch(train_model, ema, optimizer, loader, device, cfg, variant, epoch, info, inputs,
+                                      temperature=schedule.at(epoch), student=student)
         scheduler.step()
         # every rank evaluates (its shard of) the very model rank 0 saves
         broadcast_buffers(model, info)
@@ -351,7 +453,8 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
             extra = dict(optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(), epoch=epoch + 1,
                          best_top1=best_top1, last_val=last_val, rng=rngs,
                          ema=ema.checkpoint() if ema is not None else None,
-                         plan=dataclasses.asdict(plan), resume_state=_resume_state(cfg), classes=checked.classes)
+                         plan=dataclasses.asdict(plan), resume_state=_resume_state(cfg), classes=checked.classes,
+                         student_temperature=student.state_dict())
             if save:
                 save_checkpoint(ckpt_path, model, **extra)
             if last_val is not None and "val_top1" in record and record["val_top1"] >= best_top1:
@@ -367,16 +470,17 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
         last_val = validate_now()
         best_top1 = max(best_top1, last_val["top1"])
     used = plan.used_batch_ids()
-    per_batch_logits = store.batch_size * store.num_classes * 2  # fp16 logits of one full batch
     result = {
         "top1": last_val["top1"], "top5": last_val["top5"], "val_loss": last_val["loss"],
         "best_top1": best_top1, "dataset": cfg.dataset, "model": cfg.model, "epochs": cfg.train_epochs,
         "prune_ratio": cfg.prune_ratio, "compression": PRUNE_RATIOS.get(cfg.prune_ratio, ""),
         "prune_metric": cfg.prune_metric, "granularity": cfg.granularity,
-        "label_batches_used": len(used), "pool_batches": plan.pool_batches,
-        "label_bytes_used": len(used) * per_batch_logits,
+        "label_batches_used": len(used),
         "label_bytes_store": store.nbytes(), "world_size": info.world_size,
         "images_per_s": epoch_stats.get("images_per_s"), "output_dir": cfg.output_dir,
+        **label_bytes(cfg, store, plan, len(images), len(used)),
+        "temp_scheduler": cfg.temp_scheduler, "temperature_last": epoch_stats.get("temperature"),
+        "student_temperature_last": epoch_stats.get("student_temperature"), "prune_mode": cfg.prune_mode,
     }
     if info.is_main:
         atomic_json_dump(result, os.path.join(cfg.output_dir, FINAL))
