@@ -6,7 +6,11 @@
 # epochs) and the calibrated student temperature 1.0. Those validate keys live in
 # relabel_and_validate/configs/lpqld_in1k.yaml.
 #
-# Paper numbers: the LPQLD paper's ImageNet-1K table (arXiv 2604.18135); compare against it.
+# Published ResNet-18 top-1 (their README, "Previous Soft Labels vs. Ours", storage / top-1):
+#   IPC | full labels      | LPLD x40        | LPQLD x40 (MR-100) | x80 (MR-50)     | x200 (MR-10)
+#    10 | 5.67 GB / 20.1%  | 0.14 GB / 20.2% | 0.13 GB / 29.6%    | 0.07 GB / 27.3% | 0.03 GB / 20.0%
+#    20 | 11.33 GB / 33.6% | 0.29 GB / 33.0% | 0.25 GB / 41.2%    | 0.15 GB / 38.6% | 0.06 GB / 30.5%
+#    50 | 28.33 GB / 46.8% | 0.71 GB / 46.7% | 0.63 GB / 51.3%    | 0.37 GB / 49.6% | 0.14 GB / 43.0%
 #
 # Usage (from any directory; extra pipeline flags go last and win, e.g. --ipcs 10 --seeds 0 1 2):
 #   DATA_PATH=/data/imagenet bash relabel_and_validate/scripts/reproduce/lpqld_in1k.sh [--device cuda]
