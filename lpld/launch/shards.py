@@ -40,13 +40,13 @@ def split_range(start: int, end: int, index: int, count: int, align: int = 1) ->
         if k in (0, count):
             return start if k == 0 else end
         b = start + (end - start) * k // count
-        return min(end, max(start, round(b / align) * align))
+        return min(end, max(start, (b + align // 2) // align * align))
     return cut(index), cut(index + 1)
 
 
-def run_shard(kind: str, stage_cfg: argparse.Namespace, shard: tuple[int, int]) -> Any:
+def run_shard(kind: str, stage_cfg: argparse.Namespace, shard: tuple[int, int], **stage_kwargs: Any) -> Any:
     """Run shard ``shard = (index, count)`` of a recover or relabel stage config (the config the
-    stage would run unsharded)."""
+    stage would run unsharded). ``stage_kwargs`` go to the stage function (relabel: ``teacher``)."""
     index, count = shard
     if kind == "recover":
         from ..recover import run_recovery
@@ -54,13 +54,14 @@ def run_shard(kind: str, stage_cfg: argparse.Namespace, shard: tuple[int, int]) 
         if start >= end:
             print(f"[shard {index}/{count}] no class in this shard")
             return None
-        return run_recovery(argparse.Namespace(**{**vars(stage_cfg), "class_start": start, "class_end": end}))
+        return run_recovery(argparse.Namespace(**{**vars(stage_cfg), "class_start": start, "class_end": end}),
+                            **stage_kwargs)
     if kind == "relabel":
         from ..relabel import run_relabel
         if getattr(stage_cfg, "format", "ours") != "ours":
             raise InputValueError("sharded relabelling writes our store format; convert the merged store with "
                                   "lpld convert-labels --to authors")
-        return run_relabel(argparse.Namespace(**{**vars(stage_cfg), "batch_shard": [index, count]}))
+        return run_relabel(argparse.Namespace(**{**vars(stage_cfg), "batch_shard": [index, count]}), **stage_kwargs)
     raise InputValueError(f"a step of kind {kind!r} cannot be sharded; only recover (classes) and relabel "
                           f"(batches) are")
 
