@@ -25,6 +25,8 @@ from .utils.io import is_disk_full
 # name -> (module, function, help). Functions take argv.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("lpld.pipeline", "main", "the whole pipeline (defaults: the built-in demo dataset)"),
+    "pipeline": ("lpld.pipeline", "main", "the whole pipeline from a config (configs/pipeline/*.yaml)"),
+    "report": ("lpld.report", "main", "results of finished runs: mean ± std over seeds, table and plot"),
     "make-demo": ("lpld.cli", "make_demo", "generate the built-in demo dataset into a folder"),
     "squeeze-train": ("lpld.cli", "squeeze_train", "stage 1: train a teacher"),
     "class-stats": ("lpld.cli", "class_stats", "stage 1: record class-wise BN statistics"),

@@ -10,7 +10,15 @@ increasing priority: the schema defaults, YAML files, command-line flags. YAML m
 
 A stage reads the sections it names (e.g. validate reads ``common`` and ``validate``); an unknown
 key or a value of the wrong type is an error that names the key and the file. Keys may use ``-`` or
-``_``. ``aim`` (the authors' experiment-tracker tags) is accepted and ignored.
+``_``. Keys the authors' files carry that have no effect here (``aim`` experiment-tracker tags, options
+marked ``Option(ignored=...)`` such as ``gpus``) are accepted, and each one a file sets is reported in
+one line naming the file and the key, so nothing is dropped silently.
+
+:func:`stage_config` is the one resolution path: the command line of every stage (:func:`parse_config`)
+and the pipeline build a stage's namespace through it.
+
+The paper's names of its label-pruning ratios live here too (:data:`PAPER_COMPRESSION`), the one
+table every stage and report uses.
 """
 from __future__ import annotations
 
@@ -30,6 +38,35 @@ class ConfigError(ValueError):
     pass
 
 
+# Nominal label compression of the paper's pruning ratios (Tables 2 and 3: 0 / 0.9 / 0.95 / 0.97 /
+# 0.975 are called 1x / 10x / 20x / 30x / 40x; 0.97 is "30x" although 1 / (1 - 0.97) = 33.3).
+PAPER_COMPRESSION = {0.0: 1.0, 0.9: 10.0, 0.95: 20.0, 0.97: 30.0, 0.975: 40.0}
+
+
+def compression_nominal(prune_ratio: float) -> float:
+    """The paper's name of a ratio when it has one, else 1 / (1 - ratio) (inf for ratio 1)."""
+    ratio = float(prune_ratio)
+    if ratio in PAPER_COMPRESSION:
+        return PAPER_COMPRESSION[ratio]
+    return float("inf") if ratio >= 1 else round(1 / (1 - ratio), 2)
+
+
+def compression_name(prune_ratio: float) -> str:
+    """``0.975 -> "40x"``, ``0.5 -> "2x"``, ``1.0 -> "inf"``."""
+    value = compression_nominal(prune_ratio)
+    return "inf" if value == float("inf") else f"{value:g}x"
+
+
+def report_ignored(where: str, key: str, why: str) -> None:
+    """One line per ignored key a config file sets (printed once per file and key)."""
+    if (where, key) not in _REPORTED:
+        _REPORTED.add((where, key))
+        print(f"config: {where}: '{key}' is ignored ({why})", flush=True)
+
+
+_REPORTED: set[tuple[str, str]] = set()
+
+
 @dataclasses.dataclass
 class Option:
     default: Any
@@ -37,6 +74,7 @@ class Option:
     help: str = ""
     source: str = ""  # where the default comes from (paper table, authors' script and flag)
     choices: Sequence[Any] | None = None
+    ignored: str = ""  # non-empty: accepted for the authors' files, no effect; the reason is reported
 
     def kind(self) -> type:
         if self.type is not None:
@@ -93,6 +131,7 @@ def flatten_yaml(data: Mapping[str, Any], sections: Iterable[str], path: str) ->
             raise ConfigError(f"{path}: section '{section}' must be a mapping")
         for sub, content in body.items():
             if sub in IGNORED_SUBSECTIONS:
+                report_ignored(path, f"{section}.{sub}", "the authors' experiment-tracker tags")
                 continue
             where = f"{path}: {section}.{sub}"
             if sub == "store_true":
@@ -122,8 +161,10 @@ def load_yaml(path: str, sections: Iterable[str] = AUTHORS_SECTIONS) -> dict[str
     return flatten_yaml(data, sections, path)
 
 
-def resolve(schema: Schema, layers: Sequence[tuple[str, Mapping[str, Any]]]) -> argparse.Namespace:
-    """Merge ``layers`` (``(where, {name: value})``, lowest priority first) over the defaults."""
+def resolve(schema: Schema, layers: Sequence[tuple[str, Mapping[str, Any]]], *,
+            report: bool = False) -> argparse.Namespace:
+    """Merge ``layers`` (``(where, {name: value})``, lowest priority first) over the defaults;
+    ``report``: print a line for each ignored option a layer sets."""
     values = {name: opt.default for name, opt in schema.items()}
     for where, layer in layers:
         for key, value in layer.items():
@@ -133,7 +174,18 @@ def resolve(schema: Schema, layers: Sequence[tuple[str, Mapping[str, Any]]]) -> 
                 hint = f" (similar: {close})" if close else ""
                 raise ConfigError(f"{where}: unknown option '{key}'{hint}")
             values[name] = _coerce(name, value, schema[name], where)
+            if report and schema[name].ignored and value is not None:
+                report_ignored(where, key, schema[name].ignored)
     return argparse.Namespace(**values)
+
+
+def stage_config(schema: Schema, sections: Iterable[str], files: Sequence[str],
+                 overrides: Mapping[str, Any], where: str = "command line") -> argparse.Namespace:
+    """A stage's namespace: schema defaults < each YAML file (its ``sections``) < ``overrides``
+    (``None`` values are left out). The one path from configuration to a stage's settings."""
+    sections = tuple(sections)
+    layers = [(path, load_yaml(path, sections)) for path in files]
+    return resolve(schema, layers + [(where, {k: v for k, v in overrides.items() if v is not None})], report=True)
 
 
 def add_schema_arguments(parser: argparse.ArgumentParser, schema: Schema) -> None:
@@ -159,11 +211,9 @@ def parse_config(schema: Schema, argv: Sequence[str] | None = None, *, sections:
     parser.add_argument("--config", nargs="*", default=[], help="YAML config file(s); later ones win")
     add_schema_arguments(parser, schema)
     args = parser.parse_args(argv)
-    sections = tuple(sections)
-    layers = [(path, load_yaml(path, sections)) for path in args.config]
-    cli = {k: v for k, v in vars(args).items() if k != "config" and v is not None}
+    cli = {k: v for k, v in vars(args).items() if k != "config"}
     try:
-        ns = resolve(schema, layers + [("command line", cli)])
+        ns = stage_config(schema, sections, args.config, cli)
     except ConfigError as err:
         parser.error(str(err))
     ns.config = list(args.config)

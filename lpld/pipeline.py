@@ -1,37 +1,56 @@
-"""The main job: every stage in order, then a table of student accuracy vs label storage.
+"""The one orchestrator: every stage in order, skipping what is done, then the results report.
 
-squeeze (teacher + class-wise BN statistics) -> recover (LPLD class-wise images and the SRe2L
-across-class baseline) -> relabel (one label store per method and compression, generating only the
-kept share of the batches: the authors' "less label" mode) -> validate (a student per method and
-compression) -> ``results.{csv,json,md}``.
+squeeze (teacher + class-wise BN statistics) -> images (LPLD / SRe2L recovery, RDED, a random real
+subset) -> relabel (one soft-label store per image set, label top-k and, in ``label_mode: less``,
+prune ratio) -> validate (a student per row and seed) -> ``lpld report`` (``results.{md,csv,json}``
+and ``results.png``).
 
-Every step is skipped when its output is complete, and the long ones resume where they stopped, so
-re-running the same command after an interruption finishes the job.
+The job is a list of named steps (:func:`plan`). :func:`run_pipeline` runs them in order and skips
+each step whose output is complete (:func:`step_done`); the long steps resume inside themselves
+(recovery skips finished classes, relabel continues its store, validate its checkpoint). So a run
+stopped at any point -- Ctrl-C, a SIGTERM from a scheduler's time limit, a crash -- finishes when
+the same command is run again, and the results equal an uninterrupted run's. The paper-table
+scripts (``relabel_and_validate/scripts/reproduce/*.sh``) and the demo are configurations of this
+module; a cluster launcher runs single steps with :func:`run_step` (``shard`` splits the classes of
+a recovery or the batches of a relabel step).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import os
 import time
 from typing import Any, Callable
 
-from .config import Option, load_yaml, parse_config, resolve
-from .utils.io import atomic_json_dump, atomic_write_text
+from .config import AUTHORS_SECTIONS, Option, compression_name, parse_config, stage_config
+from .utils.io import atomic_json_dump
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-RECOVER_MODES = {"lpld": "class", "sre2l": "sre2l"}
-# Full labels (1x) are replayed epoch by epoch in stored order, as the authors' less_label_*.sh
-# scripts do for ratio 0 (prune_metric order, granularity epoch); pruned runs use the config's.
-UNPRUNED_REPLAY = {"prune_metric": "order", "granularity": "epoch"}
+# method -> (image source, recovery settings). "recover": model inversion (lpld.recover), the others
+# select real images (lpld.recover.rded, lpld.recover.random_real).
+METHODS = {
+    "lpld": ("recover", {"mode": "class"}),                          # class-wise batches + class-wise BN
+    "sre2l": ("recover", {}),                                        # sre2l_configs: across-class batches
+    "cb_global": ("recover", {"mode": "class", "bn_target": "global"}),  # Table 4 ablation
+    "rded": ("rded", {}),
+    "random_real": ("random_real", {}),
+}
+# Full labels are replayed epoch by epoch in stored order, as the authors' scripts do for ratio 0
+# ("do not use random sampling for 0.0 ratio"; main_table_*.sh), except on ImageNet-21K-P
+# (main_table_in21k.sh keeps random / batch_to_epoch).
+UNPRUNED_REPLAY = ("order", "epoch")
 
 PIPELINE_SCHEMA = {
     "output_dir": Option("outputs/demo", str, "everything the job writes goes under this folder"),
     "device": Option("auto", str, "auto | cpu | cuda | cuda:N"),
-    "dataset": Option("demo", str, "demo (generated), tiny, imagenet ...: passed to every stage"),
-    "data_path": Option(None, str, "real dataset root (default for demo: <output_dir>/data, generated)"),
-    "val_dir": Option(None, str, "validation set for the students (default: <data_path>/val, or the "
+    "dataset": Option("demo", str, "demo (generated), tiny, imagenet, in21k ...: passed to every stage"),
+    "data_path": Option(None, str, "real dataset root (demo: generated at <output_dir>/data when unset)"),
+    "demo_data": Option([], list, "settings of the generated demo dataset as KEY=VALUE (num_classes, "
+                        "image_size, train_per_class, val_per_class, seed)"),
+    "val_dir": Option(None, str, "validation set of the students (default: <data_path>/val; the "
                                  "Tiny-ImageNet root for tiny)"),
     "squeeze_configs": Option(["squeeze/configs/demo.yaml"], list,
                               "YAML files shared by teacher training and the class-statistics pass"),
@@ -39,146 +58,405 @@ PIPELINE_SCHEMA = {
                                     "YAML files with the training-only keys (epochs, lr ...)"),
     "teacher": Option(None, str, "an existing class-BN teacher (skips squeeze), e.g. the authors' "
                                  "resnet18_tiny_0.pth"),
+    "relabel_teacher": Option(None, str, "teacher whose logits are the soft labels (default: teacher)"),
     "recover_configs": Option(["recover/configs/demo.yaml"], list, "YAML files of the recovery stage"),
     "sre2l_configs": Option(["recover/configs/sre2l.yaml"], list,
                             "YAML overlays that turn recovery into the SRe2L baseline"),
+    "rded_configs": Option(["recover/configs/rded_demo.yaml"], list, "YAML files of RDED (lpld rded)"),
+    "random_real_configs": Option(["recover/configs/random_real_demo.yaml"], list,
+                                  "YAML files of the random real subset (lpld random-real)"),
     "label_configs": Option(["relabel_and_validate/configs/demo.yaml"], list,
                             "YAML files of relabel and validate (authors' common/relabel/validate layout)"),
-    "methods": Option(["lpld", "sre2l"], list, "lpld (class-wise batching) and/or sre2l (across classes)"),
+    "images_root": Option(None, str, "where image sets live (default: <output_dir>/images); a complete "
+                                     "set there (e.g. downloaded) is used as it is"),
+    "image_names": Option([], list, "METHOD=NAME folder names under images_root ({ipc} is replaced), "
+                                    "e.g. lpld=LPLD_tiny_rn18_4k_ipc{ipc} (download.sh's names); "
+                                    "default: <method>_ipc<ipc>"),
+    "labels_root": Option(None, str, "where label stores live (default: <output_dir>/labels); a complete "
+                                     "store there (e.g. the authors' downloaded labels) is used as it is"),
+    "label_names": Option([], list, "METHOD=NAME store names under labels_root ({ipc}, {ratio_tag} are "
+                                    "replaced); default: <method>_ipc<ipc>[_top<k>][_<compression>]"),
+    "methods": Option(["lpld", "sre2l"], list, f"image sources: {' | '.join(METHODS)}"),
+    "ipc": Option(10, int, "images per class"),
+    "ipcs": Option([], list, "several IPCs (a row block each); default: [ipc]"),
     "prune_ratios": Option([0.0, 0.9, 0.975], list, "label pruning ratios: 0 = 1x, 0.9 = 10x, 0.975 = 40x"),
-    "ipc": Option(10, int, "images per class to synthesise"),
+    "label_topks": Option([0], list, "label top-k per row (LPQLD; 0 = all classes)"),
+    "label_mode": Option("less", str, "less: one store per ratio holding only the kept batches (the authors' "
+                         "less_label_*.sh); full: one full store per image set, pruned when the student "
+                         "trains (their main_table_*.sh)", choices=("less", "full")),
+    "students": Option([], list, "student architectures (default: the label config's model)"),
+    "prune_schemes": Option([], list, "METRIC/GRANULARITY per row, e.g. random/batch_to_epoch order/epoch "
+                            "(default: the label config's; ratio 0 replays in order, epoch by epoch)"),
+    "seeds": Option([0], list, "student seeds (model init and pool draws): a student per seed"),
+    "diversity": Option(False, bool, "within-class diversity (cosine, MMD) of every image set, in the report"),
+    "table": Option("", str, "name of this job in the report (e.g. the paper table)"),
     "workers": Option(None, int, "data-loading workers for every stage (default: each config's)"),
     "progress": Option(True, bool, "tqdm progress bars"),
 }
 
 
-def _stage_cfg(schema, sections, files: list[str], overrides: dict[str, Any]) -> argparse.Namespace:
-    layers = [(path, load_yaml(_repo_path(path), sections)) for path in files]
-    return resolve(schema, layers + [("pipeline", {k: v for k, v in overrides.items() if v is not None})])
-
-
+# ---- configuration -----------------------------------------------------------------------------------
 def _repo_path(path: str) -> str:
     return path if os.path.isabs(path) or os.path.exists(path) else os.path.join(HERE, path)
 
 
-def _step(name: str, done: bool, fn: Callable[[], Any]) -> Any:
-    if done:
-        print(f"[skip] {name}: already complete")
-        return None
-    print(f"[run ] {name}")
-    t0 = time.time()
-    out = fn()
-    print(f"[done] {name} in {time.time() - t0:.1f}s")
+def _stage(schema, sections, files: list[str], overrides: dict[str, Any]) -> argparse.Namespace:
+    return stage_config(schema, sections, [_repo_path(p) for p in files], overrides, where="pipeline")
+
+
+def _pairs(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = str(item).partition("=")
+        if not sep:
+            raise ValueError(f"{what}: expected KEY=VALUE, got {item!r}")
+        out[key] = value
     return out
 
 
-def compression_name(prune_ratio: float) -> str:
-    return f"{round(1 / (1 - prune_ratio))}x" if prune_ratio < 1 else "inf"
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One result row (a student per seed): what the report groups by."""
+    method: str
+    ipc: int
+    label_topk: int
+    prune_ratio: float
+    student: str | None
+    scheme: tuple[str, str] | None
+
+    @property
+    def compression(self) -> str:
+        return compression_name(self.prune_ratio)
+
+    @property
+    def tag(self) -> str:
+        parts = [f"{self.method}_ipc{self.ipc}"] + ([f"top{self.label_topk}"] if self.label_topk else [])
+        parts.append(self.compression)
+        if self.student:
+            parts.append(self.student.replace("/", "-"))
+        if self.scheme:
+            parts.append("_".join(self.scheme))
+        return "_".join(parts)
 
 
-def run_pipeline(cfg: argparse.Namespace) -> list[dict[str, Any]]:
-    from .data import make_demo_dataset
-    from .recover import RECOVER_SCHEMA, run_recovery
-    from .relabel import RELABEL_SCHEMA, run_relabel
-    from .squeeze import CLASS_STATS_SCHEMA, TRAIN_SCHEMA, run_class_stats, run_teacher_training
-    from .validate import VALIDATE_SCHEMA, run_validate
+def rows(cfg: argparse.Namespace) -> list[Row]:
+    ipcs = [int(i) for i in cfg.ipcs] or [cfg.ipc]
+    for method in cfg.methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
+    schemes = [tuple(s.split("/")) for s in cfg.prune_schemes] or [None]
+    for s in schemes:
+        if s is not None and len(s) != 2:
+            raise ValueError(f"prune_schemes: expected METRIC/GRANULARITY, got {'/'.join(s)!r}")
+    return [Row(m, i, int(k or 0), float(r), s or None, sc) for i, m, k, s, r, sc in itertools.product(
+        ipcs, cfg.methods, cfg.label_topks, cfg.students or [None], cfg.prune_ratios, schemes)]
 
-    out = os.path.abspath(cfg.output_dir)
-    common = {"device": cfg.device, "progress": cfg.progress, "workers": cfg.workers}
-    data_path = cfg.data_path or os.path.join(out, "data")
-    if cfg.dataset == "demo" and not cfg.data_path:
-        _step("demo dataset", os.path.isfile(os.path.join(data_path, "demo.json")),
-              lambda: make_demo_dataset(data_path))
 
-    # 1. squeeze: teacher, then class-wise BN statistics
-    teacher = cfg.teacher
-    if teacher is None:
-        sq_dir = os.path.join(out, "squeeze")
-        teacher = os.path.join(sq_dir, "teacher_class_bn.pth")
-        train_cfg = _stage_cfg(TRAIN_SCHEMA, ("common", "squeeze"), cfg.squeeze_configs + cfg.teacher_train_configs,
-                               {**common, "dataset": cfg.dataset, "data_path": data_path, "output_dir": sq_dir,
-                                "resume": os.path.isfile(os.path.join(sq_dir, "checkpoint.pth"))})
-        _step("squeeze: teacher training", os.path.isfile(os.path.join(sq_dir, "teacher.pth")),
-              lambda: run_teacher_training(train_cfg))
-        stats_cfg = _stage_cfg(CLASS_STATS_SCHEMA, ("common", "squeeze"), cfg.squeeze_configs,
-                               {**common, "dataset": cfg.dataset, "data_path": data_path,
-                                "weights": os.path.join(sq_dir, "teacher.pth"), "output": teacher})
-        _step("squeeze: class-wise BN statistics", os.path.isfile(teacher), lambda: run_class_stats(stats_cfg))
+def _out(cfg) -> str:
+    return os.path.abspath(cfg.output_dir)
 
-    # The teacher decides the class count for every later stage (a dataset subset has fewer classes
-    # than the dataset presets say).
+
+def data_path(cfg) -> str:
+    return cfg.data_path or os.path.join(_out(cfg), "data")
+
+
+def teacher_path(cfg) -> str:
+    return cfg.teacher or os.path.join(_out(cfg), "squeeze", "teacher_class_bn.pth")
+
+
+def image_dir(cfg, method: str, ipc: int) -> str:
+    root = cfg.images_root or os.path.join(_out(cfg), "images")
+    name = _pairs(cfg.image_names, "image_names").get(method, f"{method}_ipc{{ipc}}")
+    return os.path.join(os.path.abspath(root), name.format(ipc=ipc))
+
+
+def label_dir(cfg, row: Row) -> str:
+    root = os.path.abspath(cfg.labels_root or os.path.join(_out(cfg), "labels"))
+    less = cfg.label_mode == "less" and row.prune_ratio > 0
+    name = _pairs(cfg.label_names, "label_names").get(row.method)
+    if name:
+        return os.path.join(root, name.format(ipc=row.ipc, ratio_tag=str(row.prune_ratio).replace("0.", "")
+                                              if less else "", topk=row.label_topk))
+    tag = f"{row.method}_ipc{row.ipc}" + (f"_top{row.label_topk}" if row.label_topk else "")
+    return os.path.join(root, tag + (f"_{row.compression}" if less else ""))
+
+
+def student_dir(cfg, row: Row, seed: int) -> str:
+    return os.path.join(_out(cfg), "students", row.tag, f"seed{seed}")
+
+
+# ---- the plan ------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Step:
+    name: str                 # unique, "/"-separated
+    after: tuple[str, ...]    # steps that must finish first
+    kind: str                 # train | recover | relabel | light
+
+
+def _relabel_name(cfg, row: Row) -> str:
+    return "relabel/" + os.path.basename(label_dir(cfg, row))
+
+
+def plan(cfg: argparse.Namespace) -> list[Step]:
+    """Every step of the job, in an order that runs each after the steps it needs."""
+    steps: list[Step] = []
+    teacher_steps: tuple[str, ...] = ()
+    if cfg.dataset == "demo":  # generated at data_path unless the same demo dataset is there
+        steps.append(Step("data/demo", (), "light"))
+    data = tuple(s.name for s in steps)
+    if cfg.teacher is None:
+        steps += [Step("squeeze/teacher", data, "train"), Step("squeeze/class_stats", ("squeeze/teacher",), "light")]
+        teacher_steps = ("squeeze/class_stats",)
+    table = rows(cfg)
+    images = list(dict.fromkeys((r.method, r.ipc) for r in table))
+    for method, ipc in images:
+        steps.append(Step(f"images/{method}_ipc{ipc}", data + teacher_steps, "recover"))
+    if cfg.diversity:
+        steps.append(Step("analysis/diversity", tuple(f"images/{m}_ipc{i}" for m, i in images) + teacher_steps,
+                          "light"))
+    seen = set()
+    for row in table:
+        rel = _relabel_name(cfg, row)
+        if rel not in seen:
+            seen.add(rel)
+            steps.append(Step(rel, (f"images/{row.method}_ipc{row.ipc}",) + teacher_steps, "relabel"))
+        for seed in cfg.seeds:
+            steps.append(Step(f"validate/{row.tag}/seed{int(seed)}", (rel,), "train"))
+    steps.append(Step("report", tuple(s.name for s in steps), "light"))
+    return steps
+
+
+def _find(cfg, name: str) -> Row | tuple[str, int] | None:
+    for row in rows(cfg):
+        if name == _relabel_name(cfg, row) or name.startswith(f"validate/{row.tag}/seed"):
+            return row
+    return None
+
+
+# ---- per-step configuration ----------------------------------------------------------------------------
+def _common(cfg) -> dict[str, Any]:
+    return {"device": cfg.device, "progress": cfg.progress, "workers": cfg.workers}
+
+
+def num_classes(cfg) -> int:
+    """The teacher decides the class count of every later stage (a dataset subset has fewer classes
+    than the dataset presets say)."""
     from .models import read_state_dict
     from .recover.run import infer_num_classes
-    num_classes = infer_num_classes(read_state_dict(teacher), teacher)
-    common["num_classes"] = num_classes
+    path = teacher_path(cfg)
+    return infer_num_classes(read_state_dict(path), path)
 
-    # 2. recover: one image set per method (recovery itself skips finished classes)
-    image_dirs = {}
-    for method in cfg.methods:
-        if method not in RECOVER_MODES:
-            raise ValueError(f"unknown method {method!r}; expected one of {sorted(RECOVER_MODES)}")
+
+def _image_stage(cfg, method: str, ipc: int) -> tuple[Callable, argparse.Namespace]:
+    source, settings = METHODS[method]
+    root = image_dir(cfg, method, ipc)
+    out = {"output_dir": os.path.dirname(root), "exp_name": os.path.basename(root), "ipc": ipc,
+           "dataset": cfg.dataset, "progress": cfg.progress}
+    if source == "recover":
+        from .recover import RECOVER_SCHEMA, run_recovery
         files = cfg.recover_configs + (cfg.sre2l_configs if method == "sre2l" else [])
-        rec_cfg = _stage_cfg(RECOVER_SCHEMA, ("common", "recover"), files,
-                             {"device": cfg.device, "progress": cfg.progress, "num_classes": num_classes,
-                              "dataset": cfg.dataset, "teacher": teacher, "ipc": cfg.ipc,
-                              "mode": RECOVER_MODES[method], "output_dir": os.path.join(out, "recover"),
-                              "exp_name": f"{method}_ipc{cfg.ipc}"})
-        image_dirs[method] = _step(f"recover: {method} images", False, lambda c=rec_cfg: run_recovery(c))
-
-    # 3. relabel + validate: per method and compression
-    val_dir = cfg.val_dir or (data_path if cfg.dataset == "tiny" else os.path.join(data_path, "val"))
-    rows = []
-    for method in cfg.methods:
-        for ratio in [float(r) for r in cfg.prune_ratios]:
-            tag = f"{method}_{compression_name(ratio)}"
-            store = os.path.join(out, "labels", tag)
-            rel_cfg = _stage_cfg(RELABEL_SCHEMA, ("common", "relabel"), cfg.label_configs,
-                                 {**common, "dataset": cfg.dataset, "train_dir": image_dirs[method],
-                                  "teacher_ckpt": teacher, "prune_ratio": ratio, "output_dir": store})
-            _step(f"relabel: {tag}", False, lambda c=rel_cfg: run_relabel(c))
-            student_dir = os.path.join(out, "students", tag)
-            final = os.path.join(student_dir, "final.json")
-            val_cfg = _stage_cfg(VALIDATE_SCHEMA, ("common", "validate"), cfg.label_configs,
-                                 {**common, "dataset": cfg.dataset, "train_dir": image_dirs[method],
-                                  "label_dir": store, "val_dir": val_dir, "prune_ratio": ratio,
-                                  **(UNPRUNED_REPLAY if ratio == 0 else {}),
-                                  "output_dir": student_dir,
-                                  "resume": os.path.isfile(os.path.join(student_dir, "checkpoint.pth"))})
-            _step(f"validate: {tag}", os.path.isfile(final), lambda c=val_cfg: run_validate(c))
-            with open(final) as f:
-                metrics = json.load(f)
-            rows.append({"method": method, "compression": compression_name(ratio), "prune_ratio": ratio,
-                         "top1": round(float(metrics["top1"]), 2), "top5": round(float(metrics["top5"]), 2),
-                         "label_bytes": int(metrics["label_bytes_store"])})
-    write_results(out, rows)
-    return rows
+        ns = _stage(RECOVER_SCHEMA, ("common", "recover"), files,
+                    {**out, **settings, "device": cfg.device, "teacher": teacher_path(cfg),
+                     "num_classes": num_classes(cfg)})
+        return run_recovery, ns
+    if source == "rded":
+        from .recover.rded import RDED_SCHEMA, run_rded
+        ns = _stage(RDED_SCHEMA, ("common", "recover"), cfg.rded_configs,
+                    {**out, "device": cfg.device, "teacher": teacher_path(cfg), "data_path": data_path(cfg),
+                     "workers": cfg.workers})
+        return run_rded, ns
+    from .recover.random_real import RANDOM_REAL_SCHEMA, run_random_real
+    return run_random_real, _stage(RANDOM_REAL_SCHEMA, ("common", "recover"), cfg.random_real_configs,
+                                   {**out, "data_path": data_path(cfg)})
 
 
-def write_results(out: str, rows: list[dict[str, Any]]) -> None:
-    atomic_json_dump(rows, os.path.join(out, "results.json"))
-    fields = ["method", "compression", "prune_ratio", "top1", "top5", "label_bytes"]
-    lines = [",".join(fields)] + [",".join(str(r[f]) for f in fields) for r in rows]
-    atomic_write_text(os.path.join(out, "results.csv"), "\n".join(lines) + "\n")
-    md = ["| method | compression | student top-1 (%) | top-5 (%) | label storage |",
-          "| --- | --- | --- | --- | --- |"]
-    md += [f"| {r['method']} | {r['compression']} | {r['top1']:.2f} | {r['top5']:.2f} | "
-           f"{_human_bytes(r['label_bytes'])} |" for r in rows]
-    atomic_write_text(os.path.join(out, "results.md"), "\n".join(md) + "\n")
-    print("\n".join(md))
-    print(f"results: {os.path.join(out, 'results.md')} (.csv, .json)")
+def _relabel_stage(cfg, row: Row) -> tuple[Callable, argparse.Namespace]:
+    from .relabel import RELABEL_SCHEMA, run_relabel
+    less = cfg.label_mode == "less"
+    ns = _stage(RELABEL_SCHEMA, ("common", "relabel"), cfg.label_configs,
+                {**_common(cfg), "dataset": cfg.dataset, "num_classes": num_classes(cfg),
+                 "train_dir": image_dir(cfg, row.method, row.ipc),
+                 "teacher_ckpt": cfg.relabel_teacher or teacher_path(cfg),
+                 "prune_ratio": row.prune_ratio if less else 0.0, "output_dir": label_dir(cfg, row),
+                 # top-k labels (LPQLD); set only when asked, so stores without it keep their settings
+                 **({"label_topk": row.label_topk} if row.label_topk else {})})
+    return run_relabel, ns
 
 
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+def validate_overrides(cfg, row: Row, seed: int) -> dict[str, Any]:
+    out = student_dir(cfg, row, seed)
+    metric_gran = row.scheme or (UNPRUNED_REPLAY if row.prune_ratio == 0 and cfg.dataset not in
+                                 ("in21k", "imagenet21k") else None)
+    return {**_common(cfg), "dataset": cfg.dataset, "num_classes": num_classes(cfg),
+            "train_dir": image_dir(cfg, row.method, row.ipc), "label_dir": label_dir(cfg, row),
+            "val_dir": val_dir(cfg), "prune_ratio": row.prune_ratio, "seed": seed, "model": row.student,
+            **(dict(zip(("prune_metric", "granularity"), metric_gran)) if metric_gran else {}),
+            "output_dir": out, "resume": os.path.isfile(os.path.join(out, "checkpoint.pth"))}
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg = parse_config(PIPELINE_SCHEMA, argv, description=__doc__)
-    run_pipeline(cfg)
+def _validate_stage(cfg, row: Row, seed: int) -> tuple[Callable, argparse.Namespace]:
+    from .validate import VALIDATE_SCHEMA, run_validate
+    return run_validate, _stage(VALIDATE_SCHEMA, ("common", "validate"), cfg.label_configs,
+                                validate_overrides(cfg, row, seed))
+
+
+def val_dir(cfg) -> str:
+    if cfg.val_dir:
+        return cfg.val_dir
+    return data_path(cfg) if cfg.dataset == "tiny" else os.path.join(data_path(cfg), "val")
+
+
+def _squeeze_stage(cfg, which: str) -> tuple[Callable, argparse.Namespace]:
+    from .squeeze import CLASS_STATS_SCHEMA, TRAIN_SCHEMA, run_class_stats, run_teacher_training
+    sq = os.path.join(_out(cfg), "squeeze")
+    base = {**_common(cfg), "dataset": cfg.dataset, "data_path": data_path(cfg)}
+    if which == "teacher":
+        return run_teacher_training, _stage(
+            TRAIN_SCHEMA, ("common", "squeeze"), cfg.squeeze_configs + cfg.teacher_train_configs,
+            {**base, "output_dir": sq, "resume": os.path.isfile(os.path.join(sq, "checkpoint.pth"))})
+    return run_class_stats, _stage(CLASS_STATS_SCHEMA, ("common", "squeeze"), cfg.squeeze_configs,
+                                   {**base, "weights": os.path.join(sq, "teacher.pth"), "output": teacher_path(cfg)})
+
+
+def step_settings(cfg: argparse.Namespace, name: str) -> tuple[Callable, argparse.Namespace | None]:
+    """(function, its resolved settings) of step ``name``: exactly what :func:`run_step` runs."""
+    head, _, rest = name.partition("/")
+    if name == "data/demo":
+        from .data import make_demo_dataset
+        settings = {k: int(v) for k, v in _pairs(cfg.demo_data, "demo_data").items()}
+        return (lambda _: make_demo_dataset(data_path(cfg), **settings)), None
+    if head == "squeeze":
+        return _squeeze_stage(cfg, "teacher" if rest == "teacher" else "class_stats")
+    if head == "images":
+        method, _, ipc = rest.rpartition("_ipc")
+        return _image_stage(cfg, method, int(ipc))
+    if name == "analysis/diversity":
+        return (lambda _: run_diversity(cfg)), None
+    if name == "report":
+        return (lambda _: write_report(cfg)), None
+    row = _find(cfg, name)
+    if head == "relabel" and row is not None:
+        return _relabel_stage(cfg, row)
+    if head == "validate" and row is not None:
+        return _validate_stage(cfg, row, int(name.rpartition("/seed")[2]))
+    raise KeyError(f"no step {name!r} in this plan; steps: {[s.name for s in plan(cfg)]}")
+
+
+# ---- done? ---------------------------------------------------------------------------------------------
+def _images_complete(cfg, method: str, ipc: int) -> bool:
+    from .recover.io import class_complete
+    root = image_dir(cfg, method, ipc)
+    if not os.path.isdir(root) or not os.path.isfile(teacher_path(cfg)):
+        return False
+    return all(class_complete(root, c, ipc) for c in range(num_classes(cfg)))
+
+
+def _labels_complete(path: str) -> bool:
+    from .labels.convert import incomplete_reason, open_label_store
+    if not os.path.isdir(path):
+        return False
+    try:
+        return incomplete_reason(open_label_store(path)) == ""
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def step_done(cfg: argparse.Namespace, name: str) -> bool:
+    head, _, rest = name.partition("/")
+    if name == "data/demo":
+        return os.path.isfile(os.path.join(data_path(cfg), "demo.json"))
+    if name == "squeeze/teacher":
+        return os.path.isfile(os.path.join(_out(cfg), "squeeze", "teacher.pth"))
+    if name == "squeeze/class_stats":
+        return os.path.isfile(teacher_path(cfg))
+    if head == "images":
+        method, _, ipc = rest.rpartition("_ipc")
+        return _images_complete(cfg, method, int(ipc))
+    if name == "analysis/diversity":
+        return os.path.isfile(os.path.join(_out(cfg), "diversity", "diversity_summary.json"))
+    if head == "relabel":
+        row = _find(cfg, name)
+        return row is not None and _labels_complete(label_dir(cfg, row))
+    if head == "validate":
+        row = _find(cfg, name)
+        return row is not None and os.path.isfile(
+            os.path.join(student_dir(cfg, row, int(name.rpartition("/seed")[2])), "final.json"))
+    return False  # the report is cheap: always rewritten
+
+
+# ---- running ---------------------------------------------------------------------------------------------
+def run_step(cfg: argparse.Namespace, name: str, shard: tuple[int, int] | None = None) -> Any:
+    """Run one step. ``shard=(index, count)`` runs one share of a recover / relabel step through
+    the cluster module; unsharded, a relabel step whose shards are on disk merges them."""
+    kind = {s.name: s.kind for s in plan(cfg)}[name]
+    fn, settings = step_settings(cfg, name)
+    if name.startswith("validate/"):
+        _write_row_info(cfg, name, settings)
+    if shard is not None:
+        if kind not in ("recover", "relabel"):
+            raise ValueError(f"step {name} ({kind}) cannot be sharded; only recover and relabel steps can")
+        from .launch.shards import run_shard
+        return run_shard(kind, settings, shard)
+    if kind == "relabel":
+        try:
+            from .launch import shards
+        except ImportError:
+            shards = None
+        if shards is not None and shards.has_shards(settings):
+            return shards.merge_shards(settings, None)
+    return fn(settings)
+
+
+def _write_row_info(cfg, name: str, settings) -> None:
+    """Beside each student: what row it belongs to, so ``lpld report`` groups without guessing."""
+    row = _find(cfg, name)
+    seed = int(name.rpartition("/seed")[2])
+    info = {"table": cfg.table, "dataset": cfg.dataset, "method": row.method, "ipc": row.ipc,
+            "label_topk": row.label_topk, "prune_ratio": row.prune_ratio, "compression": row.compression,
+            "student": settings.model, "prune_metric": settings.prune_metric, "granularity": settings.granularity,
+            "seed": seed, "label_mode": cfg.label_mode, "images": image_dir(cfg, row.method, row.ipc),
+            "labels": label_dir(cfg, row)}
+    os.makedirs(settings.output_dir, exist_ok=True)
+    atomic_json_dump(info, os.path.join(settings.output_dir, "row.json"))
+
+
+def run_pipeline(cfg: argparse.Namespace) -> dict[str, Any]:
+    """Run every step not done yet, in plan order; returns the report."""
+    for step in plan(cfg):
+        if step.name != "report" and step_done(cfg, step.name):
+            print(f"[skip] {step.name}: already complete", flush=True)
+            continue
+        print(f"[run ] {step.name}", flush=True)
+        t0 = time.time()
+        run_step(cfg, step.name)
+        print(f"[done] {step.name} in {time.time() - t0:.1f}s", flush=True)
+    with open(os.path.join(_out(cfg), "results.json")) as f:
+        return json.load(f)
+
+
+def run_diversity(cfg) -> dict:
+    """Within-class diversity of every image set of the job (lpld.analysis.diversity)."""
+    from .analysis.diversity import SCHEMA, run_diversity as measure
+    stats = _squeeze_stage(cfg, "class_stats")[1] if cfg.teacher is None else None
+    model = {k: getattr(stats, k) for k in ("model", "tiny_stem", "image_size")} if stats else {}
+    sets = [f"{m}_ipc{i}={image_dir(cfg, m, i)}" for m, i in dict.fromkeys((r.method, r.ipc) for r in rows(cfg))]
+    ns = _stage(SCHEMA, AUTHORS_SECTIONS, [], {
+        **model, "dataset": cfg.dataset, "weights": teacher_path(cfg), "syn": sets, "real": data_path(cfg),
+        "device": cfg.device, "progress": cfg.progress, "workers": cfg.workers or 0,
+        "output_dir": os.path.join(_out(cfg), "diversity")})
+    return measure(ns)
+
+
+def write_report(cfg) -> dict:
+    from .report import collect_and_write
+    div = os.path.join(_out(cfg), "diversity", "diversity_summary.json")
+    return collect_and_write([os.path.join(_out(cfg), "students")], _out(cfg),
+                             diversity=div if os.path.isfile(div) else None, title=cfg.table or None)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg = parse_config(PIPELINE_SCHEMA, argv, sections=("pipeline",), description=__doc__)
+    return run_pipeline(cfg)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""The main job end to end on a miniature demo (every stage, both methods, two compressions), and
-its resumption: a second run skips every finished step and gives the same table."""
+"""The orchestrator on a miniature job (3 classes, 16 px, 2 label epochs): its plan, every stage end
+to end, the report, skip on rerun, and a run stopped part-way that, resumed with the same command,
+gives the uninterrupted run's results exactly."""
 import json
 import os
 
-from lpld.data import make_demo_dataset
-from lpld.pipeline import main
+import pytest
+
+from lpld.config import parse_config
+from lpld.pipeline import PIPELINE_SCHEMA, main, plan, run_step, step_done
 
 
 def _write(path, text):
@@ -13,36 +16,64 @@ def _write(path, text):
     return str(path)
 
 
-def test_pipeline_runs_every_stage_and_resumes(tmp_path, capsys):
-    data = make_demo_dataset(str(tmp_path / "data"), num_classes=3, image_size=32, train_per_class=16,
-                             val_per_class=8, seed=3)
-    fast_teacher = _write(tmp_path / "teacher.yaml", "epochs: 1\nbatch_size: 16\n")
-    fast_recover = _write(tmp_path / "recover.yaml", "iterations: 3\n")
-    fast_labels = _write(tmp_path / "labels.yaml", "common:\n  basic: {epochs: 2, batch_size: 2}\n"
-                                                   "validate:\n  basic: {val_interval: 1}\n")
-    out = str(tmp_path / "out")
-    argv = ["--dataset", "demo", "--data-path", data, "--output-dir", out, "--device", "cpu", "--ipc", "2",
-            "--prune-ratios", "0.0", "0.5", "--no-progress",
-            "--teacher-train-configs", "squeeze/configs/demo_train.yaml", fast_teacher,
-            "--recover-configs", "recover/configs/demo.yaml", fast_recover,
-            "--label-configs", "relabel_and_validate/configs/demo.yaml", fast_labels]
-    main(argv)
-    rows = json.load(open(os.path.join(out, "results.json")))
-    assert [(r["method"], r["compression"]) for r in rows] == [
-        ("lpld", "1x"), ("lpld", "2x"), ("sre2l", "1x"), ("sre2l", "2x")]
-    for r in rows:
-        assert 0 <= r["top1"] <= 100 and r["label_bytes"] > 0
-    full, half = rows[0]["label_bytes"], rows[1]["label_bytes"]
-    assert half < full  # the pruned store holds only the kept half of the batches
-    for method in ("lpld", "sre2l"):
-        folders = sorted(os.listdir(os.path.join(out, "recover", f"{method}_ipc2")))
-        assert [f for f in folders if f.startswith("new")] == ["new000", "new001", "new002"]
-    table = open(os.path.join(out, "results.md")).read()
-    assert "| lpld | 2x |" in table and "| sre2l | 1x |" in table
+def _argv(tmp_path, out):
+    teacher = _write(tmp_path / "teacher.yaml", "epochs: 2\nbatch_size: 16\nimage_size: 16\n")
+    squeeze = _write(tmp_path / "squeeze.yaml", "image_size: 16\n")
+    recover = _write(tmp_path / "recover.yaml", "iterations: 2\nimage_size: 16\n")
+    real = _write(tmp_path / "real.yaml", "image_size: 16\n")
+    labels = _write(tmp_path / "labels.yaml", "common:\n  basic: {epochs: 4, batch_size: 2}\n"
+                                              "relabel:\n  basic: {input_size: 16}\n"
+                                              "validate:\n  basic: {val_interval: 4}\n")
+    return ["--output-dir", str(out), "--device", "cpu", "--ipc", "2", "--no-progress",
+            "--demo-data", f"num_classes=3", "image_size=16", "train_per_class=12", "val_per_class=6", "seed=3",
+            "--data-path", str(tmp_path / "data"),
+            "--methods", "lpld", "random_real", "--prune-ratios", "0.5", "--seeds", "0", "1",
+            "--squeeze-configs", "squeeze/configs/demo.yaml", squeeze,
+            "--teacher-train-configs", "squeeze/configs/demo_train.yaml", teacher,
+            "--recover-configs", "recover/configs/demo.yaml", recover,
+            "--random-real-configs", "recover/configs/random_real_demo.yaml", real,
+            "--label-configs", "relabel_and_validate/configs/demo.yaml", labels]
+
+
+def test_plan_orders_steps_and_names_rows():
+    cfg = parse_config(PIPELINE_SCHEMA, ["--methods", "lpld", "rded", "--prune-ratios", "0", "0.975",
+                                         "--seeds", "0", "1", "2"])
+    names = [s.name for s in plan(cfg)]
+    assert names[:3] == ["data/demo", "squeeze/teacher", "squeeze/class_stats"]
+    assert "validate/rded_ipc10_40x/seed2" in names and names[-1] == "report"
+    assert len([n for n in names if n.startswith("validate/")]) == 2 * 2 * 3
+    position = {n: i for i, n in enumerate(names)}
+    for step in plan(cfg):
+        assert all(position[a] < position[step.name] for a in step.after), step
+
+
+@pytest.mark.slow
+def test_pipeline_runs_reports_skips_and_resumes(tmp_path, capsys):
+    # demo data made once, shared by both runs (the data step itself is covered by the first run)
+    full = tmp_path / "full"
+    main(_argv(tmp_path, full))
+    rows = json.load(open(full / "results.json"))
+    assert [(r["method"], r["prune_ratio"], r["n"], r["seeds"]) for r in rows] == [
+        ("lpld", 0.5, 2, "0 1"), ("random_real", 0.5, 2, "0 1")]
+    assert all(r["label_bytes_actual"] > 0 for r in rows)
+    assert (full / "results.png").stat().st_size > 1000
+    assert "| random_real | 2 |" in (full / "results.md").read_text()
     capsys.readouterr()
 
-    main(argv)  # everything is complete: nothing is recomputed
+    main(_argv(tmp_path, full))  # all done: nothing recomputed, same table
     log = capsys.readouterr().out
-    assert "[skip] squeeze: teacher training" in log and "[skip] validate: sre2l_2x" in log
-    assert "[run ] validate" not in log
-    assert json.load(open(os.path.join(out, "results.json"))) == rows
+    assert "[skip] squeeze/teacher" in log and "[skip] validate/random_real_ipc2_2x/seed1" in log
+    assert "[run ] validate" not in log and "[run ] images" not in log
+    assert json.load(open(full / "results.json")) == rows
+
+    # a run stopped after its first relabel step, resumed by the same command: same numbers
+    part = tmp_path / "part"
+    cfg = parse_config(PIPELINE_SCHEMA, _argv(tmp_path, part))
+    for step in plan(cfg):
+        run_step(cfg, step.name)
+        if step.name.startswith("relabel/"):
+            break
+    assert step_done(cfg, step.name) and not step_done(cfg, "validate/lpld_ipc2_2x/seed0")
+    main(_argv(tmp_path, part))
+    resumed = json.load(open(part / "results.json"))
+    assert [(r["top1_mean"], r["top1_std"]) for r in resumed] == [(r["top1_mean"], r["top1_std"]) for r in rows]

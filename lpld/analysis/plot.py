@@ -149,6 +149,44 @@ def plot_results(records: list[dict], output: str, *, reference: list[dict] | No
     return output
 
 
+def plot_top1_vs_bytes(rows: list[dict], output: str, *, title: str | None = None) -> str:
+    """``lpld report``'s figure: student top-1 (mean, error bar = std over seeds) against the label
+    bytes actually on disk (log scale), one line per method / IPC / top-k / student."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..utils.io import atomic_path
+    series: dict[str, list[dict]] = {}
+    for r in rows:
+        if r.get("label_bytes_actual"):
+            name = f"{r['method']} IPC{r['ipc']}" + (f" top{r['label_topk']}" if r.get("label_topk") else "") + \
+                (f" {r['student']}" if len({x.get('student') for x in rows}) > 1 else "")
+            series.setdefault(name, []).append(r)
+    if not series:
+        raise InputValueError("nothing to plot: no row has label_bytes_actual")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, pts in series.items():
+        pts = sorted(pts, key=lambda r: r["label_bytes_actual"])
+        x = [r["label_bytes_actual"] / 1e6 for r in pts]
+        ax.errorbar(x, [r["top1_mean"] for r in pts], yerr=[r["top1_std"] or 0.0 for r in pts], marker="o",
+                    capsize=3, label=name)
+        for xx, r in zip(x, pts):
+            ax.annotate(f"{r['compression_nominal']:g}x" + ("*" if r.get("small_pool") else ""),
+                        (xx, r["top1_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("soft-label storage on disk (MB, log)")
+    ax.set_ylabel("student top-1 (%), mean ± std over seeds")
+    ax.set_title(title or "Top-1 vs label storage (* = small_pool)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(output) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return output
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)

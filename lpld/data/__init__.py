@@ -14,6 +14,10 @@ DATASETS = ("tiny", "imagenet", "imagefolder", "in21k", "demo")
 DATASET_ALIASES = {"imagenet1k": "imagenet", "imagenet21k": "in21k"}
 # Classes per dataset (the authors' ``class_dict``); other datasets take the count from their data.
 DATASET_NUM_CLASSES = {"imagenet": 1000, "in21k": 10450, "tiny": 200}
+# Student crop size per dataset when a label store does not record it (the authors' released
+# epoch_*/batch_*.tar stores do not): their train_FKD_label_pruning_batch.py load_dataset crops
+# 224 px for ImageNet-1K / -21K-P and trains Tiny-ImageNet at its stored 64 px.
+DATASET_IMAGE_SIZE = {"imagenet": 224, "in21k": 224, "tiny": 64}
 
 
 def canonical_dataset(name: str) -> str:

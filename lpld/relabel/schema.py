@@ -78,12 +78,13 @@ RELABEL_SCHEMA = {
                          choices=("pil", "device")),
     "progress": Option(True, bool, "tqdm progress bar"),
     # --- accepted for the authors' YAML/flags, no effect here ------------------------------------
-    "seed": Option(None, int, "authors' global --seed; ignored: every draw comes from fkd_seed", GEN + " --seed"),
+    "seed": Option(None, int, "authors' global --seed; ignored: every draw comes from fkd_seed", GEN + " --seed",
+                   ignored="relabel draws everything from fkd_seed"),
     "gpus": Option(None, str, "authors' CUDA_VISIBLE_DEVICES; ignored, use --device or the environment",
-                   GEN + " --gpus"),
+                   GEN + " --gpus", ignored="use --device or CUDA_VISIBLE_DEVICES"),
     # student-side keys a shared ``common`` section may carry (authors' train_FKD_label_pruning_batch.py)
-    "prune_metric": Option(None, str, "validate-stage option; ignored by relabel"),
-    "granularity": Option(None, str, "validate-stage option; ignored by relabel"),
-    "prune_label": Option(None, bool, "validate-stage option; ignored by relabel"),
-    "val_dir": Option(None, str, "validate-stage option; ignored by relabel"),
+    "prune_metric": Option(None, str, "validate-stage option; ignored by relabel", ignored="a validate option"),
+    "granularity": Option(None, str, "validate-stage option; ignored by relabel", ignored="a validate option"),
+    "prune_label": Option(None, bool, "validate-stage option; ignored by relabel", ignored="a validate option"),
+    "val_dir": Option(None, str, "validate-stage option; ignored by relabel", ignored="a validate option"),
 }

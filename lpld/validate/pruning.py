@@ -217,7 +217,8 @@ class PruningPlan:
         return batch_id - 1 if (batch_id + 1) % self.batches_per_epoch == 0 else batch_id
 
     def describe(self) -> str:
-        ratio = {0.0: "1x", 0.9: "10x", 0.95: "20x", 0.97: "30x", 0.975: "40x"}.get(self.prune_ratio, "")
+        from ..config import compression_name
+        ratio = compression_name(self.prune_ratio)
         which = (f"the {self.pool_items} {'highest' if self.keep == 'high' else 'lowest'}-{self.metric} of "
                  f"{len(self.candidate_ids)} stored" if self.by_score else f"first {self.pool_items} stored")
         return (f"prune ratio {self.prune_ratio} {ratio}: pool = {which} {self.unit}(s) ({self.pool_batches} "

@@ -7,7 +7,7 @@ YAML files ``cfg/reproduce/LPLD_*.yaml``), so their configs read unchanged; the 
 """
 from __future__ import annotations
 
-from ..config import Option
+from ..config import PAPER_COMPRESSION, Option, compression_name
 from ..data import DATASET_ALIASES, DATASETS
 from .pruning import METRICS
 from .selection import SELECTION_SCHEMA
@@ -17,7 +17,7 @@ SH = "authors' scripts/reproduce/main_table_*.sh"
 
 # Dataset names: the authors' (imagenet1k, imagenet21k, tiny) and ours (lpld.data) are both accepted.
 DATASET_NAMES = (*DATASET_ALIASES, *DATASETS)
-PRUNE_RATIOS = {0.0: "1x", 0.9: "10x", 0.95: "20x", 0.97: "30x", 0.975: "40x"}
+PRUNE_RATIOS = {r: compression_name(r) for r in PAPER_COMPRESSION}
 
 VALIDATE_SCHEMA = {
     # --- data -----------------------------------------------------------------------------------
@@ -37,7 +37,7 @@ VALIDATE_SCHEMA = {
                          SCRIPT + " load_dataset: 224 ImageNet, 64 Tiny"),
     "workers": Option(16, int, "data-loading worker processes", SCRIPT + " --workers"),
     "teacher_ckpt": Option(None, str, "used by relabel only (accepted here because the authors' "
-                           "in21k YAML puts it in the shared 'common' section)"),
+                           "in21k YAML puts it in the shared 'common' section)", ignored="a relabel option"),
     # --- student --------------------------------------------------------------------------------
     "model": Option("resnet18", str, "student: torchvision model name or timm/<name>", SCRIPT + " --model"),
     "tiny_stem": Option(None, bool, "3x3 stride-1 conv1, no max-pool (default: on for tiny, for students with conv1 + maxpool)",
@@ -68,7 +68,8 @@ VALIDATE_SCHEMA = {
                               "(authors' ImageNet-21K-P setting: 0.2)", SCRIPT + " --label_smoothing"),
     "adamw_decay": Option(None, float, "accepted because the authors' in21k YAML sets it; their script "
                           "never reads it, and neither do we (the weight decay is adamw_weight_decay)",
-                          "authors' cfg/reproduce/LPLD_in21k_[2k].yaml"),
+                          "authors' cfg/reproduce/LPLD_in21k_[2k].yaml",
+                          ignored="their trainer never reads it; the weight decay is adamw_weight_decay"),
     "ema": Option(False, bool, "validate an EMA of the weights", SCRIPT + " --ema"),
     "ema_decay": Option(0.99, float, "EMA decay (ema_pytorch beta)", SCRIPT + " --ema_decay"),
     "mix_type": Option(None, str, "cutmix | mixup | None; must match the label store (the replayed "

@@ -272,11 +272,11 @@ def _labels(cfg) -> tuple[Any, torch.Tensor]:
 
 
 def _compute_stats(cfg, store, source: str, batch_ids: Sequence[int]) -> list[BatchStats]:
-    from ..data import DATASET_NUM_CLASSES, canonical_dataset
+    from ..data import DATASET_IMAGE_SIZE, DATASET_NUM_CLASSES, canonical_dataset
     dataset = canonical_dataset(cfg.dataset)
     images, labels = _labels(cfg)
     num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or store.num_classes
-    size = cfg.image_size or store.manifest.get("image_size")
+    size = cfg.image_size or store.manifest.get("image_size") or DATASET_IMAGE_SIZE.get(dataset)
     if source == "teacher":
         return teacher_stats(store, batch_ids, labels, num_classes, size)
     return _proxy_stats(cfg, store, images, labels, num_classes, int(size), dataset, batch_ids)

@@ -113,9 +113,11 @@ def open_store_checked(cfg, dataset: str, num_images: int):
             raise StoreMismatchError(f"soft-label store {cfg.label_dir} was generated with mix_type "
                                      f"{have!r}, but mix_type {want!r} is requested; the mix is replayed "
                                      f"from the store, so set --mix-type {have} (or leave it unset)")
-    size = cfg.image_size or man.get("image_size")
+    from ..data import DATASET_IMAGE_SIZE
+    size = cfg.image_size or man.get("image_size") or DATASET_IMAGE_SIZE.get(dataset)
     if size is None:
-        raise StoreMismatchError(f"soft-label store {cfg.label_dir} does not record image_size; pass --image-size")
+        raise StoreMismatchError(f"soft-label store {cfg.label_dir} does not record image_size and dataset "
+                                 f"{dataset!r} has no preset size; pass --image-size")
     if cfg.image_size and man.get("image_size") and int(man["image_size"]) != cfg.image_size:
         raise StoreMismatchError(f"soft-label store {cfg.label_dir} holds {man['image_size']} px crops, "
                                  f"but image_size {cfg.image_size} is requested")

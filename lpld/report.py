@@ -1,0 +1,215 @@
+"""``lpld report RUN_DIR...``: the results of finished students, aggregated over seeds.
+
+Every ``final.json`` under the given folders is one student. Students that differ only in their seed
+form one row: top-1 / top-5 as mean ± std over the seeds (sample standard deviation, ddof = 1; "n"
+seeds shown; one seed has no std), the label storage actually on disk beside the full store's, the
+actual compression beside the nominal one, and ``small_pool`` where the pruned label pool holds
+fewer batches than one epoch needs (the student then sees the same few views again and again, so the
+row measures that degenerate regime rather than the nominal compression).
+
+A student's row settings come from the ``row.json`` the pipeline writes beside it; for an older
+run without one, from ``final.json`` and the folder name. Keys a ``final.json`` lacks (written
+before they existed) are left empty and derived where possible (``label_bytes_store`` stands in for
+``label_bytes_actual``).
+
+Writes ``results.md``, ``results.csv``, ``results.json`` and ``results.png`` (top-1 vs actual label
+bytes, error bars = std over seeds) into ``--output-dir``.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import statistics
+import sys
+from typing import Any, Iterable, Sequence
+
+from .config import compression_nominal
+from .utils.io import atomic_json_dump, atomic_write_text
+
+GROUP_KEYS = ("table", "dataset", "method", "ipc", "label_topk", "student", "prune_ratio", "prune_metric",
+              "granularity", "label_mode")
+COLUMNS = ("table", "dataset", "method", "ipc", "label_topk", "student", "prune_ratio", "prune_metric",
+           "granularity", "label_mode", "n", "seeds", "top1_mean", "top1_std", "top5_mean", "top5_std",
+           "compression_nominal", "compression_actual", "label_bytes_actual", "label_bytes_full",
+           "pool_batches", "batches_per_epoch", "small_pool", "diversity_cosine", "diversity_mmd2_rbf")
+
+
+def find_runs(roots: Iterable[str]) -> list[str]:
+    """Student folders (holding final.json) under ``roots``, sorted."""
+    found = []
+    for root in roots:
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"run folder not found: {root}")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            if "final.json" in filenames:
+                found.append(dirpath)
+    return sorted(dict.fromkeys(found))
+
+
+def _load(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def read_run(folder: str) -> dict[str, Any]:
+    """One student: its settings (row.json, else final.json and the folder name) and metrics."""
+    final = _load(os.path.join(folder, "final.json"))
+    row_file = os.path.join(folder, "row.json")
+    if os.path.isfile(row_file):
+        info = _load(row_file)
+    else:  # an older run: what final.json says, the folder name as the method
+        name = os.path.basename(folder)
+        if name.startswith("seed") and name[4:].isdigit():
+            name = os.path.basename(os.path.dirname(folder))
+        info = {"method": name, "student": final.get("model"), "dataset": final.get("dataset"),
+                "seed": final.get("seed")}
+    rec = {k: info.get(k, final.get(k)) for k in GROUP_KEYS}
+    rec["student"] = info.get("student") or final.get("model")
+    rec["prune_ratio"] = float(rec["prune_ratio"] if rec["prune_ratio"] is not None else final.get("prune_ratio", 0.0))
+    rec["seed"] = info.get("seed", final.get("seed"))
+    rec["top1"], rec["top5"] = float(final["top1"]), float(final.get("top5", float("nan")))
+    actual = final.get("label_bytes_actual", final.get("label_bytes_store"))
+    full = final.get("label_bytes_full")
+    rec["label_bytes_actual"] = int(actual) if actual is not None else None
+    rec["label_bytes_full"] = int(full) if full is not None else None
+    rec["compression_nominal"] = float(final.get("compression_nominal") or compression_nominal(rec["prune_ratio"]))
+    ratio = final.get("compression_actual")
+    if ratio is None and full and actual:
+        ratio = full / actual
+    rec["compression_actual"] = float(ratio) if ratio is not None else None
+    rec["pool_batches"] = final.get("pool_batches")
+    rec["batches_per_epoch"] = final.get("batches_per_epoch")
+    small = final.get("small_pool")
+    if small is None and rec["pool_batches"] is not None and rec["batches_per_epoch"] is not None:
+        small = int(rec["pool_batches"]) < int(rec["batches_per_epoch"])
+    rec["small_pool"] = small
+    rec["folder"] = folder
+    return rec
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    mean = statistics.fmean(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def aggregate(runs: list[dict[str, Any]], diversity: dict | None = None) -> list[dict[str, Any]]:
+    """One row per setting (every key but the seed), in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(tuple(r[k] for k in GROUP_KEYS), []).append(r)
+    out = []
+    for key, members in groups.items():
+        row = dict(zip(GROUP_KEYS, key))
+        row["n"] = len(members)
+        row["seeds"] = " ".join(str(m["seed"]) for m in members)
+        for metric in ("top1", "top5"):
+            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([m[metric] for m in members])
+        for k in ("compression_nominal", "compression_actual", "label_bytes_actual", "label_bytes_full",
+                  "pool_batches", "batches_per_epoch"):
+            values = [m[k] for m in members if m[k] is not None]
+            row[k] = max(values) if values else None  # the same store for every seed
+        flags = [m["small_pool"] for m in members if m["small_pool"] is not None]
+        row["small_pool"] = any(flags) if flags else None
+        sets = (diversity or {}).get("methods", {}).get(f"{row['method']}_ipc{row['ipc']}", {})
+        row["diversity_cosine"] = sets.get("cosine", {}).get("mean")
+        row["diversity_mmd2_rbf"] = sets.get("mmd2_rbf", {}).get("mean")
+        out.append(row)
+    return out
+
+
+def human_bytes(n: float | None) -> str:
+    if n is None:
+        return "–"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _pm(mean: float, std: float | None) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def _x(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}x"
+
+
+def markdown(rows: list[dict[str, Any]], title: str | None = None) -> str:
+    show_div = any(r["diversity_cosine"] is not None for r in rows)
+    head = ["method", "IPC", "top-k", "student", "prune ratio", "top-1 (%)", "top-5 (%)", "n", "nominal",
+            "actual", "label bytes", "full store", "pool / epoch (batches)"]
+    head += ["cosine ↓", "MMD² ↓"] if show_div else []
+    lines = ([f"### {title}", ""] if title else []) + ["| " + " | ".join(head) + " |",
+                                                         "|" + "---|" * len(head)]
+    for r in rows:
+        pool = "–" if r["pool_batches"] is None else f"{r['pool_batches']} / {r['batches_per_epoch'] or '–'}"
+        if r["small_pool"]:
+            pool += " **small_pool**"
+        cells = [r["method"], str(r["ipc"] if r["ipc"] is not None else "–"), str(r["label_topk"] or "all"),
+                 str(r["student"] or "–"), f"{r['prune_ratio']:g}", _pm(r["top1_mean"], r["top1_std"]),
+                 _pm(r["top5_mean"], r["top5_std"]), str(r["n"]), _x(r["compression_nominal"]),
+                 _x(r["compression_actual"]), human_bytes(r["label_bytes_actual"]),
+                 human_bytes(r["label_bytes_full"]), pool]
+        if show_div:
+            cells += ["–" if r[k] is None else f"{r[k]:.4f}" for k in ("diversity_cosine", "diversity_mmd2_rbf")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "top-1 / top-5: mean ± std over the n student seeds (sample std). nominal: the paper's name of "
+                  "the prune ratio; actual: full fp16 store bytes / bytes on disk. small_pool: the pruned pool "
+                  "holds fewer batches than one epoch, so the students see the same few label views every epoch."]
+    if show_div:
+        lines += ["cosine: mean within-class cosine similarity of teacher features; MMD²: synthetic vs real "
+                  "(RBF), mean over classes (lpld.analysis.diversity)."]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS} for r in rows)
+    return buf.getvalue()
+
+
+def collect_and_write(roots: Sequence[str], output_dir: str, *, diversity: str | None = None,
+                      title: str | None = None, plot: bool = True) -> list[dict[str, Any]]:
+    runs = [read_run(f) for f in find_runs(roots)]
+    if not runs:
+        raise FileNotFoundError(f"no finished student (final.json) under {', '.join(roots)}")
+    summary = _load(diversity) if diversity else None
+    rows = aggregate(runs, summary)
+    os.makedirs(output_dir, exist_ok=True)
+    atomic_json_dump(rows, os.path.join(output_dir, "results.json"))
+    atomic_write_text(os.path.join(output_dir, "results.csv"), csv_text(rows))
+    md = markdown(rows, title)
+    atomic_write_text(os.path.join(output_dir, "results.md"), md)
+    if plot:
+        from .analysis.plot import plot_top1_vs_bytes
+        plot_top1_vs_bytes(rows, os.path.join(output_dir, "results.png"), title=title)
+    print(md)
+    print(f"results: {os.path.join(output_dir, 'results.md')} (.csv, .json, .png); {len(runs)} students")
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    p = argparse.ArgumentParser(prog="lpld report", description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", help="folders holding finished students (searched recursively)")
+    p.add_argument("--output-dir", default=None, help="where results.* go [the first RUN_DIR]")
+    p.add_argument("--diversity", default=None, help="a diversity_summary.json (lpld diversity) to join by "
+                                                     "image set <method>_ipc<ipc>")
+    p.add_argument("--title", default=None)
+    p.add_argument("--no-plot", dest="plot", action="store_false")
+    args = p.parse_args(argv)
+    return collect_and_write(args.runs, args.output_dir or args.runs[0], diversity=args.diversity,
+                             title=args.title, plot=args.plot)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
