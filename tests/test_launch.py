@@ -155,6 +155,7 @@ def test_sbatch_script_of_a_2_node_8_gpu_student_job():
     assert "#SBATCH --gpus-per-node=1" in sbatch_script(resources_for("recover/lpld", "recover", lcfg), lcfg,
                                                         "r", "/f", array=8).splitlines()
     assert "--gpus-per-node" not in sbatch_script(resources_for("report", "light", lcfg), lcfg, "r", "/f")
+    assert resources_for("squeeze/class_stats", "light", lcfg).gpus_per_node == 1  # a teacher pass
     assert resources_for("squeeze/teacher", "train", lcfg).tasks_per_node == 1
 
 
@@ -220,6 +221,7 @@ def test_slurm_jobs_wait_for_their_predecessors(monkeypatch, tmp_path):
     assert deps["relabel/lpld_40x"] == "afterok:" + ":".join(ids["relabel/lpld_40x#shards"])  # the merge
     assert [j.call.shard for j in jobs["relabel/lpld_40x#shards"]] == [(0, 2), (1, 2)]
     assert jobs["relabel/lpld_40x"][0].call.shard is None
+    assert "gpus_per_node" not in jobs["relabel/lpld_40x"][0].params  # the merge copies bytes
     student = jobs["validate/lpld_40x/seed0"][0]
     assert (student.params["nodes"], student.params["ntasks_per_node"], student.params["gpus_per_node"]) == (2, 8, 8)
     assert student.call.distributed and not jobs["recover/lpld"][0].call.distributed

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from ..config import AUTHORS_SECTIONS, ConfigError, add_schema_arguments, flatten_yaml, resolve
+from ..config import ConfigError, add_schema_arguments, flatten_yaml, resolve
 from .launcher import Launcher
 from .resources import LAUNCH_SCHEMA
 
@@ -37,7 +37,7 @@ def split_yaml(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     launch = data.pop("launch", None) or {}
     if not isinstance(launch, dict):
         raise ConfigError(f"{path}: section 'launch' must be a mapping")
-    return launch, flatten_yaml(data, AUTHORS_SECTIONS, path)
+    return launch, flatten_yaml(data, ("pipeline",), path)  # the pipeline's files are flat
 
 
 def parse(schema, argv: Sequence[str], prog: str, extra=()) -> tuple[argparse.Namespace, argparse.Namespace, Any]:

@@ -96,7 +96,7 @@ def expand(plan: Sequence[Any], done: set[str], lcfg: argparse.Namespace) -> lis
         shards = [(i, n) for i in range(n)] if n > 1 else None
         if shards and step.kind == "relabel":  # shard stores, then a merge into the one store
             units.append(Unit(step.name + "#shards", step.name, step.kind, after, shards))
-            units.append(Unit(step.name, step.name, "light", [step.name + "#shards"]))
+            units.append(Unit(step.name, step.name, "merge", [step.name + "#shards"]))  # CPU only
         else:
             units.append(Unit(step.name, step.name, step.kind, after, shards))
     return units

@@ -3,7 +3,7 @@
 Options come from the command line or a ``launch:`` section of a YAML config (see
 :data:`LAUNCH_SCHEMA`). Students (``validate/...`` steps) are DDP jobs of ``nodes`` x
 ``gpus_per_node`` processes, one per GPU; every other GPU step (teacher training, a recovery shard,
-a relabel shard) is one process on one GPU; light steps (dataset, class statistics merge, report)
+a relabel shard, class statistics) is one process on one GPU; dataset generation and the report
 ask for no GPU.
 """
 from __future__ import annotations
@@ -46,7 +46,9 @@ LAUNCH_SCHEMA = {
 # Steps whose function trains with DistributedDataParallel when RANK/WORLD_SIZE are set
 # (lpld.validate.distributed); teacher training (squeeze) runs in one process.
 DDP_STEP_PREFIXES = ("validate/",)
-GPU_KINDS = ("train", "recover", "relabel")
+# Steps that never touch a model (dataset generation, the report) run without a GPU; every other
+# step -- class statistics and diversity are a teacher pass over images -- gets one.
+CPU_STEP_PREFIXES = ("data/", "report")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +74,7 @@ def resources_for(name: str, kind: str, lcfg: argparse.Namespace) -> Resources:
     if kind == "train" and is_ddp_step(name):
         return Resources(nodes=lcfg.nodes, tasks_per_node=lcfg.gpus_per_node, gpus_per_node=lcfg.gpus_per_node,
                          **common)
-    if kind in GPU_KINDS:
+    if kind != "merge" and not name.startswith(CPU_STEP_PREFIXES):
         return Resources(gpus_per_node=1, **common)
     return Resources(**{**common, "cpus_per_task": min(lcfg.cpus_per_task, 4)})
 
