@@ -341,3 +341,16 @@ def test_warning_signal_requeues_and_the_job_resumes_to_the_same_store(inputs, t
     assert job.stdout().count("[run] relabel/slow") == 2  # ran again, resuming from the committed batches
     ref = run_relabel(relabel_cfg(inputs["train_dir"], None, str(tmp_path / "ref"), epochs=2), teacher=SlowTeacher())
     assert files(out) == files(ref)
+
+
+def test_launch_options_from_the_yaml_launch_section_and_the_command_line(tmp_path):
+    from lpld.launch.cli import parse
+    from lpld.pipeline import PIPELINE_SCHEMA
+    path = tmp_path / "table.yaml"
+    path.write_text("methods: [lpld]\nipc: 50\nlaunch:\n  executor: slurm\n  recover_shards: 8\n  partition: a\n")
+    cfg, lcfg, _ = parse(PIPELINE_SCHEMA, ["--config", str(path), "--partition", "b", "--ipc", "10"], "lpld launch")
+    assert (cfg.methods, cfg.ipc) == (["lpld"], 10)
+    assert (lcfg.executor, lcfg.recover_shards, lcfg.partition, lcfg.relabel_shards) == ("slurm", 8, "b", 1)
+    path.write_text("launch:\n  partitionn: a\n")
+    with pytest.raises(SystemExit):  # an unknown launch key is an error naming it
+        parse(PIPELINE_SCHEMA, ["--config", str(path)], "lpld launch")
