@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lpld.config import resolve
-from lpld.launch.launcher import Launcher, Unit, export_distributed, sbatch_script
+from lpld.launch.launcher import Launcher, export_distributed, sbatch_script
 from lpld.launch.resources import LAUNCH_SCHEMA, resources_for
 from lpld.launch.shards import has_shards, merge_shards, recover_range, run_shard, split_range
 from lpld.models import build_model, save_checkpoint
