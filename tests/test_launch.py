@@ -216,9 +216,10 @@ def test_slurm_jobs_wait_for_their_predecessors(monkeypatch, tmp_path):
     deps = {k: v[0].params.get("dependency") for k, v in jobs.items()}
     assert deps["squeeze/class_stats"] is None  # its predecessors are done
     assert deps["recover/lpld"] == "afterok:" + ids["squeeze/class_stats"][0]
-    assert len(ids["recover/lpld"]) == 3 and deps["relabel/lpld_40x#shards"] == "afterok:" + ":".join(
-        ids["recover/lpld"])
-    assert deps["relabel/lpld_40x"] == "afterok:" + ":".join(ids["relabel/lpld_40x#shards"])  # the merge
+    array = ids["recover/lpld"][0].split("_")[0]  # one array: tasks <array>_0 ... <array>_2
+    assert ids["recover/lpld"] == [f"{array}_{k}" for k in range(3)]
+    assert deps["relabel/lpld_40x#shards"] == f"afterok:{array}"  # waits for every task of the array
+    assert deps["relabel/lpld_40x"] == "afterok:" + ids["relabel/lpld_40x#shards"][0].split("_")[0]  # the merge
     assert [j.call.shard for j in jobs["relabel/lpld_40x#shards"]] == [(0, 2), (1, 2)]
     assert jobs["relabel/lpld_40x"][0].call.shard is None
     assert "gpus_per_node" not in jobs["relabel/lpld_40x"][0].params  # the merge copies bytes

@@ -181,7 +181,8 @@ class Launcher:
         by_key = {u.key: u for u in units}
         if self.lcfg.executor == "slurm":
             for unit in units:  # topological order: predecessors already have ids
-                deps = [j.job_id for a in unit.after for j in by_key[a].jobs]
+                # an array's id stands for all of its tasks ("123_4" is task 4 of array 123)
+                deps = list(dict.fromkeys(j.job_id.split("_")[0] for a in unit.after for j in by_key[a].jobs))
                 self.submit(unit, deps or None)
             if wait if wait is not None else bool(self.lcfg.wait):
                 self._wait_all(units)
