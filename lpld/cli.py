@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "check-labels": ("lpld.relabel.cli", "main_check", "replay check of a label store"),
     "convert-labels": ("lpld.relabel.cli", "main_convert", "convert a label store (ours <-> authors')"),
     "validate": ("lpld.cli", "validate", "stage 3b: train and evaluate a student"),
+    "launch": ("lpld.launch.cli", "main", "every stage as cluster jobs: SLURM via submitit, or local (docs/cluster.md)"),
     "diversity": ("lpld.analysis.diversity", "main", "within-class diversity of image sets"),
     "plot": ("lpld.analysis.plot", "main", "accuracy vs label compression plot"),
 }

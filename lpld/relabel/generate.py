@@ -226,6 +226,10 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
                        expected_what=f"the teacher that recovered {cfg.train_dir} (its recover.json)",
                        got_what=f"the teacher {cfg.teacher_ckpt}", fix="Relabel with a teacher of the same dataset.")
     manifest = build_manifest(cfg, dataset, num_classes, info, fingerprint_images(dataset, cfg.workers))
+    first = 0  # global id of the store's row 0 (a batch-range shard holds a slice of the plan)
+    if cfg.batch_shard:
+        from ..launch.shards import relabel_shard_plan
+        manifest, first, cfg.output_dir = relabel_shard_plan(manifest, cfg.batch_shard, cfg.output_dir)
     old = None if cfg.overwrite else existing_manifest(cfg.output_dir)
     if old is not None:
         check_bound_inputs(old, cfg.output_dir, images_sha256=manifest["images_sha256"], train_dir=cfg.train_dir,
@@ -236,7 +240,7 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
                         commit_every=cfg.commit_every, verify=cfg.verify)
     start, planned = writer.next_id, writer.planned
     stop = planned if cfg.stop_after <= 0 else min(planned, start + cfg.stop_after)
-    epochs_needed = math.ceil(planned / manifest["batches_per_epoch"])
+    epochs_needed = math.ceil((first + planned) / manifest["batches_per_epoch"])
     orders = sampler_orders(len(dataset), cfg.fkd_seed, epochs_needed)
     try:
         if start < stop:
@@ -244,7 +248,7 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
             model = prepare_teacher(model, device, cfg.channels_last)
             set_cudnn_benchmark(device)  # every batch has the same shapes
             bank = ImageBank.from_folder(dataset, device, cfg.input_size) if cfg.input_path == "device" else None
-            batches = AugmentedBatches([p for p, _ in dataset.samples], orders, writer.manifest, start, stop,
+            batches = AugmentedBatches([p for p, _ in dataset.samples], orders, writer.manifest, first + start, first + stop,
                                        sizes=bank.image_sizes() if bank is not None else None)
             loader = DataLoader(batches, batch_size=None, shuffle=False, num_workers=cfg.workers,
                                 pin_memory=device.type == "cuda", persistent_workers=False,
@@ -258,6 +262,7 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
                             images = replay_batch_on_device(bank, record, *writer.manifest["normalize"])
                         logits = teacher_logits(model, images, device, cfg.amp, cfg.channels_last)
                         store_labels(record, logits, writer.manifest)
+                        record.batch_id -= first
                         writer.write(record)
             finally:
                 writer.commit()  # every batch written so far is complete: keep it for the resumed run

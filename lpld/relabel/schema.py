@@ -78,6 +78,9 @@ RELABEL_SCHEMA = {
                      "store is an error naming the batches; check-labels --repair regenerates them)"),
     "commit_every": Option(16, int, "publish progress every N batches (a crash loses at most these)"),
     "stop_after": Option(0, int, "generate at most N batches in this run, then stop (resumable; 0 = all)"),
+    "batch_shard": Option(None, list, "[index, count]: generate only this contiguous share of the planned batches, "
+                          "into <output_dir>.shards/ (lpld launch runs the shards as parallel jobs and merges them "
+                          "into a store byte-identical to a single run)"),
     # --- runtime ---------------------------------------------------------------------------------
     "device": Option("auto", str, "auto | cpu | cuda | cuda:N"),
     "amp": Option(False, bool, "fp16 autocast for the teacher on CUDA (faster; logits then differ from "
