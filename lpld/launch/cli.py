@@ -47,7 +47,8 @@ def parse(schema, argv: Sequence[str], prog: str, extra=()) -> tuple[argparse.Na
         raise ConfigError(f"launch options {clash} clash with the pipeline's options")
     p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", nargs="*", default=[], help="YAML config file(s); later ones win")
-    p.add_argument("--dry-run", action="store_true", help="print the jobs (and sbatch scripts); submit nothing")
+    if "dry_run" not in schema:  # the pipeline's own --dry-run means the same here: print, run nothing
+        p.add_argument("--dry-run", action="store_true", help="print the jobs (and sbatch scripts); submit nothing")
     add_schema_arguments(p, LAUNCH_SCHEMA)
     if schema:
         add_schema_arguments(p, schema)
@@ -65,6 +66,9 @@ def parse(schema, argv: Sequence[str], prog: str, extra=()) -> tuple[argparse.Na
     except ConfigError as err:
         p.error(str(err))
     cfg.config = list(args.config)
+    args.dry_run = bool(args.dry_run)
+    if "dry_run" in schema:
+        cfg.dry_run = False  # the jobs run their steps; only the launcher prints and stops
     return cfg, lcfg, args
 
 
