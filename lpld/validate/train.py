@@ -131,6 +131,12 @@ def open_store_checked(cfg, dataset: str, num_images: int):
     # the label folder may be read-only; a regenerated store draws its crops for these images
     store = open_label_store(cfg.label_dir, index_dir=cfg.output_dir, num_classes=num_classes,
                              train_dir=cfg.train_dir)
+    per_epoch = num_images // cfg.batch_size  # the authors' trainer: len(images) // batch_size
+    if _records_no_epoch_size(cfg.label_dir) and 0 < store.batches_per_epoch < per_epoch:
+        # A pruned ("less label") folder of theirs holds only part of its first epoch, so the files
+        # cannot tell the epoch size: take it from the images, as their trainer does.
+        store = open_label_store(cfg.label_dir, batches_per_epoch=per_epoch, index_dir=cfg.output_dir,
+                                 num_classes=num_classes, train_dir=cfg.train_dir)
     man = store.manifest
     num_classes = num_classes or store.num_classes
     if getattr(store, "regenerated", False) and store.num_batches:
@@ -163,6 +169,12 @@ def open_store_checked(cfg, dataset: str, num_images: int):
         raise StoreMismatchError(f"soft-label store {cfg.label_dir} holds {man['image_size']} px crops, "
                                  f"but image_size {cfg.image_size} is requested")
     return store, num_classes, int(size)
+
+
+def _records_no_epoch_size(label_dir: str) -> bool:
+    """An authors' or LPQLD folder without our side manifest (ours record batches_per_epoch)."""
+    from ..labels.authors import META
+    return not any(os.path.isfile(os.path.join(label_dir, name)) for name in ("manifest.json", META))
 
 
 def make_plan(cfg, store) -> PruningPlan:
