@@ -25,6 +25,7 @@ import time
 from typing import Any, Callable
 
 from .config import AUTHORS_SECTIONS, Option, compression_name, parse_config, stage_config
+from .utils.errors import InputValueError
 from .utils.io import atomic_json_dump
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -83,6 +84,8 @@ PIPELINE_SCHEMA = {
     "ipcs": Option([], list, "several IPCs (a row block each); default: [ipc]"),
     "prune_ratios": Option([0.0, 0.9, 0.975], list, "label pruning ratios: 0 = 1x, 0.9 = 10x, 0.975 = 40x"),
     "label_topks": Option([0], list, "label top-k per row (LPQLD; 0 = all classes)"),
+    "extra_rows": Option([], list, "rows beyond the grid, METHOD:RATIO:TOPK each (at every ipc, student and "
+                         "scheme), e.g. lpld:0.975:2 for top-2 labels at 40x"),
     "label_mode": Option("less", str, "less: one store per ratio holding only the kept batches (the authors' "
                          "less_label_*.sh); full: one full store per image set, pruned when the student "
                          "trains (their main_table_*.sh)", choices=("less", "full")),
@@ -146,13 +149,24 @@ def rows(cfg: argparse.Namespace) -> list[Row]:
     ipcs = [int(i) for i in cfg.ipcs] or [cfg.ipc]
     for method in cfg.methods:
         if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
+            raise InputValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
     schemes = [tuple(s.split("/")) for s in cfg.prune_schemes] or [None]
     for s in schemes:
         if s is not None and len(s) != 2:
-            raise ValueError(f"prune_schemes: expected METRIC/GRANULARITY, got {'/'.join(s)!r}")
-    return [Row(m, i, int(k or 0), float(r), s or None, sc) for i, m, k, s, r, sc in itertools.product(
+            raise InputValueError(f"prune_schemes: expected METRIC/GRANULARITY, got {'/'.join(s)!r}")
+    grid = [Row(m, i, int(k or 0), float(r), s or None, sc) for i, m, k, s, r, sc in itertools.product(
         ipcs, cfg.methods, cfg.label_topks, cfg.students or [None], cfg.prune_ratios, schemes)]
+    for spec in cfg.extra_rows:
+        parts = str(spec).split(":")
+        try:
+            method, ratio, topk = parts[0], float(parts[1]), int(parts[2])
+        except (IndexError, ValueError):
+            raise InputValueError(f"extra_rows: expected METHOD:RATIO:TOPK (e.g. lpld:0.975:2), got {spec!r}")
+        if method not in cfg.methods:
+            raise InputValueError(f"extra_rows {spec!r}: method {method!r} is not among methods {cfg.methods}")
+        grid += [row for row in (Row(method, i, topk, ratio, s or None, sc) for i, s, sc in itertools.product(
+            ipcs, cfg.students or [None], schemes)) if row not in grid]
+    return grid
 
 
 def _out(cfg) -> str:

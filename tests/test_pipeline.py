@@ -47,6 +47,18 @@ def test_plan_orders_steps_and_names_rows():
         assert all(position[a] < position[step.name] for a in step.after), step
 
 
+def test_extra_rows_add_topk_rows_to_one_method_only():
+    cfg = parse_config(PIPELINE_SCHEMA, ["--methods", "lpld", "sre2l", "--prune-ratios", "0", "0.975",
+                                         "--extra-rows", "lpld:0.975:2", "lpld:0.9:5", "lpld:0.975:2"])
+    validate = [s.name for s in plan(cfg) if s.name.startswith("validate/")]
+    assert [n for n in validate if "top" in n] == ["validate/lpld_ipc10_top2_40x/seed0",
+                                                   "validate/lpld_ipc10_top5_10x/seed0"]
+    assert len(validate) == 2 * 2 + 2
+    for bad in (["--extra-rows", "lpld:0.9"], ["--extra-rows", "rded:0.9:2"]):
+        with pytest.raises(ValueError, match="extra_rows"):
+            plan(parse_config(PIPELINE_SCHEMA, ["--methods", "lpld"] + bad))
+
+
 @pytest.mark.slow
 def test_pipeline_runs_reports_skips_and_resumes(tmp_path, capsys):
     # demo data made once, shared by both runs (the data step itself is covered by the first run)
