@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 
-from tqdm import tqdm
 
 from .authors import AuthorsLabelStore, AuthorsStoreWriter, is_authors_store
 from .common import FORMAT_VERSION, InputValueError, StoreDamagedError
 from .store import LabelStore, LabelStoreWriter
+from ..utils.progress import progress_bar
 
 FORMATS = ("ours", "authors")
 
@@ -77,7 +77,7 @@ def convert(src: str, dst: str, to: str = "ours", *, overwrite: bool = False, pr
     manifest = _target_manifest(store)
     writer = writer_for(to, dst, manifest, resume=False, overwrite=overwrite, commit_every=64)
     try:
-        for gid in tqdm(range(store.num_batches), desc=f"convert -> {to}", disable=not progress):
+        for gid in progress_bar(range(store.num_batches), desc=f"convert -> {to}", disable=not progress):
             writer.write(store.read(gid))
     finally:
         writer.close()

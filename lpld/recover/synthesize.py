@@ -35,8 +35,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from ..utils.progress import progress_bar
 from ..utils.runtime import autocast
 from ..utils.schedule import warmup_cosine_factor
 from .augment import AugmentParams, apply_grouped, sample_params
@@ -169,7 +169,7 @@ class Recoverer:
         optimizer = torch.optim.Adam([inputs], lr=s.lr, betas=s.betas, eps=s.eps, fused=device.type == "cuda")
         generators = [group_generator(s.seed, g.key, "augment") for g in groups]
         ce = bn = torch.zeros(num_groups, device=device)
-        bar = tqdm(range(s.iterations), desc=desc, leave=False, disable=not s.progress)
+        bar = progress_bar(range(s.iterations), desc=desc, leave=False, disable=not s.progress)
         for it in bar:
             lr = s.lr * warmup_cosine_factor(it, s.iterations, 0)
             for pg in optimizer.param_groups:

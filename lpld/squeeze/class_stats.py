@@ -13,7 +13,6 @@ import os
 import time
 
 import torch
-from tqdm import tqdm
 
 from ..data import build_dataset, train_transform, val_transform
 from ..engine import evaluate
@@ -21,6 +20,7 @@ from ..models import class_labels, finalize_exact_class_stats, save_checkpoint, 
 from ..models.class_bn import check_labels
 from ..utils import preflight
 from ..utils.errors import InputValueError
+from ..utils.progress import progress_bar
 from ..utils.runtime import autocast, on_for_cuda, resolve_device, seed_everything, to_channels_last
 from .sampling import SeededEpochSampler
 from .train import build_loader, build_teacher, require_data_path
@@ -38,7 +38,7 @@ def record_class_statistics(model, loader, device, *, mode: str = "ema", amp: bo
     model.eval()
     set_class_stats_mode(model, mode)
     seen = 0
-    for images, target in tqdm(loader, desc="class statistics", leave=False, disable=not progress):
+    for images, target in progress_bar(loader, desc="class statistics", leave=False, disable=not progress):
         images = to_channels_last(images.to(device, non_blocking=True), channels_last)
         target = target.to(device, non_blocking=True)
         with class_labels(model, target, check=False), autocast(device, amp):
