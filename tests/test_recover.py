@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 
 import pytest
@@ -248,6 +249,26 @@ def test_batched_run_reproduces_single_class_runs(teacher):
             torch.testing.assert_close(batched.bn[k], single.bn[0], rtol=1e-4, atol=1e-4)
     finally:
         rec.close()
+
+
+def test_recovery_lr_is_the_authors_cosine_policy(teacher, monkeypatch):
+    """Each Adam step uses the authors' ``lr_cosine_policy(lr, 0, iterations)``:
+    ``0.5 * (1 + cos(pi * it / iterations)) * lr`` at iteration ``it``."""
+    seen = []
+    adam_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return adam_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    rec = Recoverer(teacher, settings(iterations=7, lr=0.3), "class", torch.device("cpu"))
+    try:
+        rec.run([Group(key=(0, 1, 0), labels=[1], bn_class=1)])
+    finally:
+        rec.close()
+    authors = [0.5 * (1 + math.cos(math.pi * it / 7)) * 0.3 for it in range(7)]
+    assert seen == pytest.approx(authors, rel=1e-12, abs=0)
 
 
 def test_ce_falls_and_pixels_stay_in_range(teacher):

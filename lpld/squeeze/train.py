@@ -48,12 +48,6 @@ def build_loader(dataset, cfg: argparse.Namespace, device: torch.device, shuffle
                       persistent_workers=cfg.workers > 0, drop_last=False)
 
 
-def build_teacher(cfg: argparse.Namespace, num_classes: int, class_aware: bool = False,
-                  weights: str | None = None) -> nn.Module:
-    return build_model(cfg.model, num_classes, tiny_stem=cfg.tiny_stem, class_aware=class_aware,
-                       weights=weights)
-
-
 def train_one_epoch(model, criterion, optimizer, loader, device, epoch, cfg) -> dict[str, float]:
     model.train()
     sums = DeviceSums(("loss", "top1", "n"), device)
@@ -91,7 +85,8 @@ def run_teacher_training(cfg: argparse.Namespace) -> dict:
     num_classes = cfg.num_classes or len(train_set.classes)
     set_cudnn_benchmark(device)
 
-    model = to_channels_last(build_teacher(cfg, num_classes).to(device), cfg.channels_last)
+    model = build_model(cfg.model, num_classes, tiny_stem=cfg.tiny_stem)
+    model = to_channels_last(model.to(device), cfg.channels_last)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
