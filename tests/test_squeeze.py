@@ -2,7 +2,6 @@
 import argparse
 import json
 import os
-import sys
 
 import pytest
 import torch
@@ -12,7 +11,6 @@ from lpld.data import make_demo_dataset
 from lpld.models import build_model, class_bn_layers, read_state_dict, save_checkpoint
 from lpld.squeeze import CLASS_STATS_SCHEMA, TRAIN_SCHEMA, run_class_stats, run_teacher_training
 
-sys.path.insert(0, os.path.dirname(__file__))
 
 
 @pytest.fixture(scope="module")
@@ -105,9 +103,8 @@ def test_cuda_amp_channels_last_training_and_class_pass(demo, tmp_path):
 
 
 # --- the class-statistics pass: fp32 by default, bf16 only when asked ---------------------------------
-def _reference_class_stats(model, loader):
+def _reference_class_stats(model, loader, reference_update):
     """fp32 reference: every BN input captured by a hook, the authors' per-class update in float64."""
-    from test_class_bn import reference_update
     layers = class_bn_layers(model)
     stats = {m: (m.class_running_mean.double().clone(), m.class_running_var.double().clone()) for m in layers}
     seen = {}
@@ -139,7 +136,7 @@ def _class_pass(demo, tmp_path, **kw):
 
 
 @pytest.mark.slow
-def test_class_pass_defaults_to_fp32_and_bf16_is_opt_in(demo, tmp_path):
+def test_class_pass_defaults_to_fp32_and_bf16_is_opt_in(demo, tmp_path, class_update_reference):
     from lpld.data import build_dataset, train_transform
     from lpld.squeeze.sampling import SeededEpochSampler
     from lpld.squeeze.train import build_loader
@@ -148,7 +145,8 @@ def test_class_pass_defaults_to_fp32_and_bf16_is_opt_in(demo, tmp_path):
     # the pass's loader, rebuilt: the same seeded order and augmentation
     data = build_dataset("demo", demo, "train", train_transform(16, "demo"))
     loader = build_loader(data, cfg, torch.device("cpu"), shuffle=True, sampler=SeededEpochSampler(len(data), cfg.seed))
-    reference = _reference_class_stats(build_model("resnet18", 4, class_aware=True, weights=plain), loader)
+    reference = _reference_class_stats(build_model("resnet18", 4, class_aware=True, weights=plain), loader,
+                                        class_update_reference)
     for layer, (mean, var) in zip(fp32_layers, reference):
         torch.testing.assert_close(layer.class_running_mean.double(), mean, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(layer.class_running_var.double(), var, rtol=1e-5, atol=1e-5)

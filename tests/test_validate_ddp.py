@@ -21,14 +21,13 @@ import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_validate_helpers import make_label_store, one_thread  # noqa: E402,F401
+from lpld.data import normalization
+from lpld.engine import evaluate
+from lpld.models import build_model
+from lpld.validate import run_validate
+from lpld.validate import train as train_mod
 
-from lpld.data import normalization  # noqa: E402
-from lpld.engine import evaluate  # noqa: E402
-from lpld.models import build_model  # noqa: E402
-from lpld.validate import run_validate  # noqa: E402
-from lpld.validate import train as train_mod  # noqa: E402
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,7 +95,7 @@ def _state(out) -> dict:
 
 
 @pytest.mark.slow
-def test_two_ranks_train_the_weights_of_one_process(demo_root, odd_folder, tmp_path, monkeypatch):
+def test_two_ranks_train_the_weights_of_one_process(demo_root, odd_folder, tmp_path, monkeypatch, make_label_store):
     epochs = 24  # 5 forward/backward passes per epoch: the EMA averages (after 100 calls), not only copies
     store = make_label_store(odd_folder, str(tmp_path / "labels"), None, num_classes=4, batch_size=8,
                              epochs=epochs, mix_type="cutmix")
@@ -141,7 +140,7 @@ def check_reported_equals_saved(demo_root, out, part: str) -> None:
 
 
 @pytest.mark.slow
-def test_torchrun_gloo_two_ranks_train_on_disjoint_data(demo_root, tmp_path):
+def test_torchrun_gloo_two_ranks_train_on_disjoint_data(demo_root, tmp_path, make_label_store):
     """The command the reproduce scripts run on a multi-GPU machine, with 2 CPU processes."""
     store = make_label_store(os.path.join(demo_root, "train"), str(tmp_path / "labels"), None,
                              num_classes=4, batch_size=8, epochs=2, mix_type="cutmix")

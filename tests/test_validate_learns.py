@@ -6,20 +6,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_validate_helpers import one_thread  # noqa: E402,F401
+from lpld.data import ImageFolder, make_demo_dataset, train_transform, val_transform
+from lpld.engine import evaluate
+from lpld.labels import open_label_store
+from lpld.models import build_model
+from lpld.relabel.generate import run_relabel
+from lpld.validate import run_validate
 
-from lpld.data import ImageFolder, make_demo_dataset, train_transform, val_transform  # noqa: E402
-from lpld.engine import evaluate  # noqa: E402
-from lpld.labels import open_label_store  # noqa: E402
-from lpld.models import build_model  # noqa: E402
-from lpld.relabel.generate import run_relabel  # noqa: E402
-from lpld.validate import run_validate  # noqa: E402
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASSES, SIZE, PER_CLASS = 4, 16, 4
 
