@@ -375,6 +375,9 @@ def test_other_training_modes_run(demo_root, store, tmp_path, variant):
         assert [r["batch_id"] for r in rows] == [0, 1, 2, 6, 7, 8]
     metrics = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [m["epoch"] for m in metrics] == [1, 2] and "val_top1" in metrics[0] and "val_top1" in metrics[1]
+    # the LR steps once per epoch in every granularity (the authors' batch mode steps it per batch)
+    cfg = resolve(VALIDATE_SCHEMA, [("test", base_cfg(demo_root, store, tmp_path, **kw))])
+    assert [m["lr"] for m in metrics] == pytest.approx(epoch_lrs(cfg, cfg.dataset, epochs=2), rel=1e-12)
 
 
 def test_helper_store_roundtrip(demo_root, tmp_path, make_label_store):

@@ -68,8 +68,8 @@ def apply_params(x: torch.Tensor, p: AugmentParams, size: int) -> torch.Tensor:
 
     Antialiased as the authors' ``RandomResizedCrop`` on a tensor (torchvision's default). The crop of
     an S x S image resized to S x S is only ever upsampled, where the antialiased kernel's values
-    equal plain bilinear to float rounding, but its backward differs (up to ~1% per pixel), and
-    the optimised images follow the gradients: the same kernel keeps the images the authors'."""
+    equal plain bilinear to float rounding; its backward does not match bit for bit, and Adam's
+    normalised steps carry such differences into the optimised images: the same kernel keeps them."""
     if p.height > x.shape[-2] or p.width > x.shape[-1] or x.shape[-1] != size or x.shape[-2] != size:
         raise ValueError(f"crop {p.height}x{p.width} of a {tuple(x.shape[-2:])} image to {size} px: the "
                          f"crop must fit in the image and the image be {size} x {size}")
