@@ -1,5 +1,5 @@
 """Recover stage: augmentation, group-wise BN matching, batched == single-class equivalence, the
-on-disk layout, resume, error messages, and the CUDA branches on the CPU. Tiny teacher (ResNet-18 at 16 px)."""
+on-disk layout, resume, error messages, and the CUDA branches on the CPU. Tiny class-BN ResNet teacher at 16 px."""
 from __future__ import annotations
 
 import argparse
@@ -22,6 +22,7 @@ from lpld.recover.synthesize import initial_images
 
 SIZE = 16
 NUM_CLASSES = 4
+ARCH = "timm/test_resnet"  # a ResNet of 0.4 M parameters: every check below, at a tenth of ResNet-18's cost
 
 
 def _train_tiny_teacher(demo_root: str) -> torch.nn.Module:
@@ -29,7 +30,7 @@ def _train_tiny_teacher(demo_root: str) -> torch.nn.Module:
     data = build_dataset("demo", demo_root, "train", val_transform(SIZE, "demo"))
     x = torch.stack([data[i][0] for i in range(len(data))])
     y = torch.tensor(data.targets)
-    model = build_model("resnet18", NUM_CLASSES, class_aware=True)
+    model = build_model(ARCH, NUM_CLASSES, class_aware=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.train()
     for _ in range(15):
@@ -62,11 +63,11 @@ def teacher_path(demo_root, tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def teacher(teacher_path) -> torch.nn.Module:
-    return build_model("resnet18", NUM_CLASSES, class_aware=True, weights=teacher_path).eval()
+    return build_model(ARCH, NUM_CLASSES, class_aware=True, weights=teacher_path).eval()
 
 
 def make_cfg(teacher_path: str, out: str, **over) -> argparse.Namespace:
-    values = dict(teacher=teacher_path, dataset="demo", image_size=SIZE, ipc=3, iterations=4, lr=0.1,
+    values = dict(teacher=teacher_path, model=ARCH, dataset="demo", image_size=SIZE, ipc=3, iterations=4, lr=0.1,
                   r_bn=0.05, jitter_min=-2, jitter_max=2, output_dir=out, exp_name="exp", device="cpu",
                   progress=False, groups_per_step=2)
     values.update(over)
@@ -335,7 +336,7 @@ def test_resume_skips_finished_classes_and_cleans_temporaries(teacher_path, tmp_
 
 def test_teacher_without_class_stats_fails_clearly(tmp_path):
     plain = str(tmp_path / "plain.pth")
-    save_checkpoint(plain, build_model("resnet18", NUM_CLASSES))
+    save_checkpoint(plain, build_model(ARCH, NUM_CLASSES))
     with pytest.raises(ValueError, match="no class-wise BN statistics"):
         run_recovery(make_cfg(plain, str(tmp_path / "out")))
 
@@ -344,7 +345,7 @@ def test_class_wise_batching_with_global_statistics(tmp_path):
     """Table 4 ablation: batches within a class, matched to the global BN statistics, needs no class
     statistics; class statistics with across-class batches are refused."""
     plain = str(tmp_path / "plain.pth")
-    save_checkpoint(plain, build_model("resnet18", NUM_CLASSES))
+    save_checkpoint(plain, build_model(ARCH, NUM_CLASSES))
     root = run_recovery(make_cfg(plain, str(tmp_path / "out"), bn_target="global", class_end=2))
     assert json.load(open(os.path.join(root, "recover.json")))["bn_target"] == "global"
     assert sorted(d for d in os.listdir(root) if d.startswith("new")) == ["new000", "new001"]
@@ -380,7 +381,7 @@ def _cuda_run(teacher, **over):
 
 @pytest.mark.cuda
 def test_cuda_batched_gradients_equal_single_class_channels_last(teacher_path):
-    model = build_model("resnet18", NUM_CLASSES, class_aware=True, weights=teacher_path).cuda().eval()
+    model = build_model(ARCH, NUM_CLASSES, class_aware=True, weights=teacher_path).cuda().eval()
     rec = Recoverer(model, settings(channels_last=True), "class", torch.device("cuda"))
     try:
         classes, n = [1, 2], 3
@@ -401,7 +402,7 @@ def test_cuda_batched_gradients_equal_single_class_channels_last(teacher_path):
 @pytest.mark.cuda
 def test_cuda_bf16_channels_last_reaches_fp32_quality(teacher_path):
     """bf16 autocast + channels_last images: same teacher top-1 and a BN loss close to fp32's."""
-    model = build_model("resnet18", NUM_CLASSES, class_aware=True, weights=teacher_path).cuda().eval()
+    model = build_model(ARCH, NUM_CLASSES, class_aware=True, weights=teacher_path).cuda().eval()
     fp32 = _cuda_run(model, amp=False, channels_last=False)
     bf16 = _cuda_run(model, amp=True, channels_last=True)
     assert fp32.correct.float().mean() >= 0.9 and bf16.correct.float().mean() >= 0.9
@@ -411,7 +412,7 @@ def test_cuda_bf16_channels_last_reaches_fp32_quality(teacher_path):
 
 @pytest.mark.cuda
 def test_cuda_compiled_teacher_gives_the_same_loss(teacher_path):
-    model = build_model("resnet18", NUM_CLASSES, class_aware=True, weights=teacher_path).cuda().eval()
+    model = build_model(ARCH, NUM_CLASSES, class_aware=True, weights=teacher_path).cuda().eval()
     eager = Recoverer(model, settings(), "class", torch.device("cuda"))
     compiled = Recoverer(model, settings(), "class", torch.device("cuda"), compile_model=True)
     try:
@@ -516,7 +517,7 @@ def _run(teacher, **over):
 
 
 def test_batched_gradients_equal_single_class_channels_last(teacher_path):
-    model = build_model("resnet18", NUM_CLASSES, class_aware=True, weights=teacher_path).eval()
+    model = build_model(ARCH, NUM_CLASSES, class_aware=True, weights=teacher_path).eval()
     rec = Recoverer(model, settings(channels_last=True), "class", CPU)
     assert rec.channels_last and next(rec.teacher.parameters()).is_contiguous(memory_format=torch.channels_last)
     try:
@@ -537,7 +538,7 @@ def test_batched_gradients_equal_single_class_channels_last(teacher_path):
 
 @pytest.mark.slow
 def test_bf16_channels_last_reaches_fp32_quality(teacher_path):
-    model = build_model("resnet18", NUM_CLASSES, class_aware=True, weights=teacher_path).eval()
+    model = build_model(ARCH, NUM_CLASSES, class_aware=True, weights=teacher_path).eval()
     fp32 = _run(model, amp=False, channels_last=False)
     bf16 = _run(model, amp=True, channels_last=True)
     assert fp32.correct.float().mean() >= 0.9 and bf16.correct.float().mean() >= 0.9
@@ -546,7 +547,7 @@ def test_bf16_channels_last_reaches_fp32_quality(teacher_path):
 
 
 def test_compiled_teacher_gives_the_same_loss_and_gradients(teacher_path, capsys):
-    model = build_model("resnet18", NUM_CLASSES, class_aware=True, weights=teacher_path).eval()
+    model = build_model(ARCH, NUM_CLASSES, class_aware=True, weights=teacher_path).eval()
     eager = Recoverer(model, settings(), "class", CPU)
     compiled = Recoverer(model, settings(), "class", CPU, compile_model="aot_eager")
     try:
