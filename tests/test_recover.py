@@ -507,7 +507,7 @@ CPU = torch.device("cpu")
 
 
 def _run(teacher, **over):
-    s = settings(iterations=40, lr=0.2, **over)
+    s = settings(iterations=20, lr=0.2, **over)
     groups = [Group(key=(0, c, 0), labels=[c] * 4, bn_class=c) for c in range(NUM_CLASSES)]
     rec = Recoverer(teacher, s, "class", CPU)
     try:
