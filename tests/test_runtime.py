@@ -131,7 +131,8 @@ def test_evaluation_and_class_pass_read_values_once(demo_root):
 def test_compiled_student_training_equals_eager(demo_root, small_store, tmp_path, capsys):
     base = dict(dataset="demo", train_dir=os.path.join(demo_root, "train"), label_dir=small_store.path,
                 val_dir=os.path.join(demo_root, "val"), batch_size=8, epochs=2, train_epochs=1, workers=0,
-                max_steps_per_epoch=3, progress=False, seed=0, adamw_lr=1e-3, temperature=4.0, device="cpu")
+                max_steps_per_epoch=3, progress=False, seed=0, adamw_lr=1e-3, temperature=4.0, device="cpu",
+                model="timm/test_resnet")  # a small graph to compile: the same code path
     eager = run_validate(base | dict(output_dir=str(tmp_path / "eager")))
     t0 = time.perf_counter()
     compiled = run_validate(base | dict(output_dir=str(tmp_path / "compiled"), compile=True,
