@@ -139,6 +139,3 @@ def lock_output(path: str, what: str, *, key: str | None = None, beside: bool = 
     """Take the exclusive lock of the output ``path`` (see the module docstring)."""
     return OutputLock(lock_file_for(path, key, beside), what).acquire()
 
-
-def held_by_this_process(path: str, key: str | None = None, beside: bool = False) -> bool:
-    return os.path.realpath(lock_file_for(path, key, beside)) in _held
