@@ -9,7 +9,6 @@ import types
 
 import pytest
 import torch
-from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from lpld.data import ImageFolder, normalization

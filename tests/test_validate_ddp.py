@@ -20,7 +20,6 @@ import pytest
 import torch
 from torch import nn
 
-from lpld.data import normalization
 from lpld.engine import evaluate
 from lpld.models import build_model
 from lpld.validate import run_validate
