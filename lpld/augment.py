@@ -207,6 +207,8 @@ def _pixel_box(crop: torch.Tensor, width: int, height: int) -> tuple[int, int, i
 
 
 def _draw_cutout(img: Image.Image, params: torch.Tensor) -> Image.Image:
+    # Rounding recovers the teacher's integer box on both sides; the authors' student side passes
+    # the float32 products to PIL, which truncates (a few centres 1 px off at 224 px).
     w, h = img.size
     y_c, x_c = round(float(params[0]) * h), round(float(params[1]) * w)
     h_cut, w_cut = round(float(params[2]) * h), round(float(params[3]) * w)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 from timm.utils import accuracy
 from torch import nn
-from tqdm import tqdm
 
 from .utils.metrics import DeviceSums
+from .utils.progress import progress_bar
 from .utils.runtime import autocast, to_channels_last
 
 
@@ -26,7 +26,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, *, amp: bool = Fals
     """
     model.eval()
     sums = DeviceSums(("loss", "top1", "top5", "n"), device)
-    for images, target in tqdm(loader, desc=desc, leave=False, disable=not progress):
+    for images, target in progress_bar(loader, desc=desc, leave=False, disable=not progress):
         images = to_channels_last(images.to(device, non_blocking=True), channels_last)
         target = target.to(device, non_blocking=True)
         with autocast(device, amp):

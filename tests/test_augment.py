@@ -11,8 +11,8 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from lpld.augment import (BatchRecord, apply_mix, apply_view, apply_views, batch_generators, cutmix_box,
-                          normalize_mix_type, replay_batch, sample_batch_params, sample_crop)
+from lpld.augment import (CUTOUT_FACTOR, BatchRecord, apply_mix, apply_view, apply_views, batch_generators,
+                          cutmix_box, normalize_mix_type, replay_batch, sample_batch_params, sample_crop, view_uint8)
 
 MEAN, STD = (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)
 
@@ -89,6 +89,31 @@ def test_cutout_matches_authors_box_and_colour():
     assert torch.equal(out, T.ToTensor()(ref))
     assert torch.allclose(out[:, box[1], box[0]], torch.tensor(colour) / 255.0)
     assert rec.flips is None and rec.cutout.shape == (1, 7)
+
+
+def test_cutout_replay_rounds_the_recorded_centre_where_the_authors_student_truncates():
+    """The recorded Cutout centre is a float32 fraction. Our replay rounds it back to the pixel the
+    teacher's view was drawn with, so teacher and student inputs agree. The authors' student side
+    multiplies the float32 fractions back and hands the floats to PIL, which truncates: at 224 px a
+    few centres per axis come out 1 px off their teacher's box. We keep the teacher's box."""
+    size, cut = 224, int(CUTOUT_FACTOR * 224 + 0.5)
+    img = Image.new("RGB", (size, size))
+    full = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    authors_off = 0
+    for c in range(size):
+        params = torch.tensor([c / size, 5 / size, cut / size, cut / size, 255, 0, 0], dtype=torch.float32)
+        ours = view_uint8(img, full, False, params, size)
+        teacher = img.copy()  # the teacher's box: the integer centre it drew
+        ImageDraw.Draw(teacher).rectangle([max(5 - cut // 2, 0), max(c - cut // 2, 0), min(5 + cut // 2, size),
+                                           min(c + cut // 2, size)], fill=(255, 0, 0))
+        assert torch.equal(ours, TF.pil_to_tensor(teacher)), f"centre {c}"
+        y_c, x_c, h_cut, w_cut = (params[:4] * torch.tensor([size, size, size, size])).tolist()
+        student = img.copy()  # the authors' student side: float box straight into PIL
+        ImageDraw.Draw(student).rectangle([np.clip(x_c - w_cut // 2, 0, size), np.clip(y_c - h_cut // 2, 0, size),
+                                           np.clip(x_c + w_cut // 2, 0, size), np.clip(y_c + h_cut // 2, 0, size)],
+                                          fill=(255, 0, 0))
+        authors_off += not torch.equal(ours, TF.pil_to_tensor(student))
+    assert 0 < authors_off < 0.05 * size
 
 
 def test_cutmix_box_is_rand_bbox():

@@ -7,19 +7,7 @@ from lpld.models import (ClassAwareBatchNorm2d, build_model, class_labels, final
                          per_class_mean_var, set_class_stats_mode)
 
 
-def reference_update(mean, var, x, labels, momentum):
-    """The authors' semantics, one class at a time."""
-    mean, var = mean.clone(), var.clone()
-    for c in labels.unique().tolist():
-        xc = x[labels == c]
-        mu = xc.mean(dim=(0, 2, 3))
-        v = xc.permute(1, 0, 2, 3).reshape(x.shape[1], -1).var(1, unbiased=False)
-        mean[c] = (1 - momentum) * mean[c] + momentum * mu
-        var[c] = (1 - momentum) * var[c] + momentum * v
-    return mean, var
-
-
-def test_vectorised_update_matches_per_class_loop():
+def test_vectorised_update_matches_per_class_loop(class_update_reference):
     torch.manual_seed(0)
     num_classes, channels = 60, 8
     bn = ClassAwareBatchNorm2d(channels, num_classes).eval()
@@ -31,7 +19,7 @@ def test_vectorised_update_matches_per_class_loop():
         bn.class_labels = labels
         out = bn(x)
         bn.class_labels = None
-        ref_mean, ref_var = reference_update(ref_mean, ref_var, x, labels, 0.1)
+        ref_mean, ref_var = class_update_reference(ref_mean, ref_var, x, labels, 0.1)
         assert torch.allclose(out, nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight,
                                                             bn.bias, False, 0.1, bn.eps))
     torch.testing.assert_close(bn.class_running_mean, ref_mean, rtol=1e-5, atol=1e-5)
@@ -67,27 +55,36 @@ def test_per_class_mean_var_matches_direct():
             torch.testing.assert_close(var[c], xc.transpose(0, 1).reshape(3, -1).var(1, unbiased=False))
 
 
-def test_exact_mode_is_order_independent_and_exact():
+def exact_reference(x, labels, num_classes):
+    """Count-weighted statistics of the whole pass, one class at a time in float64: the mean and
+    biased variance of all of a class's values; absent classes keep the initial 0 / 1."""
+    mean = torch.zeros(num_classes, x.shape[1], dtype=torch.float64)
+    var = torch.ones(num_classes, x.shape[1], dtype=torch.float64)
+    for c in labels.unique().tolist():
+        values = x[labels == c].double().transpose(0, 1).reshape(x.shape[1], -1)
+        mean[c] = values.mean(1)
+        var[c] = ((values - mean[c][:, None]) ** 2).mean(1)
+    return mean.float(), var.float()
+
+
+def test_exact_mode_is_the_count_weighted_statistics_in_any_order():
     torch.manual_seed(2)
-    x = torch.randn(30, 5, 4, 4)
-    labels = torch.randint(0, 4, (30,))
-    results = []
+    x = torch.randn(30, 5, 4, 4) * 2 + 1
+    labels = torch.randint(0, 4, (30,))  # class 4 of 5 never appears
+    ref_mean, ref_var = exact_reference(x, labels, 5)
     for order in (torch.arange(30), torch.randperm(30)):
-        bn = ClassAwareBatchNorm2d(5, 4).eval()
+        bn = ClassAwareBatchNorm2d(5, 5).eval()
         bn.stats_mode = "exact"
-        for chunk in order.split(7):
+        for chunk in order.split(7):  # uneven chunks: 7, 7, 7, 7, 2
             bn.class_labels = labels[chunk]
             bn(x[chunk])
         bn.finalize_exact()
-        results.append((bn.class_running_mean.clone(), bn.class_running_var.clone()))
-    torch.testing.assert_close(results[0][0], results[1][0])
-    torch.testing.assert_close(results[0][1], results[1][1])
-    mean, var, _ = per_class_mean_var(x, labels, 4)
-    torch.testing.assert_close(results[0][0], mean, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(results[0][1], var, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bn.class_running_mean, ref_mean, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(bn.class_running_var, ref_var, rtol=1e-6, atol=1e-6)
+        assert torch.all(bn.class_running_mean[4] == 0) and torch.all(bn.class_running_var[4] == 1)
 
 
-def test_model_context_manager_updates_every_layer_and_keeps_outputs():
+def test_model_context_manager_updates_every_layer_and_keeps_outputs(class_update_reference):
     torch.manual_seed(3)
     model = build_model("resnet18", 5, tiny_stem=True, class_aware=True).eval()
     plain = build_model("resnet18", 5, tiny_stem=True).eval()
@@ -114,7 +111,7 @@ def test_model_context_manager_updates_every_layer_and_keeps_outputs():
     for h in hooks:
         h.remove()
     for layer, (mean0, var0) in zip(layers, before):
-        ref_mean, ref_var = reference_update(mean0, var0, inputs[layer].double(), y, momentum=1.0)
+        ref_mean, ref_var = class_update_reference(mean0, var0, inputs[layer].double(), y, momentum=1.0)
         torch.testing.assert_close(layer.class_running_mean, ref_mean.float(), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(layer.class_running_var, ref_var.float(), rtol=1e-5, atol=1e-6)
         assert torch.equal(layer.class_running_mean[1:3], mean0[1:3])

@@ -3,9 +3,11 @@ import os
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torchvision import transforms as T
 
-from lpld.data import ImageFolder, TinyImageNet, build_dataset, make_demo_dataset
+from lpld.data import ImageFolder, TinyImageNet, build_dataset, make_demo_dataset, normalization, val_transform
 
 WNIDS = ["n02", "n01", "n03"]  # deliberately unsorted in wnids.txt
 
@@ -98,3 +100,11 @@ def test_demo_dataset_is_deterministic(tmp_path):
     with pytest.raises(FileExistsError, match="other settings"):
         make_demo_dataset(a, num_classes=4, image_size=12, train_per_class=4, val_per_class=2)
     assert not [d for d in os.listdir(tmp_path) if d.endswith(".tmp")]
+
+
+def test_tiny_validation_resize_and_centre_crop_are_a_no_op_at_64_px():
+    """The authors validate Tiny-ImageNet with ToTensor + Normalize only; ours adds Resize(64) +
+    CenterCrop(64) (so other image sizes also work), which leaves the 64 px images untouched."""
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    authors = T.Compose([T.ToTensor(), T.Normalize(*normalization("tiny"))])
+    assert torch.equal(val_transform(64, "tiny")(img), authors(img))

@@ -3,21 +3,19 @@ relabel trained or labelled through it equal the PIL path."""
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_validate_helpers import make_label_store, one_thread  # noqa: E402,F401
+from lpld.augment import sample_batch_params, sample_crop_params, sample_cutout, views_uint8
+from lpld.data import ImageFolder
+from lpld.device_views import ImageBank, cut_views
+from lpld.labels import open_label_store
+from lpld.validate import run_validate
 
-from lpld.augment import sample_batch_params, sample_crop_params, sample_cutout, views_uint8  # noqa: E402
-from lpld.data import ImageFolder  # noqa: E402
-from lpld.device_views import ImageBank, cut_views  # noqa: E402
-from lpld.labels import open_label_store  # noqa: E402
-from lpld.validate import run_validate  # noqa: E402
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("size,height,width", [(16, 16, 16), (64, 64, 70), (32, 50, 41), (24, 20, 90)])
@@ -51,7 +49,7 @@ def test_bank_replays_stored_records(demo_root):
     assert torch.equal(bank.views(rec), pil)
 
 
-def test_students_train_the_same_through_either_path(demo_root, tmp_path):
+def test_students_train_the_same_through_either_path(demo_root, tmp_path, make_label_store):
     store = make_label_store(os.path.join(demo_root, "train"), str(tmp_path / "labels"), None, num_classes=4,
                              batch_size=8, epochs=2, mix_type="mixup")
     base = dict(dataset="demo", train_dir=os.path.join(demo_root, "train"), label_dir=store.path,

@@ -192,8 +192,8 @@ def test_relabel_killed_and_terminated_resumes_byte_identical(world):
 def test_a_concurrent_second_writer_is_refused_and_the_first_finishes(world):
     out = world["root"] / "labels_concurrent"
     args = world["relabel_args"] + ["--output-dir", out, "--epochs", 30, "--workers", 0]
-    # the second writer imports everything first, then starts on a signal: a real race, without the
-    # import time of a loaded machine deciding it
+    # the second writer imports everything first and starts on a signal, while the first is paused
+    # mid-run holding its lock: neither import time nor compute speed decides the race
     second = subprocess.Popen([sys.executable, "-c", "import sys; import lpld.cli, lpld.relabel.generate; "
                                "print('ready', flush=True); sys.stdin.readline(); lpld.cli.main(sys.argv[1:])",
                                *map(str, world["relabel_args"] + ["--output-dir", out, "--overwrite", "--fkd-seed", 7])],
@@ -206,7 +206,13 @@ def test_a_concurrent_second_writer_is_refused_and_the_first_finishes(world):
     while first.poll() is None and committed(out) < 2 and time.time() < deadline:
         time.sleep(0.05)
     running = first.poll() is None
-    _, err2 = second.communicate("go\n", timeout=TIMEOUT)
+    if running:  # paused mid-run, lock held: the second writer meets it whatever the machine's speed
+        first.send_signal(signal.SIGSTOP)
+    try:
+        _, err2 = second.communicate("go\n", timeout=TIMEOUT)
+    finally:
+        if running:
+            first.send_signal(signal.SIGCONT)
     _, err1 = first.communicate(timeout=TIMEOUT)
     assert first.returncode == 0, err1[-3000:]  # the first writer is never disturbed
     assert committed(out) == 90

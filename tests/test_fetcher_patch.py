@@ -13,7 +13,6 @@ import re
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 import torch
@@ -21,14 +20,13 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data._utils import fetch as torch_fetch
 from torch.utils.data._utils.collate import default_collate
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_validate_helpers import make_label_store, one_thread  # noqa: E402,F401
+from lpld.augment import apply_view
+from lpld.data import ImageFolder, load_rgb, normalization
+from lpld.validate import fetcher_patch
+from lpld.validate.fetcher_patch import FetcherPatchError, LabelBatchFetcher, check_torch_internals
+from lpld.validate.loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader
 
-from lpld.augment import apply_view  # noqa: E402
-from lpld.data import ImageFolder, load_rgb, normalization  # noqa: E402
-from lpld.validate import fetcher_patch  # noqa: E402
-from lpld.validate.fetcher_patch import FetcherPatchError, LabelBatchFetcher, check_torch_internals  # noqa: E402
-from lpld.validate.loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader  # noqa: E402
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATCH = os.path.join(REPO, "patches", "torch_fetch_fkd_load.patch")
@@ -66,7 +64,7 @@ def patched_fetch(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def collision_store(demo_root, tmp_path_factory):
+def collision_store(demo_root, tmp_path_factory, make_label_store):
     """Cutmix labels for 3 epochs; epochs 0 and 1 both start with image 5, so stored batches 0 and
     6 (batches_per_epoch 6) have the same first image."""
     train = os.path.join(demo_root, "train")

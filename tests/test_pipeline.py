@@ -25,7 +25,7 @@ def _argv(tmp_path, out):
                                               "relabel:\n  basic: {input_size: 16}\n"
                                               "validate:\n  basic: {val_interval: 4}\n")
     return ["--output-dir", str(out), "--device", "cpu", "--ipc", "2", "--no-progress",
-            "--demo-data", f"num_classes=3", "image_size=16", "train_per_class=12", "val_per_class=6", "seed=3",
+            "--demo-data", "num_classes=3", "image_size=16", "train_per_class=12", "val_per_class=6", "seed=3",
             "--data-path", str(tmp_path / "data"),
             "--methods", "lpld", "random_real", "--prune-ratios", "0.5", "--seeds", "0", "1",
             "--squeeze-configs", "squeeze/configs/demo.yaml", squeeze,

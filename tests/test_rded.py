@@ -122,16 +122,19 @@ def test_pad_is_rdeds_centred_zero_padding():
 
 
 # --- the stage on the demo data -----------------------------------------------------------------------
+ARCH = "timm/test_resnet"  # an untrained 0.4 M-parameter ResNet scores the crops: the stage's logic, little compute
+
+
 @pytest.fixture(scope="module")
 def teacher_path(tmp_path_factory):
     torch.manual_seed(0)
     path = str(tmp_path_factory.mktemp("rded") / "teacher.pth")
-    save_checkpoint(path, build_model("resnet18", 4))
+    save_checkpoint(path, build_model(ARCH, 4))
     return path
 
 
 def _cfg(demo_root, teacher, out, **over) -> argparse.Namespace:
-    values = dict(dataset="demo", data_path=demo_root, teacher=teacher, image_size=16, ipc=2, factor=2,
+    values = dict(dataset="demo", data_path=demo_root, teacher=teacher, model=ARCH, image_size=16, ipc=2, factor=2,
                   num_crop=2, mipc=8, batch_size=16, output_dir=str(out), exp_name="rded", progress=False,
                   device="cpu")
     values.update(over)
@@ -185,7 +188,7 @@ def test_stage_errors_name_the_fix(demo_root, teacher_path, tmp_path):
     with open(os.path.join(imagenet, "rded.json")) as f:
         assert json.load(f)["mean_std"] == [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]
     wrong = str(tmp_path / "teacher10.pth")
-    save_checkpoint(wrong, build_model("resnet18", 10))
+    save_checkpoint(wrong, build_model(ARCH, 10))
     with pytest.raises(ValueError, match="has 10 classes"):
         run_rded(_cfg(demo_root, wrong, tmp_path))
 

@@ -9,21 +9,19 @@ import types
 
 import pytest
 import torch
-from torch import nn
 from torch.overrides import TorchFunctionMode
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_validate_helpers import make_label_store, one_thread  # noqa: E402,F401
+from lpld.data import ImageFolder, normalization
+from lpld.models import build_model
+from lpld.utils.runtime import autocast, keep_logits_fp32, to_channels_last
+from lpld.validate import run_validate
+from lpld.validate.distributed import DistInfo
+from lpld.validate.loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader
+from lpld.validate.optim import build_optimizer
+from lpld.validate.pruning import PruningPlan
+from lpld.validate.train import train_one_epoch
 
-from lpld.data import ImageFolder, normalization  # noqa: E402
-from lpld.models import build_model  # noqa: E402
-from lpld.utils.runtime import autocast, keep_logits_fp32, to_channels_last  # noqa: E402
-from lpld.validate import run_validate  # noqa: E402
-from lpld.validate.distributed import DistInfo  # noqa: E402
-from lpld.validate.loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader  # noqa: E402
-from lpld.validate.optim import build_optimizer  # noqa: E402
-from lpld.validate.pruning import PruningPlan  # noqa: E402
-from lpld.validate.train import train_one_epoch  # noqa: E402
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = torch.device("cpu")
 
@@ -89,7 +87,7 @@ class HostReads(TorchFunctionMode):
 
 
 @pytest.fixture(scope="module")
-def small_store(demo_root, tmp_path_factory):
+def small_store(demo_root, tmp_path_factory, make_label_store):
     return make_label_store(os.path.join(demo_root, "train"), str(tmp_path_factory.mktemp("sync") / "labels"), None,
                             num_classes=4, batch_size=8, epochs=2, mix_type="cutmix")
 
@@ -132,7 +130,8 @@ def test_evaluation_and_class_pass_read_values_once(demo_root):
 def test_compiled_student_training_equals_eager(demo_root, small_store, tmp_path, capsys):
     base = dict(dataset="demo", train_dir=os.path.join(demo_root, "train"), label_dir=small_store.path,
                 val_dir=os.path.join(demo_root, "val"), batch_size=8, epochs=2, train_epochs=1, workers=0,
-                max_steps_per_epoch=3, progress=False, seed=0, adamw_lr=1e-3, temperature=4.0, device="cpu")
+                max_steps_per_epoch=3, progress=False, seed=0, adamw_lr=1e-3, temperature=4.0, device="cpu",
+                model="timm/test_resnet")  # a small graph to compile: the same code path
     eager = run_validate(base | dict(output_dir=str(tmp_path / "eager")))
     t0 = time.perf_counter()
     compiled = run_validate(base | dict(output_dir=str(tmp_path / "compiled"), compile=True,

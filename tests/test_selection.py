@@ -5,21 +5,19 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_validate_helpers import make_label_store, one_thread  # noqa: E402,F401
-
-from lpld.augment import BatchRecord  # noqa: E402
-from lpld.config import ConfigError  # noqa: E402
-from lpld.validate import run_validate  # noqa: E402
-from lpld.validate.pruning import PruningPlan, select_pool  # noqa: E402
-from lpld.validate.selection import (batch_stats, metric_scores, snapshot_stats, teacher_stats,  # noqa: E402
+from lpld.augment import BatchRecord
+from lpld.config import ConfigError
+from lpld.validate import run_validate
+from lpld.validate.pruning import PruningPlan, select_pool
+from lpld.validate.selection import (batch_stats, metric_scores, snapshot_stats, teacher_stats,
                                      unit_scores, view_targets)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- plain-Python references of the papers' per-example scores ------------------------------------------
@@ -101,7 +99,7 @@ def test_hand_computed_values():
 
 
 @pytest.fixture(scope="module")
-def tiny_store(demo_root, tmp_path_factory):
+def tiny_store(demo_root, tmp_path_factory, make_label_store):
     """3 epochs x 6 batches of 8 CutMix-ed views of the 48 demo images, random logits."""
     return make_label_store(os.path.join(demo_root, "train"), str(tmp_path_factory.mktemp("sel") / "labels"),
                             None, num_classes=4, batch_size=8, epochs=3, mix_type="cutmix")
@@ -250,7 +248,7 @@ def test_validate_trains_on_the_metric_chosen_pool(demo_root, tiny_store, tmp_pa
     assert seen <= set(pool) and result["label_batches_used"] == 6
 
 
-def test_trajectory_metrics_need_the_proxy_and_a_full_store(demo_root, tiny_store, tmp_path):
+def test_trajectory_metrics_need_the_proxy_and_a_full_store(demo_root, tiny_store, tmp_path, make_label_store):
     with pytest.raises(ConfigError, match="selection-source proxy"):
         run_validate(_cfg(demo_root, tiny_store, tmp_path, prune_metric="forgetting", selection_source="teacher",
                           prune_ratio=0.5))

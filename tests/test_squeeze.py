@@ -2,7 +2,6 @@
 import argparse
 import json
 import os
-import sys
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ from lpld.data import make_demo_dataset
 from lpld.models import build_model, class_bn_layers, read_state_dict, save_checkpoint
 from lpld.squeeze import CLASS_STATS_SCHEMA, TRAIN_SCHEMA, run_class_stats, run_teacher_training
 
-sys.path.insert(0, os.path.dirname(__file__))
+ARCH = "timm/test_resnet"  # a 0.4 M-parameter ResNet: the stage's logic at a tenth of ResNet-18's cost
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +21,7 @@ def demo(tmp_path_factory):
 
 
 def _cfg(schema, **kw) -> argparse.Namespace:
-    base = dict(dataset="demo", model="resnet18", tiny_stem=False, image_size=16, batch_size=32,
+    base = dict(dataset="demo", model=ARCH, tiny_stem=False, image_size=16, batch_size=32,
                 workers=0, device="cpu", amp=False, progress=False)
     return resolve(schema, [("test", {**base, **kw})])
 
@@ -45,7 +44,7 @@ def test_teacher_beats_chance_clearly(teacher):
     assert metrics["val_top1"] >= 60.0, metrics  # chance is 25%
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
     assert [r["epoch"] for r in rows] == list(range(1, 9))
-    assert set(read_state_dict(metrics["teacher"])) == set(build_model("resnet18", 4).state_dict())
+    assert set(read_state_dict(metrics["teacher"])) == set(build_model(ARCH, 4).state_dict())
 
 
 def test_resume_continues_from_saved_epoch(demo, tmp_path):
@@ -72,7 +71,7 @@ def test_class_statistics_pass(teacher, demo, tmp_path, mode):
     info = run_class_stats(_cfg(CLASS_STATS_SCHEMA, data_path=demo, weights=metrics["teacher"], output=out,
                                 stats_mode=mode))
     assert info["val_top1"] == pytest.approx(metrics["val_top1"])  # unchanged by the pass
-    model = build_model("resnet18", 4, class_aware=True, weights=out)
+    model = build_model(ARCH, 4, class_aware=True, weights=out)
     for layer in class_bn_layers(model):
         assert not torch.allclose(layer.class_running_mean, torch.zeros_like(layer.class_running_mean))
         # Different classes have different statistics in the first layer at least.
@@ -105,9 +104,8 @@ def test_cuda_amp_channels_last_training_and_class_pass(demo, tmp_path):
 
 
 # --- the class-statistics pass: fp32 by default, bf16 only when asked ---------------------------------
-def _reference_class_stats(model, loader):
+def _reference_class_stats(model, loader, reference_update):
     """fp32 reference: every BN input captured by a hook, the authors' per-class update in float64."""
-    from test_class_bn import reference_update
     layers = class_bn_layers(model)
     stats = {m: (m.class_running_mean.double().clone(), m.class_running_var.double().clone()) for m in layers}
     seen = {}
@@ -130,16 +128,16 @@ def _class_pass(demo, tmp_path, **kw):
     plain = str(tmp_path / "plain.pth")
     if not os.path.exists(plain):
         torch.manual_seed(0)
-        save_checkpoint(plain, build_model("resnet18", 4))
-    settings = dict(dataset="demo", data_path=demo, model="resnet18", tiny_stem=False, image_size=16, batch_size=32,
+        save_checkpoint(plain, build_model(ARCH, 4))
+    settings = dict(dataset="demo", data_path=demo, model=ARCH, tiny_stem=False, image_size=16, batch_size=32,
                     workers=0, device="cpu", progress=False, weights=plain, output=out, check_unchanged=False)
     cfg = resolve(CLASS_STATS_SCHEMA, [("test", settings | kw)])
     run_class_stats(cfg)
-    return class_bn_layers(build_model("resnet18", 4, class_aware=True, weights=out)), plain, cfg
+    return class_bn_layers(build_model(ARCH, 4, class_aware=True, weights=out)), plain, cfg
 
 
 @pytest.mark.slow
-def test_class_pass_defaults_to_fp32_and_bf16_is_opt_in(demo, tmp_path):
+def test_class_pass_defaults_to_fp32_and_bf16_is_opt_in(demo, tmp_path, class_update_reference):
     from lpld.data import build_dataset, train_transform
     from lpld.squeeze.sampling import SeededEpochSampler
     from lpld.squeeze.train import build_loader
@@ -148,7 +146,8 @@ def test_class_pass_defaults_to_fp32_and_bf16_is_opt_in(demo, tmp_path):
     # the pass's loader, rebuilt: the same seeded order and augmentation
     data = build_dataset("demo", demo, "train", train_transform(16, "demo"))
     loader = build_loader(data, cfg, torch.device("cpu"), shuffle=True, sampler=SeededEpochSampler(len(data), cfg.seed))
-    reference = _reference_class_stats(build_model("resnet18", 4, class_aware=True, weights=plain), loader)
+    reference = _reference_class_stats(build_model(ARCH, 4, class_aware=True, weights=plain), loader,
+                                        class_update_reference)
     for layer, (mean, var) in zip(fp32_layers, reference):
         torch.testing.assert_close(layer.class_running_mean.double(), mean, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(layer.class_running_var.double(), var, rtol=1e-5, atol=1e-5)

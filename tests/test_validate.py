@@ -4,25 +4,23 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_validate_helpers import make_label_store, one_thread  # noqa: E402,F401
+from lpld.augment import replay_batch
+from lpld.config import ConfigError, load_yaml, parse_config, resolve
+from lpld.data import load_rgb, normalization
+from lpld.labels import StoreMismatchError, open_label_store
+from lpld.validate import VALIDATE_SCHEMA, run_validate
+from lpld.validate import train as train_mod
+from lpld.validate.loader import rank_rows, rank_subrecord
+from lpld.validate.loss import kd_loss
+from lpld.validate.optim import ModelEma, build_optimizer, build_scheduler, param_groups
 
-from lpld.augment import replay_batch  # noqa: E402
-from lpld.config import ConfigError, load_yaml, parse_config, resolve  # noqa: E402
-from lpld.data import load_rgb, normalization  # noqa: E402
-from lpld.labels import StoreMismatchError, open_label_store  # noqa: E402
-from lpld.validate import VALIDATE_SCHEMA, run_validate  # noqa: E402
-from lpld.validate import train as train_mod  # noqa: E402
-from lpld.validate.loader import rank_rows, rank_subrecord  # noqa: E402
-from lpld.validate.loss import kd_loss  # noqa: E402
-from lpld.validate.optim import ModelEma, build_optimizer, build_scheduler, param_groups  # noqa: E402
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO, "relabel_and_validate", "configs")
@@ -215,7 +213,7 @@ def test_bad_configs_name_the_key_and_the_file(tmp_path, capsys):
 
 # --- data: stores, slicing --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def store(demo_root, tmp_path_factory):
+def store(demo_root, tmp_path_factory, make_label_store):
     return make_label_store(os.path.join(demo_root, "train"), str(tmp_path_factory.mktemp("v") / "labels"),
                             None, num_classes=4, batch_size=8, epochs=3, mix_type="cutmix")
 
@@ -227,7 +225,7 @@ def base_cfg(demo_root, store, out, **kw):
 
 
 @pytest.mark.parametrize("mix", ["cutmix", "mixup"])
-def test_rank_slices_equal_the_rows_of_the_full_replay(demo_root, tmp_path, mix):
+def test_rank_slices_equal_the_rows_of_the_full_replay(demo_root, tmp_path, mix, make_label_store):
     st = make_label_store(os.path.join(demo_root, "train"), str(tmp_path / mix), None, num_classes=4,
                           batch_size=8, epochs=1, mix_type=mix)
     from lpld.data import ImageFolder
@@ -246,7 +244,7 @@ def test_rank_slices_equal_the_rows_of_the_full_replay(demo_root, tmp_path, mix)
     assert sorted(seen) == list(range(8))
 
 
-def test_mismatched_label_stores_fail_clearly(demo_root, store, tmp_path):
+def test_mismatched_label_stores_fail_clearly(demo_root, store, tmp_path, make_label_store):
     with pytest.raises(StoreMismatchError, match="batch size 8.*batch size 16"):
         run_validate(base_cfg(demo_root, store, tmp_path, batch_size=16))
     with pytest.raises(StoreMismatchError, match="mix_type 'cutmix'.*'mixup'"):
@@ -376,6 +374,17 @@ def test_other_training_modes_run(demo_root, store, tmp_path, variant):
         assert [r["batch_id"] for r in rows] == [0, 1, 2, 6, 7, 8]
     metrics = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [m["epoch"] for m in metrics] == [1, 2] and "val_top1" in metrics[0] and "val_top1" in metrics[1]
+    # the LR steps once per epoch in every granularity (the authors' batch mode steps it per batch)
+    cfg = resolve(VALIDATE_SCHEMA, [("test", base_cfg(demo_root, store, tmp_path, **kw))])
+    assert [m["lr"] for m in metrics] == pytest.approx(epoch_lrs(cfg, cfg.dataset, epochs=2), rel=1e-12)
+
+
+def test_helper_store_roundtrip(demo_root, tmp_path, make_label_store):
+    store = make_label_store(os.path.join(demo_root, "train"), str(tmp_path / "labels"), None,
+                             num_classes=4, batch_size=8, epochs=2, mix_type="cutmix")
+    assert store.num_batches == 2 * store.batches_per_epoch == 12
+    rec = store.read(7)
+    assert rec.batch_id == 7 and rec.logits.shape == (8, 4) and rec.mix_bbox is not None
 
 
 def test_lpqld_configs_hold_their_reproduce_settings():

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import socket
@@ -21,14 +20,12 @@ import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_validate_helpers import make_label_store, one_thread  # noqa: E402,F401
+from lpld.engine import evaluate
+from lpld.models import build_model
+from lpld.validate import run_validate
+from lpld.validate import train as train_mod
 
-from lpld.data import normalization  # noqa: E402
-from lpld.engine import evaluate  # noqa: E402
-from lpld.models import build_model  # noqa: E402
-from lpld.validate import run_validate  # noqa: E402
-from lpld.validate import train as train_mod  # noqa: E402
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -96,7 +93,7 @@ def _state(out) -> dict:
 
 
 @pytest.mark.slow
-def test_two_ranks_train_the_weights_of_one_process(demo_root, odd_folder, tmp_path, monkeypatch):
+def test_two_ranks_train_the_weights_of_one_process(demo_root, odd_folder, tmp_path, monkeypatch, make_label_store):
     epochs = 24  # 5 forward/backward passes per epoch: the EMA averages (after 100 calls), not only copies
     store = make_label_store(odd_folder, str(tmp_path / "labels"), None, num_classes=4, batch_size=8,
                              epochs=epochs, mix_type="cutmix")
@@ -119,8 +116,13 @@ def test_two_ranks_train_the_weights_of_one_process(demo_root, odd_folder, tmp_p
         for k in b:
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=f"{part}.{k}")
     assert two["ema"]["step"] == one["ema"]["step"] == epochs * 5
+    # the logged training metrics are those of the single process (losses all-reduced, not rank 0's)
     rows = [json.loads(line) for line in open(tmp_path / "ddp" / "metrics.jsonl")]
-    assert all(math.isfinite(r["train_loss"]) and r["train_images"] == 17 for r in rows)
+    ones = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
+    assert len(rows) == len(ones) > 0 and all(r["train_images"] == 17 for r in rows)
+    for r, o in zip(rows, ones):
+        assert r["train_loss"] == pytest.approx(o["train_loss"], rel=1e-5)
+        assert r["train_top1"] == pytest.approx(o["train_top1"]) and r["train_top5"] == pytest.approx(o["train_top5"])
     final = json.load(open(tmp_path / "ddp" / "final.json"))
     assert final["world_size"] == 2 and final["val_loss"] == pytest.approx(single["val_loss"], rel=1e-5)
 
@@ -141,7 +143,7 @@ def check_reported_equals_saved(demo_root, out, part: str) -> None:
 
 
 @pytest.mark.slow
-def test_torchrun_gloo_two_ranks_train_on_disjoint_data(demo_root, tmp_path):
+def test_torchrun_gloo_two_ranks_train_on_disjoint_data(demo_root, tmp_path, make_label_store):
     """The command the reproduce scripts run on a multi-GPU machine, with 2 CPU processes."""
     store = make_label_store(os.path.join(demo_root, "train"), str(tmp_path / "labels"), None,
                              num_classes=4, batch_size=8, epochs=2, mix_type="cutmix")

@@ -6,27 +6,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, os.path.dirname(__file__))
-from test_validate_helpers import one_thread  # noqa: E402,F401
+from lpld.data import ImageFolder, make_demo_dataset, train_transform, val_transform
+from lpld.engine import evaluate
+from lpld.labels import open_label_store
+from lpld.models import build_model
+from lpld.relabel.generate import run_relabel
+from lpld.validate import run_validate
 
-from lpld.data import ImageFolder, make_demo_dataset, train_transform, val_transform  # noqa: E402
-from lpld.engine import evaluate  # noqa: E402
-from lpld.labels import open_label_store  # noqa: E402
-from lpld.models import build_model  # noqa: E402
-from lpld.relabel.generate import run_relabel  # noqa: E402
-from lpld.validate import run_validate  # noqa: E402
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CLASSES, SIZE, PER_CLASS = 4, 16, 4
+ARCH = "timm/test_resnet"  # teacher and student: a 0.4 M-parameter ResNet learns these images as well
 
 
 def train_teacher(root: str, epochs: int = 8) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model("resnet18", CLASSES)
+    model = build_model(ARCH, CLASSES)
     data = ImageFolder(os.path.join(root, "train"), train_transform(SIZE, "demo"))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
     loader = DataLoader(data, batch_size=24, shuffle=True, generator=torch.Generator().manual_seed(0))
@@ -56,12 +56,13 @@ def test_student_learns_from_pruned_soft_labels(tmp_path):
     # no mixing (the authors' Tiny-ImageNet setting); crops of at least 30% of a 16 px image
     labels = run_relabel(dict(dataset="demo", train_dir=str(distilled), output_dir=str(tmp_path / "labels"),
                               num_classes=CLASSES, batch_size=8, epochs=epochs, input_size=SIZE,
-                              mix_type="none", min_scale_crops=0.3, workers=0, device="cpu", progress=False),
+                              mix_type="none", min_scale_crops=0.3, workers=0, device="cpu", progress=False,
+                              model=ARCH),
                          teacher=teacher)
     store = open_label_store(labels)
     result = run_validate(dict(
-        dataset="demo", train_dir=str(distilled), label_dir=store.path, val_dir=os.path.join(root, "val"),
-        batch_size=8, epochs=epochs, workers=0, temperature=4.0, adamw_lr=0.002, cos=True,
+        dataset="demo", model=ARCH, train_dir=str(distilled), label_dir=store.path,
+        val_dir=os.path.join(root, "val"), batch_size=8, epochs=epochs, workers=0, temperature=4.0, adamw_lr=0.002, cos=True,
         prune_ratio=0.5, granularity="batch_to_epoch", val_interval=10, checkpoint_interval=100,
         output_dir=str(tmp_path / "out"), progress=False, seed=0))
     chance = 100.0 / CLASSES

@@ -93,12 +93,12 @@ def penultimate_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor
 def extract_features(model: nn.Module, loader, device: torch.device, *, amp: bool = False,
                      progress: bool = True, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
     """Penultimate features (float32, CPU, ``[N, D]``) and labels (int64 ``[N]``) of a loader."""
-    from tqdm import tqdm
+    from ..utils.progress import progress_bar
 
     from ..utils.runtime import autocast, to_channels_last
     model.eval()
     feats, labels = [], []
-    for images, target in tqdm(loader, desc=desc, leave=False, disable=not progress):
+    for images, target in progress_bar(loader, desc=desc, leave=False, disable=not progress):
         images = to_channels_last(images.to(device, non_blocking=True), device.type == "cuda")
         with autocast(device, amp and device.type == "cuda"):
             f = penultimate_features(model, images)
@@ -324,7 +324,7 @@ SCHEMA = {
     "device": Option("auto", str, "auto | cpu | cuda | cuda:N"),
     "amp": Option(True, bool, "bf16 autocast on CUDA (ignored on CPU)"),
     "seed": Option(0, int, "seed of the per-class choice of real images"),
-    "progress": Option(True, bool, "tqdm progress bars"),
+    "progress": Option(True, bool, "progress bars (tqdm on a terminal, whole lines in a log)"),
     "weights": Option(None, str, "teacher checkpoint (class-BN buffers are ignored); needed unless every "
                                  "source is a features file"),
     "syn": Option([], list, "synthetic sets as NAME=PATH: an image folder (one sub-folder per class, e.g. "

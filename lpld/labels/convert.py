@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from tqdm import tqdm
 
 from .authors import AuthorsLabelStore, AuthorsStoreWriter, is_authors_store
 from .common import FORMAT_VERSION, InputValueError, StoreDamagedError, plan_value
 from .lpqld_format import LPQLDLabelStore, LPQLDStoreWriter, is_lpqld_store
 from .store import LabelStore, LabelStoreWriter
+from ..utils.progress import progress_bar
 
 FORMATS = ("ours", "authors", "lpqld")
 
@@ -120,7 +120,7 @@ def convert(src: str, dst: str, to: str = "ours", *, overwrite: bool = False, pr
     manifest = _target_manifest(store, to, label_topk=label_topk, label_codec=label_codec, augmentation=augmentation)
     writer = writer_for(to, dst, manifest, resume=False, overwrite=overwrite, commit_every=64)
     try:
-        for gid in tqdm(range(store.num_batches), desc=f"convert -> {to}", disable=not progress):
+        for gid in progress_bar(range(store.num_batches), desc=f"convert -> {to}", disable=not progress):
             writer.write(store.read(gid))
     finally:
         writer.close()

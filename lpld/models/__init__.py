@@ -111,10 +111,6 @@ def load_weights(model: nn.Module, path: str, state_dict: dict[str, torch.Tensor
     return model
 
 
-def has_class_stats(model: nn.Module) -> bool:
-    return bool(class_bn_layers(model))
-
-
 def checkpoint_has_class_stats(path: str) -> bool:
     return any(k.endswith("class_running_mean") for k in read_state_dict(path))
 

@@ -64,16 +64,17 @@ def sample_params(gen: torch.Generator, size: int, scale: Sequence[float], jitte
 
 
 def apply_params(x: torch.Tensor, p: AugmentParams, size: int) -> torch.Tensor:
-    """Differentiable crop-resize (bilinear), flip, roll.
+    """Differentiable crop-resize (bilinear, antialiased), flip, roll.
 
-    torchvision's RandomResizedCrop antialiases, but a crop of an S x S image resized to S x S is
-    never downsampled, and for upsampling the antialiased kernel equals plain bilinear (tested to
-    float rounding); the plain kernel is the faster one on GPU."""
+    Antialiased as the authors' ``RandomResizedCrop`` on a tensor (torchvision's default). The crop of
+    an S x S image resized to S x S is only ever upsampled, where the antialiased kernel's values
+    equal plain bilinear to float rounding; its backward does not match bit for bit, and Adam's
+    normalised steps carry such differences into the optimised images: the same kernel keeps them."""
     if p.height > x.shape[-2] or p.width > x.shape[-1] or x.shape[-1] != size or x.shape[-2] != size:
         raise ValueError(f"crop {p.height}x{p.width} of a {tuple(x.shape[-2:])} image to {size} px: the "
                          f"crop must fit in the image and the image be {size} x {size}")
     out = TF.resized_crop(x, p.top, p.left, p.height, p.width, [size, size],
-                          interpolation=InterpolationMode.BILINEAR, antialias=False)
+                          interpolation=InterpolationMode.BILINEAR, antialias=True)
     if p.flip:
         out = out.flip(-1)
     if p.shift_y or p.shift_x:

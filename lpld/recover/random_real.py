@@ -36,11 +36,11 @@ import numpy as np
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
-from tqdm import tqdm
 
 from ..config import Option, parse_config
 from ..data import DATASET_ALIASES, build_dataset, load_rgb
 from ..utils.io import atomic_dir, atomic_json_dump, ensure_writable_dir
+from ..utils.progress import progress_bar
 from .io import class_complete, class_dir, image_name, remove_stale_temporaries
 
 SOURCE = "arXiv 2502.06434 (Rethinking Large-scale Dataset Compression) random baseline"
@@ -62,7 +62,7 @@ RANDOM_REAL_SCHEMA = {
     "class_end": Option(None, int, "one past the last class (default: all)"),
     "output_dir": Option("recover/syn_data_random_real", str, "root of the image sets"),
     "exp_name": Option("random_real_ipc10", str, "sub-folder of output_dir holding new000/..."),
-    "progress": Option(True, bool, "tqdm progress bars"),
+    "progress": Option(True, bool, "progress bars (tqdm on a terminal, whole lines in a log)"),
 }
 
 
@@ -183,7 +183,7 @@ def run_random_real(cfg: argparse.Namespace) -> str:
     print(f"random-real: {dataset} classes [{classes.start}, {classes.stop}) of {len(real.classes)}, ipc "
           f"{cfg.ipc}, seed {cfg.seed}, {len(classes) - len(todo)} already complete -> {root}", flush=True)
     copied = 0
-    for c in tqdm(todo, desc="random-real", disable=not cfg.progress):
+    for c in progress_bar(todo, desc="random-real", disable=not cfg.progress):
         copied += write_class(root, c, chosen[c], image_size, cfg.jpeg_quality)
     if todo:
         print(f"random-real: wrote {len(todo)} classes ({copied} of {len(todo) * cfg.ipc} images copied byte "

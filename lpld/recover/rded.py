@@ -59,7 +59,6 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
-from tqdm import tqdm
 
 from ..augment import sample_crop
 from ..config import Option, parse_config
@@ -67,6 +66,7 @@ from ..data import DATASET_ALIASES, build_dataset, load_rgb, normalization
 from ..models import build_model, read_state_dict
 from ..utils.io import ensure_writable_dir
 from ..utils.metrics import MetricsLog
+from ..utils.progress import progress_bar
 from ..utils.runtime import resolve_device
 from .io import class_complete, remove_stale_temporaries, save_class
 from .random_real import class_range, draw_images, file_sha256, images_by_class, write_or_check_manifest
@@ -114,7 +114,7 @@ RDED_SCHEMA = {
     "output_dir": Option("recover/syn_data_rded", str, "root of the image sets"),
     "exp_name": Option("rded_in1k_rn18_f2_ipc10", str, "sub-folder of output_dir holding new000/..."),
     "jpeg_quality": Option(75, int, "JPEG quality", "RDED synthesize/main.py save_images: PIL default"),
-    "progress": Option(True, bool, "tqdm progress bars"),
+    "progress": Option(True, bool, "progress bars (tqdm on a terminal, whole lines in a log)"),
 }
 
 DEFINING_KEYS = ("dataset", "normalization", "model", "tiny_stem", "num_classes", "ipc", "image_size", "factor",
@@ -292,7 +292,7 @@ def run_rded(cfg: argparse.Namespace) -> str:
     print(f"rded: {dataset} classes [{classes.start}, {classes.stop}) of {num_classes}, ipc {cfg.ipc}, factor "
           f"{cfg.factor}, {cfg.mipc} images x {cfg.num_crop} crops per class, {len(classes) - len(todo)} already "
           f"complete -> {root}", flush=True)
-    for c in tqdm(todo, desc="rded", disable=not cfg.progress):
+    for c in progress_bar(todo, desc="rded", disable=not cfg.progress):
         t0 = time.perf_counter()
         pixels, record = make_class(teacher, per_class[c], c, cfg, mean, std, device)
         save_class(root, c, pixels, cfg.jpeg_quality)

@@ -34,7 +34,6 @@ import sys
 import time
 
 import torch
-from tqdm import tqdm
 
 from ..data.transforms import normalization
 from ..models import read_state_dict
@@ -44,6 +43,7 @@ from ..utils.fingerprint import short
 from ..utils.io import atomic_json_dump, ensure_writable_dir, human_bytes, on_disk, require_free_space
 from ..utils.lock import lock_output
 from ..utils.metrics import MetricsLog
+from ..utils.progress import progress_bar, write
 from ..utils.runtime import resolve_device
 from .io import class_complete, remove_stale_temporaries, save_class
 from .synthesize import Group, Recoverer, RecoverySettings, denormalize_to_uint8
@@ -219,7 +219,7 @@ def run_recovery(cfg: argparse.Namespace) -> str:
     block_store: dict[int, torch.Tensor] = {}  # sre2l: class -> [ipc, H, W, 3] uint8 being filled
     block_stats: dict[int, list] = {}
     try:
-        for groups, to_write, block in tqdm(units, desc="recover", disable=not cfg.progress):
+        for groups, to_write, block in progress_bar(units, desc="recover", disable=not cfg.progress):
             t0 = time.time()
             with locked_classes(root, to_write if cfg.mode == "class" else [c for c in block if c in
                                                                           range(cfg.class_start, end)]):
@@ -250,7 +250,7 @@ def _record(c: int, cfg, ce, correct, bn, ce_last, bn_last, seconds: float) -> d
            "bn_loss": round(float(bn.mean()), 6), "top1": round(100.0 * float(correct.float().mean()), 3),
            "ce_last_step": round(float(ce_last.mean()), 6), "bn_loss_last_step": round(float(bn_last.mean()), 6),
            "seconds": round(seconds, 3)}
-    tqdm.write(f"class {c:5d}: ce {rec['ce']:.4f}  bn {rec['bn_loss']:.4f}  teacher top-1 {rec['top1']:.1f}%")
+    write(f"class {c:5d}: ce {rec['ce']:.4f}  bn {rec['bn_loss']:.4f}  teacher top-1 {rec['top1']:.1f}%")
     return rec
 
 

@@ -88,6 +88,6 @@ RECOVER_SCHEMA = {
     "exp_name": Option("LPLD_in1k_rn18_4k_ipc50", str, "sub-folder of output_dir holding new000/...",
                        IN1K + " --exp-name LPLD_in1k_rn18_4k_ipc${ipc}"),
     "jpeg_quality": Option(75, int, "JPEG quality", SYN + " PIL Image.save default quality"),
-    "progress": Option(True, bool, "tqdm progress bars"),
+    "progress": Option(True, bool, "progress bars (tqdm on a terminal, whole lines in a log)"),
     "log_every": Option(100, int, "refresh the progress-bar losses every N iterations", SYN + " save_every = 100"),
 }

@@ -35,10 +35,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from ..utils.progress import progress_bar
 from ..utils.runtime import autocast
-from ..utils.schedule import warmup_cosine_factor
+from ..utils.schedule import warmup_cosine
 from .augment import AugmentParams, apply_grouped, sample_params
 from .bn_matching import BNMatcher
 
@@ -169,15 +169,14 @@ class Recoverer:
         optimizer = torch.optim.Adam([inputs], lr=s.lr, betas=s.betas, eps=s.eps, fused=device.type == "cuda")
         generators = [group_generator(s.seed, g.key, "augment") for g in groups]
         ce = bn = torch.zeros(num_groups, device=device)
-        bar = tqdm(range(s.iterations), desc=desc, leave=False, disable=not s.progress)
+        scheduler = warmup_cosine(optimizer, s.iterations)  # the authors' lr_cosine_policy, no warm-up
+        bar = progress_bar(range(s.iterations), desc=desc, leave=False, disable=not s.progress)
         for it in bar:
-            lr = s.lr * warmup_cosine_factor(it, s.iterations, 0)
-            for pg in optimizer.param_groups:
-                pg["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
             loss, ce, bn = self.step_loss(inputs, labels, num_groups, self.draw(generators))
             loss.backward()
             optimizer.step()
+            scheduler.step()
             self.clip_(inputs)
             if s.log_every and (it % s.log_every == 0 or it == s.iterations - 1):
                 bar.set_postfix(ce=f"{float(ce.detach().mean()):.3f}", bn=f"{float(bn.detach().mean()):.3f}")

@@ -7,4 +7,4 @@ from .generate import (AugmentedBatches, build_manifest, normalize_config, run_r
                        sampler_orders)
 from .replay import ReplayReport, replay_check  # noqa: F401
 from .schema import RELABEL_SCHEMA  # noqa: F401
-from .teacher import build_teacher, teacher_logits  # noqa: F401
+from .teacher import teacher_logits  # noqa: F401

@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
-from tqdm import tqdm
 
 from ..augment import normalize_mix_type, replay_batch, sample_batch_params
 from ..config import resolve
@@ -50,6 +49,7 @@ from ..utils.errors import InputValueError
 from ..utils.fingerprint import scan_images
 from ..utils.io import ensure_writable_dir
 from ..device_views import ImageBank, replay_batch_on_device
+from ..utils.progress import progress_bar
 from ..utils.runtime import resolve_device, set_cudnn_benchmark
 from .schema import RELABEL_SCHEMA
 from .teacher import load_relabel_teacher, teacher_logits, teacher_summary
@@ -256,8 +256,8 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
             desc = f"relabel {os.path.basename(os.path.normpath(cfg.output_dir))}"
             try:
                 with torch.no_grad():
-                    for images, record in tqdm(loader, desc=desc, total=len(batches), initial=0,
-                                               disable=not cfg.progress, unit="batch"):
+                    for images, record in progress_bar(loader, desc=desc, total=len(batches), initial=0,
+                                                       disable=not cfg.progress, unit="batch"):
                         if images is None:
                             images = replay_batch_on_device(bank, record, *writer.manifest["normalize"])
                         logits = teacher_logits(model, images, device, cfg.amp, cfg.channels_last)
@@ -322,7 +322,7 @@ def repair_store(store_path: str, train_dir: str, teacher_ckpt: str, *, model: s
             teacher = prepare_teacher(teacher, dev)
             batches = AugmentedBatches([p for p, _ in dataset.samples], orders, writer.manifest, 0, planned)
             with torch.no_grad():
-                for gid in tqdm(damaged, desc="repair", disable=not progress, unit="batch"):
+                for gid in progress_bar(damaged, desc="repair", disable=not progress, unit="batch"):
                     images, record = batches[gid]
                     logits = teacher_logits(teacher, images, dev, bool(manifest.get("amp", False)))
                     store_labels(record, logits, writer.manifest)

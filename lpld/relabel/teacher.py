@@ -24,11 +24,6 @@ def load_relabel_teacher(arch: str, checkpoint: str | None, num_classes: int | N
     return load_teacher(arch, checkpoint, num_classes=num_classes, tiny_stem=tiny_stem)
 
 
-def build_teacher(arch: str, num_classes: int, checkpoint: str | None, tiny_stem: bool = False) -> nn.Module:
-    """The model of :func:`load_relabel_teacher`."""
-    return load_relabel_teacher(arch, checkpoint, num_classes, tiny_stem)[0]
-
-
 def teacher_summary(arch: str, checkpoint: str | None, tiny_stem: bool, num_classes: int) -> dict:
     return {"arch": arch, "checkpoint": os.path.basename(checkpoint) if checkpoint else None,
             "tiny_stem": bool(tiny_stem), "num_classes": int(num_classes)}

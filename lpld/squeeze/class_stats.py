@@ -13,17 +13,17 @@ import os
 import time
 
 import torch
-from tqdm import tqdm
 
 from ..data import build_dataset, train_transform, val_transform
 from ..engine import evaluate
-from ..models import class_labels, finalize_exact_class_stats, save_checkpoint, set_class_stats_mode
+from ..models import build_model, class_labels, finalize_exact_class_stats, save_checkpoint, set_class_stats_mode
 from ..models.class_bn import check_labels
 from ..utils import preflight
 from ..utils.errors import InputValueError
+from ..utils.progress import progress_bar
 from ..utils.runtime import autocast, on_for_cuda, resolve_device, seed_everything, to_channels_last
 from .sampling import SeededEpochSampler
-from .train import build_loader, build_teacher, require_data_path
+from .train import build_loader, require_data_path
 
 
 @torch.no_grad()
@@ -38,7 +38,7 @@ def record_class_statistics(model, loader, device, *, mode: str = "ema", amp: bo
     model.eval()
     set_class_stats_mode(model, mode)
     seen = 0
-    for images, target in tqdm(loader, desc="class statistics", leave=False, disable=not progress):
+    for images, target in progress_bar(loader, desc="class statistics", leave=False, disable=not progress):
         images = to_channels_last(images.to(device, non_blocking=True), channels_last)
         target = target.to(device, non_blocking=True)
         with class_labels(model, target, check=False), autocast(device, amp):
@@ -65,7 +65,8 @@ def run_class_stats(cfg: argparse.Namespace) -> dict:
     val_set = build_dataset(cfg.dataset, root, "val", val_transform(cfg.image_size, cfg.dataset))
     output_lock = preflight.class_stats(cfg, train_set, val_set, cfg.output or default_output(cfg.weights))  # noqa: F841
     num_classes = cfg.num_classes or len(train_set.classes)
-    model = build_teacher(cfg, num_classes, class_aware=True, weights=cfg.weights)
+    model = build_model(cfg.model, num_classes, tiny_stem=cfg.tiny_stem, class_aware=True,
+                        weights=cfg.weights)
     check_labels(torch.as_tensor(train_set.targets), num_classes)
     model = to_channels_last(model.to(device), channels_last)
     train_loader = build_loader(train_set, cfg, device, shuffle=True, sampler=SeededEpochSampler(len(train_set), cfg.seed))

@@ -59,5 +59,8 @@ class SeededItems(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         index, seed = key
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            # the CPU generator only, which the transforms draw from: torch.manual_seed would also
+            # queue a CUDA seeding (with a stack trace, milliseconds per item) where CUDA is not
+            # initialised, e.g. in every DataLoader worker
+            torch.default_generator.manual_seed(seed)
             return self.dataset[index]

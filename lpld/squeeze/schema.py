@@ -28,7 +28,7 @@ COMMON = {
                               "on CPU uses CPU autocast); the loss and the top-k stay fp32"),
     "channels_last": Option(None, bool, "channels_last memory format (default: on for CUDA)"),
     "seed": Option(0, int, "random seed (model init, epoch order, per-image augmentation)"),
-    "progress": Option(True, bool, "tqdm progress bars"),
+    "progress": Option(True, bool, "progress bars (tqdm on a terminal, whole lines in a log)"),
 }
 
 TRAIN_SCHEMA = {

@@ -16,7 +16,6 @@ import torch
 from timm.utils import accuracy
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ..data import build_dataset, train_transform, val_transform
 from ..engine import evaluate, hits
@@ -25,6 +24,7 @@ from ..utils.io import atomic_torch_save, ensure_writable_dir
 from ..utils import preflight
 from ..utils.errors import InputValueError
 from ..utils.metrics import DeviceSums, MetricsLog
+from ..utils.progress import progress_bar
 from ..utils.runtime import (autocast, on_for_cuda, resolve_device, rng_state, seed_everything, set_cudnn_benchmark,
                              set_rng_state, to_channels_last)
 from ..utils.schedule import warmup_cosine
@@ -48,16 +48,10 @@ def build_loader(dataset, cfg: argparse.Namespace, device: torch.device, shuffle
                       persistent_workers=cfg.workers > 0, drop_last=False)
 
 
-def build_teacher(cfg: argparse.Namespace, num_classes: int, class_aware: bool = False,
-                  weights: str | None = None) -> nn.Module:
-    return build_model(cfg.model, num_classes, tiny_stem=cfg.tiny_stem, class_aware=class_aware,
-                       weights=weights)
-
-
 def train_one_epoch(model, criterion, optimizer, loader, device, epoch, cfg) -> dict[str, float]:
     model.train()
     sums = DeviceSums(("loss", "top1", "n"), device)
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress)
+    bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not cfg.progress)
     for step, (images, target) in enumerate(bar, 1):
         images = to_channels_last(images.to(device, non_blocking=True), cfg.channels_last)
         target = target.to(device, non_blocking=True)
@@ -91,7 +85,8 @@ def run_teacher_training(cfg: argparse.Namespace) -> dict:
     num_classes = cfg.num_classes or len(train_set.classes)
     set_cudnn_benchmark(device)
 
-    model = to_channels_last(build_teacher(cfg, num_classes).to(device), cfg.channels_last)
+    model = build_model(cfg.model, num_classes, tiny_stem=cfg.tiny_stem)
+    model = to_channels_last(model.to(device), cfg.channels_last)
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)

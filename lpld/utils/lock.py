@@ -138,7 +138,3 @@ class OutputLock:
 def lock_output(path: str, what: str, *, key: str | None = None, beside: bool = False) -> OutputLock:
     """Take the exclusive lock of the output ``path`` (see the module docstring)."""
     return OutputLock(lock_file_for(path, key, beside), what).acquire()
-
-
-def held_by_this_process(path: str, key: str | None = None, beside: bool = False) -> bool:
-    return os.path.realpath(lock_file_for(path, key, beside)) in _held

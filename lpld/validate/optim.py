@@ -11,6 +11,8 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.optim import lr_scheduler
 
+from ..utils.schedule import warmup_cosine
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on conv/linear weights only: timm's rule (no decay on 1-d tensors, biases and
@@ -42,11 +44,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, dataset: str) -> lr_s
     """
     total = cfg.train_epochs
     if cfg.cos and cfg.sgd and dataset == "tiny":
-        warmup = 5
-        return lr_scheduler.SequentialLR(optimizer, [
-            lr_scheduler.LinearLR(optimizer, start_factor=0.01, total_iters=warmup),
-            lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, cfg.epochs - warmup), eta_min=0.0),
-        ], milestones=[warmup])
+        return warmup_cosine(optimizer, cfg.epochs, warmup_epochs=5, warmup_start_factor=0.01)
     if cfg.cos:
         stretch = cfg.smoothing_lr_strength if cfg.smoothing_lr else 1.0
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total * stretch, eta_min=0.0)

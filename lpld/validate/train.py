@@ -23,7 +23,6 @@ import torch
 import torchvision.transforms as T
 from timm.utils import accuracy
 from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
 
 from ..augment import normalize_mix_type
 from ..config import ConfigError, resolve
@@ -34,6 +33,7 @@ from ..models import apply_tiny_stem, build_model, save_checkpoint
 from ..utils import preflight
 from ..utils.io import atomic_json_dump, ensure_writable_dir
 from ..utils.metrics import DeviceSums, MetricsLog
+from ..utils.progress import progress_bar
 from ..utils.runtime import (autocast, keep_logits_fp32, on_for_cuda, rng_state, seed_everything,
                              set_cudnn_benchmark, set_rng_state, to_channels_last)
 from .distributed import (DistInfo, all_reduce_, barrier, broadcast_buffers, gather_objects, init_distributed,
@@ -219,8 +219,8 @@ def train_one_epoch(model, ema, optimizer, loader, device, cfg, variant: str, ep
     steps = 0
     seen_batches = []
     t_epoch = t_ready = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.train_epochs}", leave=False,
-               disable=not (cfg.progress and info.is_main))
+    bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.train_epochs}", leave=False,
+                       disable=not (cfg.progress and info.is_main))
     for batch in bar:
         data_wait += time.perf_counter() - t_ready
         images, soft, target = inputs(batch)
