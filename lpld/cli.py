@@ -35,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "random-real": ("lpld.recover.random_real", "main", "stage 2, control: a seeded random real subset per class"),
     "relabel": ("lpld.relabel.cli", "main_relabel", "stage 3a: generate soft labels"),
     "check-labels": ("lpld.relabel.cli", "main_check", "replay check of a label store"),
-    "convert-labels": ("lpld.relabel.cli", "main_convert", "convert a label store (ours <-> authors')"),
+    "convert-labels": ("lpld.relabel.cli", "main_convert", "convert a label store (ours, the authors' LPLD or LPQLD folders)"),
     "validate": ("lpld.cli", "validate", "stage 3b: train and evaluate a student"),
     "launch": ("lpld.launch.cli", "main", "every stage as cluster jobs: SLURM via submitit, or local (docs/cluster.md)"),
     "diversity": ("lpld.analysis.diversity", "main", "within-class diversity of image sets"),
