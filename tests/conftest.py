@@ -43,6 +43,28 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture
+def interrupt_at_epoch(monkeypatch):
+    """``interrupt_at_epoch(module, run, epoch=2)``: calls ``run()`` with ``module.train_one_epoch``
+    raising KeyboardInterrupt (a Ctrl-C) when epoch ``epoch`` starts, then restores it."""
+    def interrupted(module, run, epoch: int = 2) -> None:
+        real, calls = module.train_one_epoch, []
+
+        def stop(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == epoch:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, "train_one_epoch", stop)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                run()
+        finally:
+            monkeypatch.setattr(module, "train_one_epoch", real)
+    return interrupted
+
+
 def build_label_store(train_dir: str, out: str, teacher: torch.nn.Module | None, *, num_classes: int,
                      batch_size: int, epochs: int, prune_ratio: float = 0.0, mix_type: str = "cutmix",
                      size: int = 16, seed: int = 0, dataset: str = "demo",

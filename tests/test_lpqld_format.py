@@ -184,15 +184,9 @@ def test_infer_batches_per_epoch():
 
 
 # --- their folder in our pipeline ------------------------------------------------------------------
-@pytest.fixture
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-def test_lpqld_folder_and_its_conversion_train_identically(demo_root, tmp_path, single_thread):
+def test_lpqld_folder_and_its_conversion_train_identically(demo_root, tmp_path, one_thread):
     """relabel --format lpqld writes their flat layout (MR-2); training reads it directly (their
     random.sample draw) and after convert-labels into our store, with identical weights."""
     from lpld.labels import convert, open_label_store

@@ -2,7 +2,6 @@
 to end, the report, skip on rerun, and a run stopped part-way that, resumed with the same command,
 gives the uninterrupted run's results exactly."""
 import json
-import os
 
 import pytest
 

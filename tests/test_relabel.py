@@ -243,16 +243,9 @@ def test_generation_and_replay_on_cuda(setup, tmp_path):
     assert cpu.max_abs_diff <= 0.05 * max(1.0, cpu.max_abs_logit)
 
 
-@pytest.fixture
-def single_thread():
-    """One intra-op thread: small convolutions on a shared CPU run several times faster so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-def test_check_labels_replays_topk_stores(setup, tmp_path, single_thread):
+def test_check_labels_replays_topk_stores(setup, tmp_path, one_thread):
     """check-labels on a top-k store: the teacher's logits at the stored classes match the stored
     values (fp16 / half a code step), the stored classes are its top k, and (regenerated) every
     batch's digest; labels of another teacher fail."""

@@ -158,24 +158,13 @@ def test_class_pass_defaults_to_fp32_and_bf16_is_opt_in(demo, tmp_path, class_up
 
 
 @pytest.mark.slow
-def test_resume_with_workers_equals_an_uninterrupted_run(demo, tmp_path, monkeypatch):
+def test_resume_with_workers_equals_an_uninterrupted_run(demo, tmp_path, interrupt_at_epoch):
     """Persistent DataLoader workers draw their seeds once per run: the augmentation must not depend
     on them, or the epochs after a resume would see other crops than an uninterrupted run."""
     from lpld.squeeze import train as train_mod
     kw = dict(epochs=2, workers=2)
     run_teacher_training(_train_cfg(demo, tmp_path / "a", **kw))
-    real, calls = train_mod.train_one_epoch, []
-
-    def crash_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "train_one_epoch", crash_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run_teacher_training(_train_cfg(demo, tmp_path / "b", **kw))
-    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    interrupt_at_epoch(train_mod, lambda: run_teacher_training(_train_cfg(demo, tmp_path / "b", **kw)))
     run_teacher_training(_train_cfg(demo, tmp_path / "b", resume=True, **kw))
     a, b = read_state_dict(str(tmp_path / "a" / "teacher.pth")), read_state_dict(str(tmp_path / "b" / "teacher.pth"))
     for k in a:

@@ -112,13 +112,6 @@ def topk_store(demo_root, tmp_path_factory):
     return out
 
 
-@pytest.fixture
-def single_thread():
-    """One intra-op thread: tiny convolutions on a shared CPU run several times faster so."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _train_cfg(demo_root, labels, out, **kw):
@@ -133,7 +126,7 @@ def _metrics(out):
     return [json.loads(line) for line in open(out / "metrics.jsonl")]
 
 
-def test_schedule_and_calibration_drive_a_training_run(demo_root, topk_store, tmp_path, single_thread):
+def test_schedule_and_calibration_drive_a_training_run(demo_root, topk_store, tmp_path, one_thread):
     """Each epoch trains at the schedule's T (step: 8 * 0.5^e, floored at 2) and the student at the
     temperature calibrated on the previous epoch's last micro-batch (1.0 first)."""
     from lpld.validate import run_validate
@@ -158,7 +151,7 @@ def test_schedule_and_calibration_drive_a_training_run(demo_root, topk_store, tm
     assert [r["student_temperature"] for r in rows] == pytest.approx(want)
 
 
-def test_resume_keeps_the_calibrated_temperature(demo_root, topk_store, tmp_path, monkeypatch, single_thread):
+def test_resume_keeps_the_calibrated_temperature(demo_root, topk_store, tmp_path, interrupt_at_epoch, one_thread):
     """A run stopped after epoch 1 and resumed trains epoch 2 at the temperature calibrated after
     epoch 1 (not the starting 0.5 again): weights and temperatures equal the uninterrupted run's."""
     from lpld.validate import run_validate
@@ -166,18 +159,7 @@ def test_resume_keeps_the_calibrated_temperature(demo_root, topk_store, tmp_path
     kw = dict(temperature=8.0, temp_scheduler="step", temp_step_size=1, temp_step_gamma=0.5, temp_stu_dynamic=0.5,
               train_epochs=2)
     run_validate(_train_cfg(demo_root, topk_store, tmp_path / "a", **kw))
-    real, calls = train_mod.train_one_epoch, []
-
-    def crash_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "train_one_epoch", crash_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run_validate(_train_cfg(demo_root, topk_store, tmp_path / "b", **kw))
-    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    interrupt_at_epoch(train_mod, lambda: run_validate(_train_cfg(demo_root, topk_store, tmp_path / "b", **kw)))
     run_validate(_train_cfg(demo_root, topk_store, tmp_path / "b", resume=True, **kw))
     a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
     assert a[0]["student_temperature"] == 0.5 and a[1]["student_temperature"] != 0.5  # a reset would show

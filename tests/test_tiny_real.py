@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import REPO, TINY_SHARED
+from conftest import TINY_SHARED
 
 pytestmark = [pytest.mark.realdata,
               pytest.mark.skipif(not os.path.isfile(os.path.join(TINY_SHARED, "val.tar.gz")),

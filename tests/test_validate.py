@@ -297,24 +297,13 @@ def test_resume_continues_exactly(demo_root, store, tmp_path, monkeypatch):
     assert json.load(open(tmp_path / "b" / "final.json"))["label_batches_used"] <= 9
 
 
-def test_resume_with_workers_and_dropout_continues_exactly(demo_root, store, tmp_path, monkeypatch):
+def test_resume_with_workers_and_dropout_continues_exactly(demo_root, store, tmp_path, interrupt_at_epoch):
     """MobileNet trains with dropout: a resumed run must continue the random stream (checkpointed
     RNG state, loaders that do not draw from it), with persistent DataLoader workers."""
     kw = dict(epochs=3, train_epochs=3, model="mobilenet_v3_small", workers=2, max_steps_per_epoch=2,
               val_interval=5, adamw_lr=0.01)
     run_validate(base_cfg(demo_root, store, tmp_path / "a", **kw))
-    real, calls = train_mod.train_one_epoch, []
-
-    def crash_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_mod, "train_one_epoch", crash_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        run_validate(base_cfg(demo_root, store, tmp_path / "b", **kw))
-    monkeypatch.setattr(train_mod, "train_one_epoch", real)
+    interrupt_at_epoch(train_mod, lambda: run_validate(base_cfg(demo_root, store, tmp_path / "b", **kw)))
     run_validate(base_cfg(demo_root, store, tmp_path / "b", resume=True, **kw))
     a = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)["model"]
     b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)["model"]
