@@ -11,7 +11,9 @@ from lpld.augment import replay_batch, sample_batch_params
 from lpld.data import ImageFolder, load_rgb, normalization
 from lpld.labels import LabelStoreWriter, image_list_fingerprint, open_label_store, plan_batches
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread for the whole session: the tests' models and images are tiny, and OpenMP's
+# barriers between two threads cost more than they save there (many times more on a shared CPU).
+torch.set_num_threads(1)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SHARED = os.path.join(os.path.dirname(REPO), "shared", "data", "tiny-imagenet-200")
