@@ -211,6 +211,18 @@ def test_clear_errors_for_mismatched_images(setup, tmp_path):
         run_relabel(_cfg(setup, tmp_path / "t", teacher_ckpt=None))
 
 
+@pytest.mark.parametrize("label_topk", [None, 2])
+def test_a_diverged_teacher_is_an_error_not_nan_labels(setup, tmp_path, label_topk):
+    """A teacher whose logits overflow fp16 (or are NaN) would give every student a NaN loss: relabel
+    stops at the first batch, naming it, and keeps nothing half-written as complete."""
+    teacher = _small_teacher()
+    with torch.no_grad():
+        teacher[-1].bias.fill_(1e5)  # beyond fp16's 65504
+    with pytest.raises(ValueError, match="non-finite soft labels for batch 0"):
+        _run(setup, tmp_path / "s", teacher=teacher, epochs=1, label_topk=label_topk)
+    assert not os.path.isfile(tmp_path / "s" / "manifest.json") or open_label_store(str(tmp_path / "s")).num_batches == 0
+
+
 def test_authors_yaml_sections_load(tmp_path):
     cfg_file = tmp_path / "LPLD_in1k.yaml"
     cfg_file.write_text(

@@ -12,12 +12,15 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shlex
 import subprocess
 import sys
 
 import pytest
 
 from conftest import REPO
+from lpld.config import parse_config
+from lpld.pipeline import PIPELINE_SCHEMA, plan
 
 SCRIPTS = os.path.join(REPO, "relabel_and_validate", "scripts", "reproduce")
 ALL = sorted(os.path.basename(f)[:-3] for f in glob.glob(os.path.join(SCRIPTS, "*.sh")) if "/_" not in f)
@@ -46,7 +49,8 @@ def _env(root, **extra):
     env = {k: v for k, v in os.environ.items() if k not in ("OUT", "DATA_PATH", "VAL_DIR", "TEACHER",
                                                             "RELABEL_TEACHER", "IMAGES_ROOT", "LABELS_ROOT")}
     env.update(SMOKE="1", PYTHON=sys.executable, OMP_NUM_THREADS="1", OUT=str(root / "out"),
-               SMOKE_ASSETS=str(root / "assets"), PYTHONPATH=REPO, **extra)
+               SMOKE_ASSETS=str(root / "assets"), PYTHONPATH=REPO)
+    env.update(extra)
     return env
 
 
@@ -65,12 +69,24 @@ def test_bash_syntax(script):
     subprocess.run(["bash", "-n", os.path.join(SCRIPTS, script + ".sh")], check=True)
 
 
-@pytest.mark.parametrize("script", [pytest.param(s, marks=() if s == "table2_tiny" else pytest.mark.slow)
-                                    for s in ALL])
-def test_smoke_plan(script, tmp_path):
-    proc = _run(script, _env(tmp_path), "--dry-run", timeout=120)
+def test_dry_run_prints_the_plan(tmp_path):
+    proc = _run("table2_tiny", _env(tmp_path), "--dry-run", timeout=120)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     validate = [line.split("/")[1] for line in proc.stdout.splitlines() if line.startswith("todo validate/")]
+    assert validate == EXPECTED["table2_tiny"]
+
+
+@pytest.mark.parametrize("script", ALL)
+def test_smoke_plan(script, tmp_path, monkeypatch):
+    """The script's whole command line (PYTHON=echo prints it instead of running it), parsed and
+    planned in this process: the rows its smoke grid promises."""
+    proc = _run(script, _env(tmp_path, PYTHON="echo"), timeout=60)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    argv = shlex.split(proc.stdout.splitlines()[-1])
+    assert argv[:2] == ["-m", "lpld.pipeline"], argv
+    monkeypatch.chdir(REPO)
+    cfg = parse_config(PIPELINE_SCHEMA, argv[2:])
+    validate = [s.name.split("/")[1] for s in plan(cfg) if s.name.startswith("validate/")]
     assert validate == EXPECTED[script]
 
 

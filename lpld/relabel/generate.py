@@ -285,9 +285,23 @@ def store_labels(record, logits: torch.Tensor, manifest: dict[str, Any]) -> None
     k = manifest.get("label_topk")
     if k is None:
         record.logits = logits.half() if manifest.get("logits_dtype") == "float16" else logits.float()
+        _check_finite(record.logits, record.batch_id, manifest)
         return
     from ..labels.topk import select_topk
     record.logits, record.topk_indices = select_topk(logits.float(), int(k), values_dtype=torch.float32)
+    _check_finite(record.logits.half(), record.batch_id, manifest)  # the values are stored as fp16 or coded
+
+
+def _check_finite(stored: torch.Tensor, batch_id: int, manifest: dict[str, Any]) -> None:
+    """Soft labels that are inf or NaN (a diverged teacher, or logits beyond fp16's 65504) would
+    train every student on NaN losses without a word: stop at the first such batch instead. The
+    check reads the stored copy, so it costs one reduction per batch, not a device sync per step."""
+    if not bool(torch.isfinite(stored).all()):
+        raise InputValueError(
+            f"teacher {manifest.get('teacher')} gives non-finite soft labels for batch {batch_id} "
+            f"(largest |logit| {stored.float().abs().nan_to_num(float('inf')).max().item():.3g}, stored as "
+            f"{stored.dtype}): the teacher has diverged or overflows fp16; check its validation loss, or "
+            f"relabel without use_fp16")
 
 
 def repair_store(store_path: str, train_dir: str, teacher_ckpt: str, *, model: str | None = None,

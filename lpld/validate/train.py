@@ -484,6 +484,7 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     used = plan.used_batch_ids()
     result = {
         "top1": last_val["top1"], "top5": last_val["top5"], "val_loss": last_val["loss"],
+        "train_loss": epoch_stats.get("train_loss"),
         "best_top1": best_top1, "dataset": cfg.dataset, "model": cfg.model, "epochs": cfg.train_epochs,
         "prune_ratio": cfg.prune_ratio, "compression": PRUNE_RATIOS.get(cfg.prune_ratio, ""),
         "prune_metric": cfg.prune_metric, "granularity": cfg.granularity,
