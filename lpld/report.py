@@ -98,7 +98,8 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
 
 
 def aggregate(runs: list[dict[str, Any]], diversity: dict | None = None) -> list[dict[str, Any]]:
-    """One row per setting (every key but the seed), in first-seen order."""
+    """One row per setting (every key but the seed), ordered by method, IPC, student, then label
+    compression (prune ratio, top-k), whatever order the run folders were found in."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault(tuple(r[k] for k in GROUP_KEYS), []).append(r)
@@ -119,7 +120,14 @@ def aggregate(runs: list[dict[str, Any]], diversity: dict | None = None) -> list
         row["diversity_cosine"] = sets.get("cosine", {}).get("mean")
         row["diversity_mmd2_rbf"] = sets.get("mmd2_rbf", {}).get("mean")
         out.append(row)
-    return out
+    return sorted(out, key=_row_order)
+
+
+def _row_order(row: dict[str, Any]) -> tuple:
+    text = lambda k: str(row[k] if row[k] is not None else "")  # noqa: E731
+    return (text("table"), text("dataset"), text("method"), row["ipc"] or 0, text("student"),
+            float(row["prune_ratio"] or 0), row["label_topk"] or 0, text("prune_metric"), text("granularity"),
+            text("label_mode"))
 
 
 def human_bytes(n: float | None) -> str:

@@ -21,7 +21,7 @@ def test_a_terminal_gets_tqdm():
 
 def test_a_log_gets_one_line_at_the_end_without_carriage_returns():
     log = io.StringIO()
-    bar = progress_bar(range(1000), desc="epoch 1/3", file=log, leave=False)
+    bar = progress_bar(range(1000), desc="epoch 1/3", file=log)
     assert isinstance(bar, LineProgress)
     for k in bar:
         if k == 500:
@@ -29,6 +29,14 @@ def test_a_log_gets_one_line_at_the_end_without_carriage_returns():
     text = log.getvalue()
     assert "\r" not in text and text.count("\n") == 1
     assert text.startswith("epoch 1/3: 1000/1000 it [") and text.rstrip().endswith("loss=0.1234")
+
+
+def test_leave_false_prints_no_closing_line():
+    """As tqdm's leave=False: the caller prints its own summary (a student's epoch line)."""
+    log = io.StringIO()
+    for _ in progress_bar(range(10), desc="epoch 1/3", file=log, leave=False):
+        pass
+    assert log.getvalue() == ""
 
 
 def test_long_loops_report_every_tenth_and_early_exits_still_report():

@@ -3,7 +3,7 @@
 On a terminal, :func:`progress_bar` is ``tqdm``. When the stream is not a terminal (a log file, a
 pipe, a job scheduler's output), tqdm would still write a carriage-return frame at every refresh,
 thousands of them per log; :class:`LineProgress` takes its place with the same interface and
-prints whole lines instead: one when the loop ends, plus one each time another ``every`` of the
+prints whole lines instead: one when the loop ends (unless ``leave=False``), plus one each time another ``every`` of the
 total is done if at least ``min_interval`` seconds passed since the last line (long loops only).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ class LineProgress:
 
     def __init__(self, iterable: Iterable | None = None, desc: str | None = None, total: float | None = None,
                  *, disable: bool = False, file: IO | None = None, initial: float = 0, unit: str = "it",
-                 every: float = 0.1, min_interval: float = 60.0, **_tqdm_only) -> None:
+                 leave: bool = True, every: float = 0.1, min_interval: float = 60.0, **_tqdm_only) -> None:
         if total is None and iterable is not None:
             try:
                 total = len(iterable)  # type: ignore[arg-type]
@@ -44,6 +44,9 @@ class LineProgress:
                 total = None
         self.iterable, self.desc, self.total, self.unit = iterable, desc or "", total, unit
         self.disable, self.file = disable, file
+        # leave=False (as tqdm's: the bar vanishes when done): no closing line, the caller prints its
+        # own summary (a student's epoch line, for one)
+        self.leave = leave
         self.n = initial
         self.every, self.min_interval = every, min_interval
         self.postfix = ""
@@ -91,7 +94,8 @@ class LineProgress:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self._print()
+            if self.leave:
+                self._print()
 
     def _print(self) -> None:
         if self.disable:
