@@ -26,6 +26,20 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_cuda)
 
 
+def read_tree(path: str, top: str = "") -> dict[str, bytes]:
+    """Every file under ``path`` (only its top-level folders starting with ``top``), by relative
+    path: two trees are byte-identical when these dicts are equal."""
+    out = {}
+    for root, dirs, files in os.walk(path):
+        if root == path:
+            dirs[:] = [d for d in dirs if d.startswith(top)]
+            files = [f for f in files if not top]
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(root, f), path)] = fh.read()
+    return out
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> str:
     """A small demo dataset (4 classes, 16 px) shared by the whole test session."""

@@ -12,6 +12,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from conftest import read_tree
 import torch
 from PIL import Image
 
@@ -52,12 +54,7 @@ def _validate(images, store, out, **over):
 
 
 def _files(path):
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            with open(os.path.join(root, f), "rb") as fh:
-                out[os.path.relpath(os.path.join(root, f), path)] = fh.read()
-    return out
+    return read_tree(path)
 
 
 def _replace_image_content(train_dir):

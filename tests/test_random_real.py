@@ -8,6 +8,8 @@ import shutil
 
 import numpy as np
 import pytest
+
+from conftest import read_tree
 from PIL import Image
 
 from lpld.config import parse_config
@@ -26,13 +28,7 @@ def _cfg(data_path, out, **over):
 
 
 def _files(root):
-    out = {}
-    for d in sorted(os.listdir(root)):
-        if d.startswith("new"):
-            for f in sorted(os.listdir(os.path.join(root, d))):
-                with open(os.path.join(root, d, f), "rb") as fh:
-                    out[f"{d}/{f}"] = fh.read()
-    return out
+    return read_tree(root, top="new")  # the class folders
 
 
 def test_draw_is_a_seeded_permutation_per_class():

@@ -7,6 +7,8 @@ import json
 import os
 
 import pytest
+
+from conftest import read_tree
 import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
@@ -144,13 +146,7 @@ def _cfg(demo_root, teacher, out, **over) -> argparse.Namespace:
 
 
 def _files(root):
-    out = {}
-    for d in sorted(os.listdir(root)):
-        if d.startswith("new"):
-            for f in sorted(os.listdir(os.path.join(root, d))):
-                with open(os.path.join(root, d, f), "rb") as fh:
-                    out[f"{d}/{f}"] = fh.read()
-    return out
+    return read_tree(root, top="new")  # the class folders
 
 
 def test_stage_layout_determinism_shards_and_resume(demo_root, teacher_path, tmp_path):

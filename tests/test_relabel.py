@@ -6,6 +6,8 @@ import shutil
 
 import numpy as np
 import pytest
+
+from conftest import read_tree
 import torch
 
 from lpld.config import parse_config
@@ -45,12 +47,7 @@ def _cfg(setup, out, **over):
 
 
 def _files(path):
-    out = {}
-    for root, _, files in os.walk(path):
-        for f in files:
-            with open(os.path.join(root, f), "rb") as fh:
-                out[os.path.relpath(os.path.join(root, f), path)] = fh.read()
-    return out
+    return read_tree(path)
 
 
 @pytest.mark.parametrize("drop_last", [False, True])

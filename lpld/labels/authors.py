@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..augment import BatchRecord
+from ..utils.fingerprint import file_sha256
 from ..utils.io import (atomic_json_dump, atomic_path, atomic_write_text, on_disk, remove_stale_temporaries,
                         require_free_space)
 from ..utils.lock import lock_output
@@ -168,7 +169,7 @@ class SamplerIndex:
 
     @classmethod
     def open(cls, json_path: str, cache_dir: str) -> "SamplerIndex":
-        digest = _sha256(json_path)
+        digest = file_sha256(json_path)
         stem = os.path.join(cache_dir, f"sampler_index-{digest[:24]}")
         if not os.path.isfile(stem + ".json"):
             build_sampler_index(json_path, stem, digest)
@@ -203,13 +204,6 @@ class SamplerIndex:
         data = os.pread(self._fd, 4 * count, self._data_offset + 4 * (first + start))
         return torch.from_numpy(np.frombuffer(data, dtype=np.int32).astype(np.int64))
 
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _LIST = re.compile(rb'"(-?\d+)"\s*:\s*\[([^\]]*)\]')

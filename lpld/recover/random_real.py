@@ -26,7 +26,6 @@ relabel, validate and the diversity tools treat it like any distilled set.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -91,13 +90,6 @@ def class_range(cfg: argparse.Namespace, num_classes: int) -> range:
                          f"classes: need 0 <= --class-start < --class-end <= {num_classes}")
     return range(cfg.class_start, end)
 
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_or_check_manifest(path: str, defining: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

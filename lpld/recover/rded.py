@@ -69,7 +69,8 @@ from ..utils.metrics import MetricsLog
 from ..utils.progress import progress_bar
 from ..utils.runtime import resolve_device
 from .io import class_complete, remove_stale_temporaries, save_class
-from .random_real import class_range, draw_images, file_sha256, images_by_class, write_or_check_manifest
+from ..utils.fingerprint import checkpoint_sha256
+from .random_real import class_range, draw_images, images_by_class, write_or_check_manifest
 from .run import infer_num_classes
 from .synthesize import denormalize_to_uint8
 
@@ -279,7 +280,7 @@ def run_rded(cfg: argparse.Namespace) -> str:
     mean, std = normalization("imagenet" if cfg.normalization == "imagenet" else dataset)
     defining = {k: getattr(cfg, k) for k in DEFINING_KEYS}
     defining.update(method="rded", dataset=dataset, num_classes=num_classes, data_path=os.path.abspath(cfg.data_path),
-                    teacher_sha256=file_sha256(cfg.teacher))
+                    teacher_sha256=checkpoint_sha256(cfg.teacher))  # the weights' content, as recover
     write_or_check_manifest(os.path.join(root, "rded.json"), defining, {
         "teacher": os.path.abspath(cfg.teacher), "mean_std": [list(mean), list(std)],
         "classes": list(real.classes), "layout": "new{c:03d}/class{c:03d}_id{i:03d}.jpg"})

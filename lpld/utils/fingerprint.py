@@ -91,6 +91,15 @@ def scan_images(paths: Sequence[str], root: str, *, decode: bool = True, workers
     return ImageScan(total.hexdigest(), len(paths), bad)
 
 
+def file_sha256(path: str) -> str:
+    """sha256 of a file's bytes, read in 16 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def state_dict_sha256(state_dict: Mapping[str, torch.Tensor]) -> str:
     """sha256 over the tensors of ``state_dict``: sorted keys, dtype, shape, raw bytes."""
     digest = hashlib.sha256()
