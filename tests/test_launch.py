@@ -109,6 +109,9 @@ def test_relabel_shards_merge_byte_identical(inputs, tmp_path):
     merge_shards(cfg)
     assert files(str(tmp_path / "sharded")) == files(one)
     assert has_shards(cfg) == 0 and not os.path.exists(str(tmp_path / "sharded.shards"))
+    regenerated = argparse.Namespace(**{**vars(cfg), "augmentation": "regenerated"})
+    with pytest.raises(InputValueError, match="written in one job"):
+        run_shard("relabel", regenerated, (0, 2), teacher=SlowTeacher())
 
 
 # ---- SLURM: scripts, dependencies, distributed environment -------------------------------------

@@ -61,6 +61,11 @@ def run_shard(kind: str, stage_cfg: argparse.Namespace, shard: tuple[int, int], 
         if getattr(stage_cfg, "format", "ours") != "ours":
             raise InputValueError("sharded relabelling writes our store format; convert the merged store with "
                                   "lpld convert-labels --to authors")
+        if getattr(stage_cfg, "augmentation", "recorded") == "regenerated":
+            # its batches are checked by regenerating their augmentation, which the merge cannot do
+            # from a shard alone: write it in one job
+            raise InputValueError(f"{stage_cfg.output_dir}: a store with augmentation 'regenerated' is written "
+                                  f"in one job; run relabel without --relabel-shards (or with 1)")
         return run_relabel(argparse.Namespace(**{**vars(stage_cfg), "batch_shard": [index, count]}), **stage_kwargs)
     raise InputValueError(f"a step of kind {kind!r} cannot be sharded; only recover (classes) and relabel "
                           f"(batches) are")
