@@ -134,7 +134,7 @@ def check_reported_equals_saved(demo_root, out, part: str) -> None:
     final = json.load(open(os.path.join(out, "final.json")))
     state = _state(out)
     weights = state["model"] if part == "model" else state["ema"]["model"]
-    model = build_model("resnet18", 4)
+    model = build_model(final["model"], 4)  # the student the run trained
     model.load_state_dict(weights)
     from lpld.validate.train import build_val_dataset, student_val_transform
     val = build_val_dataset("demo", os.path.join(demo_root, "val"), student_val_transform("demo", 16))
