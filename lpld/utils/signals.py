@@ -45,11 +45,14 @@ def terminate_like_interrupt() -> Iterator[None]:
         yield
         return
 
+    previous_hook = threading.excepthook
+
     def handler(signum, frame):
         global _received
         if _received is not None:
             return  # already stopping: let the cleanup finish
         _received = signum
+        threading.excepthook = _quiet_broken_handoffs(previous_hook)
         raise Terminated(signum)
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -58,3 +61,17 @@ def terminate_like_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        threading.excepthook = previous_hook
+
+
+def _quiet_broken_handoffs(hook):
+    """A scheduler signals the whole job, so DataLoader workers may die while handing the parent a
+    shared tensor's file descriptor; multiprocessing's resource-sharer thread then meets a broken
+    pipe and prints its traceback. That is the stop in progress, not an error: keep it out of the log."""
+    def excepthook(args):
+        tb = args.exc_traceback
+        in_sharer = tb is not None and tb.tb_frame.f_code.co_filename.endswith("resource_sharer.py")
+        if in_sharer and issubclass(args.exc_type, (BrokenPipeError, ConnectionResetError, EOFError)):
+            return
+        hook(args)
+    return excepthook
