@@ -141,6 +141,10 @@ def interrupt_and_finish(args, ready_points, extra=lambda: [], rng=None) -> list
 
 
 # --- the demo-sized world -----------------------------------------------------------------------------
+# Every case starts the stages as processes and kills them at seeded points: the whole module is
+# the slow tier (CI runs it; `pytest -m "not slow"` skips it).
+pytestmark = pytest.mark.slow
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """Demo data (3 classes, 16 px), a trained teacher and its class-BN version, recovered images and
@@ -272,7 +276,6 @@ def test_full_disk_is_one_line_before_work_and_keeps_completed_work(world):
 
 
 # --- slow tier: every other long stage under both signals ------------------------------------------------
-@pytest.mark.slow
 def test_authors_format_relabel_killed_resumes_byte_identical(world):
     ref = world["root"] / "authors_ref"
     run(*world["relabel_args"], "--output-dir", ref, "--format", "authors")
@@ -285,7 +288,6 @@ def test_authors_format_relabel_killed_resumes_byte_identical(world):
     assert files(out) == files(ref)
 
 
-@pytest.mark.slow
 def test_teacher_training_killed_resumes_to_the_same_weights(world):
     out = world["root"] / "teacher_killed"
     args = world["train_args"] + ["--output-dir", out]
@@ -298,7 +300,6 @@ def test_teacher_training_killed_resumes_to_the_same_weights(world):
     assert [r["epoch"] for r in map(json.loads, open(metrics))] == [1, 2, 3]  # no duplicated rows
 
 
-@pytest.mark.slow
 def test_class_statistics_pass_killed_rerun_gives_the_same_checkpoint(world):
     out = world["root"] / "cbn_killed.pth"
     args = world["stats_args"] + ["--output", out]
@@ -311,7 +312,6 @@ def test_class_statistics_pass_killed_rerun_gives_the_same_checkpoint(world):
     same_weights(str(out), world["class_bn"])
 
 
-@pytest.mark.slow
 def test_recover_with_several_classes_per_step_killed_gives_the_same_jpegs(world):
     out = world["root"] / "recover"
     exp = out / "killed"
@@ -324,7 +324,6 @@ def test_recover_with_several_classes_per_step_killed_gives_the_same_jpegs(world
     # (shards over class ranges: tests/test_recover.py::test_one_job_shards_and_a_resumed_job_write_the_same_jpegs)
 
 
-@pytest.mark.slow
 def test_student_training_killed_resumes_to_the_same_weights(world):
     out = world["root"] / "student_killed"
     args = world["validate_args"] + ["--output-dir", out, "--resume"]
