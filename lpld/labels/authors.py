@@ -264,6 +264,22 @@ def default_index_dir() -> str:
     return path
 
 
+def record_from_entries(batch_id: int, image_indices: torch.Tensor, coords, second, mix_index, lam, bbox,
+                        logits) -> BatchRecord:
+    """A :class:`BatchRecord` from the entries of one of their batch files (LPLD's and LPQLD's share
+    them): crops, flips (or, for ImageNet-21K-P, Cutout boxes), the mix partner, lambda and box."""
+    rec = BatchRecord(batch_id=batch_id, image_indices=image_indices, crops=coords.float(), logits=logits)
+    if second.dtype == torch.bool:
+        rec.flips = second
+    else:
+        rec.cutout = second.float()
+    if mix_index is not None:
+        rec.mix_index = mix_index.long()
+        rec.mix_lam = float(lam)
+        rec.mix_bbox = None if bbox is None else tuple(int(v) for v in bbox)
+    return rec
+
+
 class AuthorsLabelStore:
     """Read the authors' layout (theirs or one we wrote) through the same API as :class:`LabelStore`."""
 
@@ -377,16 +393,8 @@ class AuthorsLabelStore:
         epoch, index = divmod(batch_id, self.batches_per_epoch)
         file = batch_file(self.path, epoch, index)
         coords, second, mix_index, lam, bbox, logits = self._load(batch_id)
-        rec = BatchRecord(batch_id=batch_id, image_indices=self._image_indices(epoch, index),
-                          crops=coords.float(), logits=logits)
-        if second.dtype == torch.bool:
-            rec.flips = second
-        else:
-            rec.cutout = second.float()
-        if mix_index is not None:
-            rec.mix_index = mix_index.long()
-            rec.mix_lam = float(lam)
-            rec.mix_bbox = None if bbox is None else tuple(int(v) for v in bbox)
+        rec = record_from_entries(batch_id, self._image_indices(epoch, index), coords, second, mix_index, lam,
+                                  bbox, logits)
         if rec.image_indices.shape[0] != coords.shape[0]:
             raise StoreMismatchError(f"{file}: {coords.shape[0]} crops but {SAMPLER_JSON} lists "
                                      f"{rec.image_indices.shape[0]} images for it")

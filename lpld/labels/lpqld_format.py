@@ -31,7 +31,7 @@ import torch
 
 from ..augment import BatchRecord
 from ..utils.io import atomic_json_dump, atomic_write_text
-from .authors import load_batch_file, save_batch_file
+from .authors import load_batch_file, record_from_entries, save_batch_file
 from .common import FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreMismatchError, plan_diffs
 from .topk import check_topk, check_topk_pair, index_dtype
 
@@ -165,16 +165,8 @@ class LPQLDLabelStore:
         if coords.shape[0] != rows or values.shape[0] != rows:
             raise StoreMismatchError(f"{file}: {coords.shape[0]} crops and {values.shape[0]} label rows, but "
                                      f"{SAMPLER_JSON} lists {rows} images for it")
-        rec = BatchRecord(batch_id=batch_id, image_indices=torch.tensor(self._orders[batch_id], dtype=torch.int64),
-                          crops=coords.float(), logits=values)
-        if second.dtype == torch.bool:
-            rec.flips = second
-        else:
-            rec.cutout = second.float()
-        if mix_index is not None:
-            rec.mix_index = mix_index.long()
-            rec.mix_lam = float(lam)
-            rec.mix_bbox = None if bbox is None else tuple(int(v) for v in bbox)
+        rec = record_from_entries(batch_id, torch.tensor(self._orders[batch_id], dtype=torch.int64), coords, second,
+                                  mix_index, lam, bbox, values)
         if layout == "topk":
             indices = entries[6]
             check_topk_pair(values, indices, self.num_classes, where=file)
