@@ -26,6 +26,15 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_cuda)
 
 
+def parse_with(schema, values: dict):
+    """``schema``'s config parsed from the command line that ``values`` spell (``--key=value``, and
+    ``--key`` / ``--no-key`` for booleans): the path a user's flags take."""
+    from lpld.config import parse_config
+    argv = [f"--{k.replace('_', '-')}={v}" for k, v in values.items() if not isinstance(v, bool)]
+    argv += [f"--{'' if v else 'no-'}{k.replace('_', '-')}" for k, v in values.items() if isinstance(v, bool)]
+    return parse_config(schema, argv)
+
+
 def read_tree(path: str, top: str = "") -> dict[str, bytes]:
     """Every file under ``path`` (only its top-level folders starting with ``top``), by relative
     path: two trees are byte-identical when these dicts are equal."""

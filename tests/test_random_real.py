@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import read_tree
+from conftest import parse_with, read_tree
 from PIL import Image
 
 from lpld.config import parse_config
@@ -22,9 +22,7 @@ def _cfg(data_path, out, **over):
     values = dict(dataset="demo", data_path=data_path, ipc=3, seed=0, image_size=16, output_dir=str(out),
                   exp_name="rr", progress=False)
     values.update(over)
-    argv = [f"--{k.replace('_', '-')}={v}" for k, v in values.items() if not isinstance(v, bool)]
-    argv += [f"--{'' if v else 'no-'}{k.replace('_', '-')}" for k, v in values.items() if isinstance(v, bool)]
-    return parse_config(RANDOM_REAL_SCHEMA, argv)
+    return parse_with(RANDOM_REAL_SCHEMA, values)
 
 
 def _files(root):

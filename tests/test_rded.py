@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from conftest import read_tree
+from conftest import parse_with, read_tree
 import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
@@ -140,9 +140,7 @@ def _cfg(demo_root, teacher, out, **over) -> argparse.Namespace:
                   num_crop=2, mipc=8, batch_size=16, output_dir=str(out), exp_name="rded", progress=False,
                   device="cpu")
     values.update(over)
-    argv = [f"--{k.replace('_', '-')}={v}" for k, v in values.items() if not isinstance(v, bool)]
-    argv += [f"--{'' if v else 'no-'}{k.replace('_', '-')}" for k, v in values.items() if isinstance(v, bool)]
-    return parse_config(RDED_SCHEMA, argv)
+    return parse_with(RDED_SCHEMA, values)
 
 
 def _files(root):
