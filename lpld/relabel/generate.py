@@ -50,6 +50,7 @@ from ..utils.fingerprint import scan_images
 from ..utils.io import ensure_writable_dir
 from ..device_views import ImageBank, replay_batch_on_device
 from ..utils.progress import progress_bar
+from ..utils.signals import quiet_broken_handoffs
 from ..utils.runtime import resolve_device, set_cudnn_benchmark
 from .schema import RELABEL_SCHEMA
 from .teacher import load_relabel_teacher, teacher_logits, teacher_summary
@@ -252,7 +253,8 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
                                        sizes=bank.image_sizes() if bank is not None else None)
             loader = DataLoader(batches, batch_size=None, shuffle=False, num_workers=cfg.workers,
                                 pin_memory=device.type == "cuda", persistent_workers=False,
-                                prefetch_factor=4 if cfg.workers > 0 else None)
+                                prefetch_factor=4 if cfg.workers > 0 else None,
+                                worker_init_fn=quiet_broken_handoffs)
             desc = f"relabel {os.path.basename(os.path.normpath(cfg.output_dir))}"
             try:
                 with torch.no_grad():

@@ -11,7 +11,9 @@ ignored, so the cleanup is not cut short by a repeated signal.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import signal
+import sys
 import threading
 from typing import Iterator
 
@@ -45,14 +47,13 @@ def terminate_like_interrupt() -> Iterator[None]:
         yield
         return
 
-    previous_hook = threading.excepthook
+    quiet_broken_handoffs()  # before the stage forks its DataLoader workers, so they inherit it
 
     def handler(signum, frame):
         global _received
         if _received is not None:
             return  # already stopping: let the cleanup finish
         _received = signum
-        threading.excepthook = _quiet_broken_handoffs(previous_hook)
         raise Terminated(signum)
 
     previous = signal.signal(signal.SIGTERM, handler)
@@ -61,17 +62,28 @@ def terminate_like_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        threading.excepthook = previous_hook
 
 
-def _quiet_broken_handoffs(hook):
-    """A scheduler signals the whole job, so DataLoader workers may die while handing the parent a
-    shared tensor's file descriptor; multiprocessing's resource-sharer thread then meets a broken
-    pipe and prints its traceback. That is the stop in progress, not an error: keep it out of the log."""
-    def excepthook(args):
-        tb = args.exc_traceback
+def quiet_broken_handoffs(worker_id: int | None = None) -> None:
+    """Keep a stop's broken shared-tensor handoffs out of the log (idempotent; usable as a DataLoader
+    ``worker_init_fn`` so spawn/forkserver workers get it too).
+
+    A DataLoader worker hands the parent each batch's shared memory through multiprocessing's
+    resource-sharer thread, which reports any failure through ``sys.excepthook``. When the parent stops
+    (SIGTERM, Ctrl-C) mid-handoff, the worker's thread meets a closed connection and prints a
+    traceback that looks like a crash; it is the stop in progress. Only connection failures raised
+    in that thread are silenced: the parent sees its own errors, so nothing real is hidden."""
+    if getattr(sys.excepthook, "quiet_broken_handoffs", False):
+        return
+    previous = sys.excepthook
+    # bound here, not looked up at call time: the worker may report while its interpreter shuts down
+    broken = (OSError, EOFError, multiprocessing.AuthenticationError)
+
+    def excepthook(exc_type, exc, tb):
         in_sharer = tb is not None and tb.tb_frame.f_code.co_filename.endswith("resource_sharer.py")
-        if in_sharer and issubclass(args.exc_type, (BrokenPipeError, ConnectionResetError, EOFError)):
+        if in_sharer and issubclass(exc_type, broken):
             return
-        hook(args)
-    return excepthook
+        previous(exc_type, exc, tb)
+
+    excepthook.quiet_broken_handoffs = True
+    sys.excepthook = excepthook

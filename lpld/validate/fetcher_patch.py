@@ -30,6 +30,8 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils import fetch as torch_fetch
 
+from ..utils.signals import quiet_broken_handoffs
+
 _ORIGINAL_FETCHER = torch_fetch._MapDatasetFetcher
 _CHECKED: list[bool] = []
 
@@ -126,6 +128,7 @@ def install_in_worker(worker_id: int, user_init: Callable[[int], None] | None = 
     """worker_init_fn: runs in a worker process (serving only our loader) before torch creates the
     worker's fetcher, so the patch holds for spawn/forkserver workers too."""
     torch_fetch._MapDatasetFetcher = LabelBatchFetcher
+    quiet_broken_handoffs()
     if user_init is not None:
         user_init(worker_id)
 
