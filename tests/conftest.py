@@ -13,7 +13,10 @@ from lpld.labels import LabelStoreWriter, image_list_fingerprint, open_label_sto
 
 # One intra-op thread for the whole session: the tests' models and images are tiny, and OpenMP's
 # barriers between two threads cost more than they save there (many times more on a shared CPU).
+# The environment carries the same limit to every stage process a test starts (a command line, a
+# DDP rank, a DataLoader worker), which would otherwise start one thread per core each.
 torch.set_num_threads(1)
+os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SHARED = os.path.join(os.path.dirname(REPO), "shared", "data", "tiny-imagenet-200")
@@ -47,6 +50,24 @@ def read_tree(path: str, top: str = "") -> dict[str, bytes]:
             with open(os.path.join(root, f), "rb") as fh:
                 out[os.path.relpath(os.path.join(root, f), path)] = fh.read()
     return out
+
+
+def assert_learned(metrics_jsonl: str, *, chance: float, what: str) -> list[dict]:
+    """A trained fixture must have trained: every validation loss finite, the last below the first,
+    the last top-1 at least 1.5x ``chance`` (percent). Other CPUs run other kernels (AVX2, AVX-512,
+    the plain ones), and a recipe on the edge of divergence diverges on some of them: the fixture
+    then fails here, naming itself, instead of a later test failing on its labels."""
+    import json
+    import math
+    with open(metrics_jsonl) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    losses = [r["val_loss"] for r in rows if "val_loss" in r]
+    top1 = [r["val_top1"] for r in rows if "val_top1" in r]
+    summary = f"{what}: validation loss per epoch {losses}, top-1 {top1} (chance {chance:g}%)"
+    assert losses and all(math.isfinite(v) for v in losses), f"{summary}: not finite"
+    assert len(losses) < 2 or losses[-1] < losses[0], f"{summary}: the loss did not fall (diverged?)"
+    assert top1[-1] >= 1.5 * chance, f"{summary}: not clearly above chance"
+    return rows
 
 
 @pytest.fixture(scope="session")

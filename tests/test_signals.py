@@ -37,3 +37,34 @@ def test_broken_handoff_is_silenced_and_real_errors_still_report():
     quiet = _run("quiet")
     assert "resource_sharer.py" not in quiet, quiet
     assert "ValueError: a real error still reports" in quiet, quiet
+
+
+# SIGTERM delivered while a finalizer runs (here a __del__ that signals its own process; in a stage,
+# the queues of a DataLoader iterator collected between epochs): Python ignores an exception raised
+# in a finalizer, so a stop raised there would be lost and the run would carry on to its end.
+STOP_DURING_FINALIZER = """
+import os, signal, sys, time
+from lpld.utils import signals
+
+class SignalsWhenCollected:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)  # the handler runs here, inside the finalizer
+
+with signals.terminate_like_interrupt():
+    try:
+        SignalsWhenCollected()  # collected at once
+        for _ in range(100):  # the rest of the run
+            time.sleep(0.02)
+    except signals.Terminated:
+        print("stopped", flush=True)
+        sys.exit(0)
+print("carried on", flush=True)
+"""
+
+
+def test_a_stop_that_arrives_inside_a_finalizer_is_not_lost():
+    proc = subprocess.run([sys.executable, "-c", STOP_DURING_FINALIZER], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
+    assert proc.stdout.strip() == "stopped", (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -53,6 +54,13 @@ def terminate_like_interrupt() -> Iterator[None]:
         global _received
         if _received is not None:
             return  # already stopping: let the cleanup finish
+        if _in_finalizer(frame):
+            # Python prints and drops an exception raised in a finalizer, and the interrupted code
+            # carries on: the stop would be lost. Deliver the signal again once the finalizer is done.
+            retry = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+            retry.daemon = True
+            retry.start()
+            return
         _received = signum
         raise Terminated(signum)
 
@@ -62,6 +70,22 @@ def terminate_like_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether ``frame`` runs inside a finalizer: a ``__del__``, a ``weakref.finalize`` or one of
+    multiprocessing's ``Finalize`` callbacks (a DataLoader iterator's queues close through these when
+    it is collected, between two epochs for instance)."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__":
+            return True
+        if code.co_name in ("__call__", "_run_finalizers") and (
+                code.co_filename.endswith("weakref.py")
+                or code.co_filename.endswith(os.path.join("multiprocessing", "util.py"))):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def quiet_broken_handoffs(worker_id: int | None = None) -> None:
