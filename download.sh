@@ -10,10 +10,11 @@
 # Drive folder. Layout, sizes and options: docs/downloads.md.
 #
 # Safety: every file is fetched to a hidden ".partial" name and renamed once gdown succeeds;
-# archives are unpacked into a hidden temporary folder whose entries are renamed into place only
-# after tar/unzip succeeded; a ".<archive>.complete" marker next to the data records completion,
-# so a re-run skips it. On any failure the temporary files are removed and the script exits
-# non-zero naming the Drive id and the step that failed.
+# archives are unpacked (python3's tarfile / zipfile, see safe_extract: only regular files and
+# folders, no owners, no set-id or world-write bits) into a hidden temporary folder whose entries
+# are renamed into place only after that succeeded; a ".<archive>.complete" marker next to the
+# data records completion, so a re-run skips it. On any failure the temporary files are removed
+# and the script exits non-zero naming the Drive id and the step that failed.
 set -euo pipefail
 
 # ---- Published artifacts ------------------------------------------------------------------------
@@ -228,28 +229,111 @@ fetch_file() {  # id out name
     check_download "$partial" "$id" "$name"
 }
 
+# Extract a tar or zip archive into an empty folder with Python's tarfile / zipfile, checking each
+# entry before it is written. An archive from the network decides what tar -x creates: a symbolic
+# link installed as the image folder (pointing anywhere), hard links, device files, FIFOs, and, as
+# root, its owners and setuid / world-writable modes. Only regular files and folders inside the
+# folder are accepted: links, special files, absolute paths and ".." are refused; owners are never
+# applied, and set-id, sticky and world-writable bits are cleared. On failure: one line on stderr,
+# exit 3 for a refused entry, 2 for a missing or too old python3, 1 for a damaged archive.
+safe_extract() {  # archive folder tar|zip
+    local py; py=$(python_cmd)
+    [[ -n $py ]] || { echo "python3 is needed to unpack it (each entry is checked before it is written)" >&2; return 2; }
+    "$py" - "$@" <<'PY'
+import os, stat, sys, tarfile, zipfile
+
+archive, dest, kind = sys.argv[1:4]
+UNSAFE_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWOTH
+
+
+class Refused(Exception):
+    pass
+
+
+def check_path(name):
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or ".." in parts:
+        raise Refused(f"entry {name!r} lies outside the archive's folder (absolute path or '..')")
+
+
+def refuse(name, what):
+    raise Refused(f"entry {name!r} is {what}; only regular files and folders are unpacked")
+
+
+def check_tar(member, path):
+    check_path(member.name)
+    if member.issym():
+        refuse(member.name, f"a symbolic link to {member.linkname!r}")
+    if member.islnk():
+        refuse(member.name, f"a hard link to {member.linkname!r}")
+    if not (member.isreg() or member.isdir()):
+        refuse(member.name, "a device, FIFO or other special file")
+    return tarfile.data_filter(member, path)  # no owner; no set-id, group- or world-writable bits
+
+
+def extract_zip():
+    with zipfile.ZipFile(archive) as z:
+        for info in z.infolist():  # the central directory: every entry, before anything is written
+            check_path(info.filename)
+            kind_bits = stat.S_IFMT(info.external_attr >> 16)
+            if kind_bits == stat.S_IFLNK:
+                refuse(info.filename, "a symbolic link")
+            if kind_bits not in (0, stat.S_IFREG, stat.S_IFDIR):
+                refuse(info.filename, "a device, FIFO or other special file")
+        z.extractall(dest)  # zipfile applies no modes, owners or links
+
+
+def clear_unsafe_bits():
+    # folders (and every zip entry) get their mode from the umask, and a umask of 0 leaves them
+    # world-writable
+    for root, dirs, files in os.walk(dest):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if mode & UNSAFE_BITS:
+                os.chmod(path, stat.S_IMODE(mode) & ~UNSAFE_BITS)
+
+
+try:
+    if kind == "tar":
+        if not hasattr(tarfile, "data_filter"):
+            print(f"Python {sys.version.split()[0]} has no tarfile extraction filters; unpacking needs "
+                  f"Python 3.10.12, 3.11.4, 3.12 or newer", file=sys.stderr)
+            sys.exit(2)
+        with tarfile.open(archive, "r|*") as tar:  # a stream: one pass over the compressed data
+            tar.extractall(dest, filter=check_tar)
+    else:
+        extract_zip()
+    clear_unsafe_bits()
+except Refused as err:
+    print(err, file=sys.stderr)
+    sys.exit(3)
+except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+    print(f"{type(err).__name__}: {err}".replace("\n", " "), file=sys.stderr)
+    sys.exit(1)
+PY
+}
+
 # Unpack $archive into $dir the way the authors' `tar -xvf` does (top-level entries land in $dir),
 # but through a temporary folder: nothing appears in $dir unless extraction succeeded.
 # Sets PLACED to the entries placed.
 unpack_into() {  # archive dir id name
-    local archive=$1 dir=$2 id=$3 name=$4 tmp type entry py
+    local archive=$1 dir=$2 id=$3 name=$4 tmp type entry msg rc=0
     tmp="$dir/.$name.unpacking"
     rm -rf -- "$tmp"; mkdir -p -- "$tmp"
     TMP_PATHS+=("$tmp")
     type=$(archive_type "$archive")
     case $type in
-        tar) tar -xf "$archive" -C "$tmp" \
-                 || fail "$id" "$name" "tar could not unpack the archive (truncated or corrupt download; the archive was deleted so that a re-run fetches it again)" ;;
-        zip)
-            py=$(python_cmd)
-            if command -v unzip >/dev/null 2>&1; then
-                unzip -q "$archive" -d "$tmp" || fail "$id" "$name" "unzip could not unpack the archive"
-            elif [[ -n $py ]]; then
-                "$py" -m zipfile -e "$archive" "$tmp" || fail "$id" "$name" "could not unpack the zip archive"
-            else
-                fail "$id" "$name" "a zip archive needs unzip or python3 to unpack"
-            fi ;;
+        tar|zip) ;;
         *) fail "$id" "$name" "not a tar or zip archive (first bytes: $(magic "$archive"))" ;;
+    esac
+    msg=$(safe_extract "$archive" "$tmp" "$type" 2>&1 >/dev/null) || rc=$?
+    msg=${msg//$'\n'/ }
+    case $rc in
+        0) ;;
+        3) fail "$id" "$name" "refused to unpack the archive: $msg. Nothing of it was installed and the archive was deleted" ;;
+        2) fail "$id" "$name" "cannot unpack the archive: $msg" ;;
+        *) fail "$id" "$name" "could not unpack the $type archive ($msg): truncated or corrupt download; the archive was deleted so that a re-run fetches it again" ;;
     esac
     PLACED=()
     shopt -s dotglob nullglob
@@ -428,6 +512,10 @@ if $DRY_RUN; then
 fi
 
 # ---- Run ----------------------------------------------------------------------------------------
+# Checked before any fetch: without python3 an archive could not be unpacked, and would be deleted.
+if [[ -z $(python_cmd) ]] && printf '%s\n' "${SELECTED[@]}" | grep -q -e '|tar|' -e '|folder|'; then
+    die "python3 is not on PATH: it unpacks the archives (each entry is checked before it is written). Install Python 3 and re-run"
+fi
 n=0; fetched=0; skipped=0
 for item in "${SELECTED[@]}"; do
     IFS='|' read -r ds group kind id name subdir size source <<<"$item"

@@ -13,6 +13,7 @@ from lpld.augment import sample_batch_params, sample_crop_params, sample_cutout,
 from lpld.data import ImageFolder
 from lpld.device_views import ImageBank, cut_views
 from lpld.labels import open_label_store
+from lpld.utils.safe_load import safe_torch_load
 from lpld.validate import run_validate
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -57,8 +58,8 @@ def test_students_train_the_same_through_either_path(demo_root, tmp_path, make_l
                 max_steps_per_epoch=3, progress=False, seed=0, device="cpu")
     pil = run_validate(base | dict(output_dir=str(tmp_path / "pil")))
     dev = run_validate(base | dict(output_dir=str(tmp_path / "dev"), input_path="device"))
-    a = torch.load(tmp_path / "pil" / "checkpoint.pth", weights_only=False)["model"]
-    b = torch.load(tmp_path / "dev" / "checkpoint.pth", weights_only=False)["model"]
+    a = safe_torch_load(tmp_path / "pil" / "checkpoint.pth", what="checkpoint")["model"]
+    b = safe_torch_load(tmp_path / "dev" / "checkpoint.pth", what="checkpoint")["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert pil["val_loss"] == dev["val_loss"]

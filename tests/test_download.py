@@ -3,12 +3,16 @@
 Checks: every Drive id the authors publish is in the script and lands in the folder the stages
 read; --dry-run fetches nothing; a re-run skips complete items; a failed, truncated, web-page or
 interrupted download leaves no partial output and names the Drive id; a missing gdown gives the
-install hint.
+install hint; an archive holding links, special files or paths outside its folder is refused, and
+unpacked files keep no owner, set-id bit or world write permission.
 """
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -202,7 +206,7 @@ def test_failed_download_leaves_no_partial_output(sandbox):
 
 
 @pytest.mark.parametrize("drive_id,what,message", [
-    (TINY_LABELS_50, "labels", "tar could not unpack"),
+    (TINY_LABELS_50, "labels", "could not unpack the tar archive"),
     (TINY_TEACHER, "teachers", "truncated or corrupt"),
 ])
 def test_truncated_download_is_caught_and_removed(sandbox, drive_id, what, message):
@@ -308,3 +312,127 @@ def test_archive_with_another_top_folder_is_unpacked_as_is_with_a_note(sandbox, 
     assert "not to the expected folder 'LPLD_tiny_rn18_4k_ipc50'" in proc.stderr
     proc = sandbox.run("--datasets", "tiny", "--what", "images", check=True)   # its marker counts
     assert sandbox.calls() == [TINY_IMAGES_100] and proc.stdout.count("complete, skipped") == 2
+
+
+# --- archives that try to install more than files and folders -------------------------------------
+TOP = "LPLD_tiny_rn18_4k_ipc50"   # the folder the tiny ipc50 image archive must unpack to
+
+
+def _member(name, kind=tarfile.REGTYPE, data=b"x", **attrs):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    for key, value in attrs.items():
+        setattr(info, key, value)
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    return info, (io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+
+
+def _tar_gz(path, *members):
+    with tarfile.open(path, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, data)
+    return path
+
+
+def _zip(path, *entries):
+    """``entries``: (name, st_mode, data); st_mode carries the file type, as Info-ZIP stores it."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, mode, data in entries:
+            info = zipfile.ZipInfo(name)
+            info.create_system = 3   # Unix: the high 16 bits of external_attr are st_mode
+            info.external_attr = mode << 16
+            zf.writestr(info, data)
+    return path
+
+
+def _serve(sandbox, archive):
+    """Fetch the tiny ipc50 images, served as ``archive``."""
+    return sandbox.run("--datasets", "tiny", "--what", "images",
+                       env={"FAKE_GDOWN_SERVE": f"{TINY_IMAGES_50}={archive}"})
+
+
+def _file():
+    return _member(f"{TOP}/class000/a.bin")
+
+
+REFUSED_TARS = {
+    "top-level symlink to outside": (lambda out: [_member(TOP, tarfile.SYMTYPE, linkname=str(out))], TOP),
+    "symlink inside": (lambda out: [_file(), _member(f"{TOP}/class000/b.bin", tarfile.SYMTYPE, linkname="a.bin")],
+                       f"{TOP}/class000/b.bin"),
+    "hard link": (lambda out: [_file(), _member(f"{TOP}/class000/b.bin", tarfile.LNKTYPE,
+                                              linkname=f"{TOP}/class000/a.bin")], f"{TOP}/class000/b.bin"),
+    "fifo": (lambda out: [_file(), _member(f"{TOP}/queue", tarfile.FIFOTYPE)], f"{TOP}/queue"),
+    "character device": (lambda out: [_file(), _member(f"{TOP}/null", tarfile.CHRTYPE, devmajor=1, devminor=3)],
+                         f"{TOP}/null"),
+    "dot-dot path": (lambda out: [_file(), _member(f"{TOP}/../../escape.bin")], f"{TOP}/../../escape.bin"),
+    "absolute path": (lambda out: [_file(), _member(f"{out}/escape.bin")], "escape.bin"),
+}
+REFUSED_ZIPS = {
+    "zip symlink": (lambda out: [(f"{TOP}/class000/a.bin", stat.S_IFREG | 0o644, b"x"),
+                                 (TOP + "/link", stat.S_IFLNK | 0o777, str(out).encode())], f"{TOP}/link"),
+    "zip fifo": (lambda out: [(f"{TOP}/queue", stat.S_IFIFO | 0o644, b"")], f"{TOP}/queue"),
+    "zip dot-dot path": (lambda out: [(f"{TOP}/a.bin", stat.S_IFREG | 0o644, b"x"),
+                                      ("../escape.bin", stat.S_IFREG | 0o644, b"x")], "../escape.bin"),
+    "zip absolute path": (lambda out: [(f"{out}/escape.bin", stat.S_IFREG | 0o644, b"x")], "escape.bin"),
+}
+
+
+@pytest.mark.parametrize("case", [*REFUSED_TARS, *REFUSED_ZIPS])
+def test_links_special_files_and_escaping_paths_are_refused(sandbox, tmp_path, case):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    build, entry = {**REFUSED_TARS, **REFUSED_ZIPS}[case]
+    pack = _zip if case.startswith("zip") else _tar_gz
+    proc = _serve(sandbox, pack(tmp_path / "crafted", *build(outside)))
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "refused" in lines[0], proc.stderr
+    assert TINY_IMAGES_50 in lines[0] and f"{TOP}.tar.gz" in lines[0] and entry in lines[0], proc.stderr
+    assert os.listdir(sandbox.dest / IMAGES) == [], "something was installed or marked complete"
+    assert sandbox.leftovers() == [] and os.listdir(outside) == []
+
+
+def _modes(root):
+    return {str(p.relative_to(root)): p.lstat() for p in [root, *root.rglob("*")]}
+
+
+@pytest.mark.parametrize("kind", ["tar", "zip"])
+def test_unpacked_modes_have_no_set_id_bits_nor_world_write_and_owners_are_not_kept(sandbox, tmp_path, kind):
+    if kind == "tar":
+        archive = _tar_gz(tmp_path / "modes.tar.gz",
+                          _member(TOP, tarfile.DIRTYPE, mode=0o1777, uid=1234, gid=1234),
+                          _member(f"{TOP}/class000", tarfile.DIRTYPE, mode=0o2777, uid=1234, gid=1234),
+                          _member(f"{TOP}/class000/setuid.bin", mode=0o4755, uid=1234, gid=1234),
+                          _member(f"{TOP}/class000/open.bin", mode=0o777, uid=1234, gid=1234))
+    else:
+        archive = _zip(tmp_path / "modes.zip", (f"{TOP}/", stat.S_IFDIR | 0o1777, b""),
+                       (f"{TOP}/class000/", stat.S_IFDIR | 0o2777, b""),
+                       (f"{TOP}/class000/setuid.bin", stat.S_IFREG | 0o4755, b"x"),
+                       (f"{TOP}/class000/open.bin", stat.S_IFREG | 0o777, b"x"))
+    old_umask = os.umask(0)   # the worst case: nothing masks the archive's modes
+    try:
+        proc = _serve(sandbox, archive)
+    finally:
+        os.umask(old_umask)
+    assert proc.returncode == 0, proc.stderr
+    modes = _modes(sandbox.dest / IMAGES / TOP)
+    assert sorted(modes) == [".", "class000", "class000/open.bin", "class000/setuid.bin"]
+    for rel, st in modes.items():
+        assert stat.S_IMODE(st.st_mode) & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX | stat.S_IWOTH) == 0, \
+            (rel, oct(st.st_mode))
+        assert st.st_uid == os.getuid(), (rel, st.st_uid)   # as root, tar would have kept uid 1234
+    assert (sandbox.dest / IMAGES / TOP / "class000" / "setuid.bin").read_bytes() == b"x"
+    assert (sandbox.dest / IMAGES / f".{TOP}.tar.gz.complete").is_file()
+
+
+def test_missing_python_is_reported_before_any_archive_is_fetched(sandbox, tmp_path):
+    # without python3 an archive cannot be checked and unpacked: fetching 30 GB first would be waste
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("bash", "dirname", "basename", "mkdir", "grep", "rm", "mv", "od", "tr", "dd", "head", "date"):
+        (tools / tool).symlink_to(shutil.which(tool))
+    (tools / "gdown").symlink_to(FAKE_DIR / "gdown")
+    proc = sandbox.run("--datasets", "tiny", "--what", "images", env={"PATH": str(tools)})
+    assert proc.returncode != 0 and "python3 is not on PATH" in proc.stderr, proc.stderr
+    assert sandbox.calls() == [] and os.listdir(sandbox.dest) == []

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from conftest import assert_learned
+from lpld.utils.safe_load import safe_torch_load
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -103,8 +104,8 @@ def files(path, skip=()):
 
 
 def same_weights(a: str, b: str) -> None:
-    sa = torch.load(a, map_location="cpu", weights_only=False)["model"]
-    sb = torch.load(b, map_location="cpu", weights_only=False)["model"]
+    sa = safe_torch_load(a, what="checkpoint")["model"]
+    sb = safe_torch_load(b, what="checkpoint")["model"]
     assert sa.keys() == sb.keys()
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k

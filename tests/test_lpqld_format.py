@@ -14,6 +14,7 @@ from lpld.labels.common import StoreMismatchError
 from lpld.labels.lpqld_format import (SAMPLER_JSON, LPQLDLabelStore, LPQLDStoreWriter, infer_batches_per_epoch,
                                       is_lpqld_store)
 from lpld.labels.topk import select_topk
+from lpld.utils.safe_load import safe_torch_load
 
 B, C, K, SIZE = 8, 50, 5, 224
 
@@ -214,8 +215,8 @@ def test_lpqld_folder_and_its_conversion_train_identically(demo_root, tmp_path, 
             batch_size=8, epochs=2, workers=0, output_dir=str(tmp_path / ("v_" + name)), model="timm/test_resnet",
             val_interval=2, progress=False, seed=0, max_steps_per_epoch=3, prune_mode="lpqld",
             temperature=4.0, temp_scheduler="step", temp_step_size=1, temp_step_gamma=0.7, temp_stu_dynamic=1.0))
-    a = torch.load(tmp_path / "v_theirs" / "checkpoint.pth", weights_only=False)
-    b = torch.load(tmp_path / "v_ours" / "checkpoint.pth", weights_only=False)
+    a = safe_torch_load(tmp_path / "v_theirs" / "checkpoint.pth", what="checkpoint")
+    b = safe_torch_load(tmp_path / "v_ours" / "checkpoint.pth", what="checkpoint")
     for k in a["model"]:
         torch.testing.assert_close(a["model"][k], b["model"][k], rtol=0, atol=0, msg=k)
     assert a["student_temperature"] == b["student_temperature"]

@@ -14,6 +14,7 @@ from torch.overrides import TorchFunctionMode
 from lpld.data import ImageFolder, normalization
 from lpld.models import build_model
 from lpld.utils.runtime import autocast, keep_logits_fp32, to_channels_last
+from lpld.utils.safe_load import safe_torch_load
 from lpld.validate import run_validate
 from lpld.validate.distributed import DistInfo
 from lpld.validate.loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader
@@ -140,8 +141,8 @@ def test_compiled_student_training_equals_eager(demo_root, small_store, tmp_path
     with capsys.disabled():
         print(f"\n[compile] student run with torch.compile(backend='aot_eager'): {seconds:.1f} s "
               f"(3 training steps + evaluation, compile included)")
-    a = torch.load(tmp_path / "eager" / "checkpoint.pth", weights_only=False)["model"]
-    b = torch.load(tmp_path / "compiled" / "checkpoint.pth", weights_only=False)["model"]
+    a = safe_torch_load(tmp_path / "eager" / "checkpoint.pth", what="checkpoint")["model"]
+    b = safe_torch_load(tmp_path / "compiled" / "checkpoint.pth", what="checkpoint")["model"]
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
     assert compiled["val_loss"] == pytest.approx(eager["val_loss"], rel=1e-4)

@@ -10,6 +10,7 @@ from lpld.config import resolve
 from lpld.data import make_demo_dataset
 from lpld.models import build_model, class_bn_layers, read_state_dict, save_checkpoint
 from lpld.squeeze import CLASS_STATS_SCHEMA, TRAIN_SCHEMA, run_class_stats, run_teacher_training
+from lpld.utils.safe_load import safe_torch_load
 
 ARCH = "timm/test_resnet"  # a 0.4 M-parameter ResNet: the stage's logic at a tenth of ResNet-18's cost
 
@@ -49,12 +50,12 @@ def test_teacher_beats_chance_clearly(teacher):
 
 def test_resume_continues_from_saved_epoch(demo, tmp_path):
     run_teacher_training(_train_cfg(demo, tmp_path, epochs=1))
-    state = torch.load(tmp_path / "checkpoint.pth", map_location="cpu", weights_only=False)
+    state = safe_torch_load(tmp_path / "checkpoint.pth", what="checkpoint")
     assert state["epoch"] == 0
     run_teacher_training(_train_cfg(demo, tmp_path, epochs=2, resume=True))
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert [r["epoch"] for r in rows] == [1, 2]
-    assert torch.load(tmp_path / "checkpoint.pth", map_location="cpu", weights_only=False)["epoch"] == 1
+    assert safe_torch_load(tmp_path / "checkpoint.pth", what="checkpoint")["epoch"] == 1
     # The warm-up/cosine schedule continued where it stopped rather than restarting.
     assert rows[1]["lr"] == pytest.approx(0.05)
 

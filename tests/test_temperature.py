@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from lpld.utils.safe_load import safe_torch_load
 from lpld.validate.temperature import (SCHEDULES, StudentTemperature, TemperatureSchedule,
                                        calibrate_student_temperature, calibration_grid)
 
@@ -134,7 +135,7 @@ def test_schedule_and_calibration_drive_a_training_run(demo_root, topk_store, tm
                                      temp_step_size=1, temp_step_gamma=0.5, temp_stu_dynamic=1.0))
     rows = _metrics(tmp_path / "a")
     assert [r["temperature"] for r in rows] == [4.0, 2.0, 2.0]
-    state = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)["student_temperature"]
+    state = safe_torch_load(tmp_path / "a" / "checkpoint.pth", what="checkpoint")["student_temperature"]
     assert state["mode"] == "calibrated" and len(state["history"]) == 3
     assert [r["student_temperature"] for r in rows] == [1.0, *state["history"][:2]]
     grid = calibration_grid()
@@ -164,8 +165,8 @@ def test_resume_keeps_the_calibrated_temperature(demo_root, topk_store, tmp_path
     a, b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
     assert a[0]["student_temperature"] == 0.5 and a[1]["student_temperature"] != 0.5  # a reset would show
     assert [r["student_temperature"] for r in b] == [r["student_temperature"] for r in a]
-    sa = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)
-    sb = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)
+    sa = safe_torch_load(tmp_path / "a" / "checkpoint.pth", what="checkpoint")
+    sb = safe_torch_load(tmp_path / "b" / "checkpoint.pth", what="checkpoint")
     assert sa["student_temperature"] == sb["student_temperature"]
     for k in sa["model"]:
         torch.testing.assert_close(sa["model"][k], sb["model"][k], msg=k)

@@ -14,6 +14,7 @@ from lpld.augment import replay_batch
 from lpld.config import ConfigError, load_yaml, parse_config, resolve
 from lpld.data import load_rgb, normalization
 from lpld.labels import StoreMismatchError, open_label_store
+from lpld.utils.safe_load import safe_torch_load
 from lpld.validate import VALIDATE_SCHEMA, run_validate
 from lpld.validate import train as train_mod
 from lpld.validate.loader import rank_rows, rank_subrecord
@@ -288,8 +289,8 @@ def test_resume_continues_exactly(demo_root, store, tmp_path, monkeypatch):
         run_validate(base_cfg(demo_root, store, tmp_path / "b", resume=True, temperature=3.0, **kw))
     resumed = run_validate(base_cfg(demo_root, store, tmp_path / "b", resume=True, **kw))
     assert resumed["top1"] == straight["top1"] and resumed["val_loss"] == pytest.approx(straight["val_loss"])
-    a = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)["model"]
+    a = safe_torch_load(tmp_path / "a" / "checkpoint.pth", what="checkpoint")["model"]
+    b = safe_torch_load(tmp_path / "b" / "checkpoint.pth", what="checkpoint")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], msg=k)
     rows = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
@@ -305,8 +306,8 @@ def test_resume_with_workers_and_dropout_continues_exactly(demo_root, store, tmp
     run_validate(base_cfg(demo_root, store, tmp_path / "a", **kw))
     interrupt_at_epoch(train_mod, lambda: run_validate(base_cfg(demo_root, store, tmp_path / "b", **kw)))
     run_validate(base_cfg(demo_root, store, tmp_path / "b", resume=True, **kw))
-    a = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)["model"]
-    b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)["model"]
+    a = safe_torch_load(tmp_path / "a" / "checkpoint.pth", what="checkpoint")["model"]
+    b = safe_torch_load(tmp_path / "b" / "checkpoint.pth", what="checkpoint")["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
 

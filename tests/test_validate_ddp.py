@@ -22,6 +22,7 @@ from torch import nn
 
 from lpld.engine import evaluate
 from lpld.models import build_model
+from lpld.utils.safe_load import safe_torch_load
 from lpld.validate import run_validate
 from lpld.validate import train as train_mod
 
@@ -89,7 +90,7 @@ def base(demo_root, train_dir, store, out, **kw) -> dict:
 
 
 def _state(out) -> dict:
-    return torch.load(os.path.join(out, "checkpoint.pth"), map_location="cpu", weights_only=False)
+    return safe_torch_load(os.path.join(out, "checkpoint.pth"), what="checkpoint")
 
 
 @pytest.mark.slow

@@ -49,7 +49,8 @@ from torch import nn
 
 from ..config import Option, parse_config
 from ..data import DATASET_NUM_CLASSES
-from ..utils.errors import InputValueError, UnreadableFileError
+from ..utils.errors import InputValueError, UnreadableFileError, UnsafeFileError
+from ..utils.safe_load import safe_torch_load
 
 FEATURES_FORMAT = "lpld-features-v1"
 
@@ -296,7 +297,9 @@ def save_features(path: str, features: torch.Tensor, labels: torch.Tensor, **met
 
 def load_features(path: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = safe_torch_load(path, what="features file", fix="compute the features again with --save-features")
+    except UnsafeFileError:
+        raise
     except Exception as err:  # noqa: BLE001 - name the file whatever went wrong
         raise UnreadableFileError(f"cannot read features file {path}: {err}") from err
     if not isinstance(obj, dict) or obj.get("format") != FEATURES_FORMAT:

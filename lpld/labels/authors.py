@@ -10,8 +10,9 @@
 ``json[e][b * B:(b + 1) * B]``.
 
 We write the bbox as Python ints (the authors' are numpy int64, which ``torch.load(weights_only=True)``
-refuses); both load in their code and ours. Our metadata goes to ``lpld_manifest.json`` beside the
-epoch folders (their loader ignores it), and the sha256 of every batch file we write to
+refuses; our reader allow-lists them, :mod:`lpld.utils.safe_load`); both load in their code and
+ours. Our metadata goes to ``lpld_manifest.json`` beside the epoch folders (their loader ignores
+it), and the sha256 of every batch file we write to
 ``lpld_checksums.tsv`` (one ``<batch id>\t<sha256>`` line per file, appended as each is renamed into
 place); a read verifies its file against it. A missing batch file with later ones present, or
 fewer files than the manifest plans, is reported by name: never read as a shorter store.
@@ -22,7 +23,6 @@ import hashlib
 import io
 import json
 import os
-import pickle
 import re
 import shutil
 import tempfile
@@ -32,10 +32,12 @@ import numpy as np
 import torch
 
 from ..augment import BatchRecord
+from ..utils.errors import UnsafeFileError
 from ..utils.fingerprint import file_sha256
 from ..utils.io import (atomic_json_dump, atomic_path, atomic_write_text, on_disk, remove_stale_temporaries,
                         require_free_space)
 from ..utils.lock import lock_output
+from ..utils.safe_load import safe_torch_load
 from .common import (FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, plan_diffs,
                      StoreMismatchError, check_bound_inputs, warn_once)
 
@@ -54,27 +56,20 @@ def is_authors_store(path: str) -> bool:
     return os.path.isdir(os.path.join(path, "epoch_0"))
 
 
-def _numpy_scalar_globals() -> list:
-    core = getattr(np, "_core", None) or np.core  # numpy 2 / numpy 1
-    kinds = [np.dtype, core.multiarray.scalar]
-    kinds += [type(np.dtype(t)) for t in (np.int64, np.int32, np.float64, np.float32)]
-    return kinds
-
-
 def load_batch_file(path: str, data: bytes | None = None) -> list:
-    """``torch.load`` a batch file (or its bytes, ``data``) safely; the authors' numpy scalars are
-    allow-listed."""
-    def load():
-        return torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu", weights_only=True)
+    """Read a batch file (or its bytes, ``data``) with :func:`lpld.utils.safe_load.safe_torch_load`,
+    whose allow-list holds the authors' numpy scalars; a file holding anything else raises
+    :class:`~lpld.utils.errors.UnsafeFileError`, a damaged one :class:`StoreDamagedError`."""
+    root = os.path.dirname(os.path.dirname(path))
     try:
-        try:
-            return load()
-        except pickle.UnpicklingError:
-            with torch.serialization.safe_globals(_numpy_scalar_globals()):
-                return load()
+        return safe_torch_load(io.BytesIO(data) if data is not None else path, what="soft-label batch", name=path,
+                               fix=f"regenerate the labels (lpld check-labels --store {root} --train-dir <images> "
+                                   f"--teacher-ckpt <teacher> --repair) or download them again")
+    except UnsafeFileError:
+        raise
     except Exception as err:  # noqa: BLE001 - name the file
         raise StoreDamagedError(f"cannot read soft-label batch {path}: {err}. The file is damaged: regenerate it "
-                                f"with lpld check-labels --store {os.path.dirname(os.path.dirname(path))} "
+                                f"with lpld check-labels --store {root} "
                                 f"--train-dir <images> --teacher-ckpt <teacher> --repair") from err
 
 
@@ -375,7 +370,7 @@ class AuthorsLabelStore:
         for gid in (range(self.num_batches) if batch_ids is None else batch_ids):
             try:
                 self._load(gid)
-            except StoreDamagedError:
+            except (StoreDamagedError, UnsafeFileError):  # a refused file is regenerated like a damaged one
                 bad.append(gid)
         return bad
 
@@ -537,7 +532,7 @@ class AuthorsStoreWriter(OrderedBatchWriter):
                 else:
                     load_batch_file(file, data)
                     self._checksums[gid] = hashlib.sha256(data).hexdigest()
-            except (OSError, StoreDamagedError):
+            except (OSError, StoreDamagedError, UnsafeFileError):
                 bad.append(gid)
         return bad
 

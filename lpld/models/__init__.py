@@ -15,12 +15,16 @@ import torch
 import torchvision
 from torch import nn
 
-from ..utils.errors import InputValueError, UnreadableFileError
+from ..utils.errors import InputValueError, UnreadableFileError, UnsafeFileError
+from ..utils.safe_load import safe_torch_load
 from .class_bn import (ClassAwareBatchNorm2d, class_bn_layers, class_labels,  # noqa: F401
                        convert_to_class_aware, finalize_exact_class_stats, per_class_mean_var,
                        set_class_stats_mode)
 
 CLASS_BUFFERS = ("class_running_mean", "class_running_var")
+# A refused teacher file: where a usable one comes from.
+TEACHER_FIX = ("use a teacher written by lpld squeeze-train / class-stats or the authors' release (bash download.sh "
+               "--what teachers)")
 
 
 def apply_tiny_stem(model: nn.Module) -> nn.Module:
@@ -69,7 +73,9 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = safe_torch_load(path, what="checkpoint", fix=TEACHER_FIX)
+    except UnsafeFileError:
+        raise
     except Exception as err:  # noqa: BLE001 - name the file whatever went wrong
         raise UnreadableFileError(f"could not read checkpoint {path}: {err}") from err
     if isinstance(obj, dict):

@@ -13,9 +13,10 @@ import os
 import torch
 from torch import nn
 
-from ..utils.errors import InputValueError
+from ..utils.errors import InputValueError, UnsafeFileError
 from ..utils.fingerprint import model_sha256, state_dict_sha256
-from . import build_model, load_weights, read_state_dict
+from ..utils.safe_load import safe_torch_load
+from . import TEACHER_FIX, build_model, load_weights, read_state_dict
 
 
 @dataclasses.dataclass
@@ -43,14 +44,18 @@ def infer_num_classes(state_dict: dict[str, torch.Tensor], path: str) -> int:
 
 def checkpoint_classes(path: str) -> list[str] | None:
     """The class list a checkpoint records (ours since class lists exist), or None (the authors',
-    torchvision's, older ones)."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # noqa: BLE001 - legacy (non-zip) files cannot be memory-mapped
+    torchvision's, older ones). A file holding objects outside :mod:`lpld.utils.safe_load`'s
+    allow-list raises :class:`~lpld.utils.errors.UnsafeFileError`."""
+    for mmap in (True, False):  # legacy (non-zip) files cannot be memory-mapped
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = safe_torch_load(path, what="checkpoint", fix=TEACHER_FIX, mmap=mmap)
+            break
+        except UnsafeFileError:
+            raise
         except Exception:  # noqa: BLE001 - unreadable files are reported by read_state_dict
-            return None
+            continue
+    else:
+        return None
     classes = obj.get("classes") if isinstance(obj, dict) else None
     return [str(c) for c in classes] if isinstance(classes, (list, tuple)) else None
 

@@ -27,6 +27,7 @@ from ..utils.metrics import DeviceSums, MetricsLog
 from ..utils.progress import progress_bar
 from ..utils.runtime import (autocast, on_for_cuda, resolve_device, rng_state, seed_everything, set_cudnn_benchmark,
                              set_rng_state, to_channels_last)
+from ..utils.safe_load import RESUME_FIX, safe_torch_load
 from ..utils.schedule import warmup_cosine
 from .sampling import SeededEpochSampler, SeededItems
 
@@ -98,7 +99,7 @@ def run_teacher_training(cfg: argparse.Namespace) -> dict:
     if cfg.resume:
         if not os.path.isfile(ckpt_path):
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt_path}; run without --resume to start")
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = safe_torch_load(ckpt_path, what="--resume: checkpoint", fix=RESUME_FIX)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch = state["epoch"] + 1

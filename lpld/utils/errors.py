@@ -43,6 +43,11 @@ class UnreadableFileError(LpldInputError, RuntimeError):
     """A checkpoint or data file that exists but cannot be read."""
 
 
+class UnsafeFileError(UnreadableFileError):
+    """A torch file holding objects outside :func:`lpld.utils.safe_load.allowed_globals`: unpickling
+    them could run code from the file, so it is refused before anything in it is built."""
+
+
 class UnreadableImageError(LpldInputError, RuntimeError):
     """One image file that cannot be decoded, met while loading."""
 

@@ -36,6 +36,7 @@ from ..utils.metrics import DeviceSums, MetricsLog
 from ..utils.progress import progress_bar
 from ..utils.runtime import (autocast, keep_logits_fp32, on_for_cuda, rng_state, seed_everything,
                              set_cudnn_benchmark, set_rng_state, to_channels_last)
+from ..utils.safe_load import RESUME_FIX, safe_torch_load
 from .distributed import (DistInfo, all_reduce_, barrier, broadcast_buffers, gather_objects, init_distributed,
                           shard_indices)
 from .loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader
@@ -379,7 +380,7 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     ckpt_path = os.path.join(cfg.output_dir, CHECKPOINT)
     rng = None
     if cfg.resume and os.path.isfile(ckpt_path):
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = safe_torch_load(ckpt_path, what="--resume: checkpoint", fix=RESUME_FIX)
         saved = state.get("resume_state", {})
         diff = {k: (saved.get(k, RESUME_DEFAULTS.get(k)), v) for k, v in _resume_state(cfg).items()
                 if saved.get(k, RESUME_DEFAULTS.get(k)) != v}
