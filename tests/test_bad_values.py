@@ -24,7 +24,7 @@ from lpld.config import ConfigError, Option, load_yaml, resolve
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # (command line, the fragment of its error). Rows that could start work if the value slipped
-# through are dry runs or write under {tmp}. Placeholders: {tmp} a fresh folder, {cfg} a config
+# through are dry runs, and every row runs in a temporary folder. Placeholders: {tmp} a fresh folder, {cfg} a config
 # file holding the row's text (CONFIGS), {train} / {val} the demo images, {teacher} a 4-class
 # checkpoint, {store:<kind>} a label store (STORES) damaged as named.
 ROWS = [
@@ -82,7 +82,7 @@ ROWS = [
                                                   "a positive integer"),
     ("check-labels --store {store:ours_bpe0}", "manifest.json: 'batches_per_epoch' is 0, but it must be a "
                                                "positive integer"),
-    ("check-labels --store {store:ours_planned_negative}", "manifest.json: 'planned_batches' is -3"),
+    ("check-labels --store {store:ours_epochs_negative}", "manifest.json: 'epochs' is -2, but it must be a positive"),
     ("check-labels --store {store:ours_no_batch_size}", "manifest.json: has no 'batch_size'"),
     ("check-labels --store {store:ours_progress_negative}", "progress.json: 'committed' is -1"),
     ("check-labels --store {store:lpqld_string_index}", "sampler_indices_batch.json: batch 0 lists '"),
@@ -92,7 +92,7 @@ ROWS = [
     ("check-labels --store {store:ours} --batches 3 99", "--batches 99 is not in"),
     ("convert-labels --src {store:ours} --dst {tmp}/x --to ours --label-topk 9",
      "label_topk 9 is outside 1..4, the class count of"),
-    ("convert-labels --src {store:authors_cut_at_list} --dst {tmp}/x --to ours", "has no entry for epoch 1"),
+    ("convert-labels --src {store:release_cut_at_list} --dst {tmp}/x --to ours", "has no entry for epoch 1"),
     # --- validate ----------------------------------------------------------------------------------
     ("validate --prune-ratio 1.0", "option 'prune_ratio' = 1.0 is not valid: --prune-ratio must be in [0, 1)"),
     ("validate --batch-size 0", "option 'batch_size' = 0 is not valid: --batch-size must be >= 1 (an integer)"),
@@ -108,9 +108,10 @@ ROWS = [
     ("validate --label-quantization MS-2", "option 'label_quantization' = 'MS-2' is not valid: it must be 'MR-<k>'"),
     ("validate --config {cfg:duplicate}", "cfg.yaml: key 'batch_size' is given twice in one mapping (lines 3 "
                                           "and 5)"),
-    ("validate --dataset demo --train-dir {train} --label-dir {store:authors_cut_at_list} --val-dir {val} "
-     "--batch-size 8 --epochs 2 --device cpu --workers 0 --no-progress --output-dir {tmp}",
-     "has no entry for epoch 1, but epoch_1/ holds 6 batch files"),  # was: trained one epoch's labels silently
+    ("validate --dataset demo --train-dir {train} --label-dir {store:release_cut_at_list} --val-dir {val} "
+     "--image-size 16 --batch-size 8 --epochs 2 --prune-ratio 0.5 --device cpu --workers 0 --no-progress "
+     "--output-dir {tmp}",  # was: trained on the half of the store that the cut json lists
+     "has no entry for epoch 1, but epoch_1/ holds 6 batch files"),
     # --- analysis, pipeline, launch ---------------------------------------------------------------
     ("diversity --batch-size 0", "option 'batch_size' = 0 is not valid"),
     ("diversity --sigma -1", "option 'sigma' = -1.0 is not valid: --sigma must be > 0"),
@@ -175,6 +176,14 @@ def _first_index_as_string(text: str) -> str:
     return f'{head}: ["{number.strip()}",{rest}'
 
 
+def _as_release_cut_at_list(path: str) -> None:
+    """As the authors' release (no side manifest or checksums of ours, so no planned batch count to
+    notice a short json by), with the json cut after epoch 0."""
+    for name in ("lpld_manifest.json", "lpld_checksums.tsv"):
+        os.remove(os.path.join(path, name))
+    _edit_json(f"{path}/sampler_indices_epoch.json", lambda d: d.pop("1"))
+
+
 STORES = {  # kind -> (source format, damage)
     "ours": ("ours", None),
     "authors_cut_mid_list": ("authors", lambda p: _edit_text(f"{p}/sampler_indices_epoch.json",
@@ -184,13 +193,13 @@ STORES = {  # kind -> (source format, damage)
     # cut after epoch 0's list and closed again: valid JSON, one epoch shorter
     "authors_cut_at_list": ("authors", lambda p: _edit_json(f"{p}/sampler_indices_epoch.json",
                                                             lambda d: d.pop("1"))),
+    "release_cut_at_list": ("authors", lambda p: _as_release_cut_at_list(p)),
     "authors_short_epoch": ("authors", lambda p: _edit_json(f"{p}/sampler_indices_epoch.json",
                                                             lambda d: d.update({"1": d["1"][:40]}))),
     "authors_bpe0": ("authors", lambda p: _edit_json(f"{p}/lpld_manifest.json",
                                                      lambda m: m.update(batches_per_epoch=0))),
     "ours_bpe0": ("ours", lambda p: _edit_json(f"{p}/manifest.json", lambda m: m.update(batches_per_epoch=0))),
-    "ours_planned_negative": ("ours", lambda p: _edit_json(f"{p}/manifest.json",
-                                                           lambda m: m.update(planned_batches=-3))),
+    "ours_epochs_negative": ("ours", lambda p: _edit_json(f"{p}/manifest.json", lambda m: m.update(epochs=-2))),
     "ours_no_batch_size": ("ours", lambda p: _edit_json(f"{p}/manifest.json", lambda m: m.pop("batch_size"))),
     "ours_progress_negative": ("ours", lambda p: _edit_json(f"{p}/progress.json",
                                                             lambda m: m.update(committed=-1))),
@@ -253,6 +262,7 @@ def _one_line_error(argv: list[str], capsys) -> str:
 def test_bad_value_is_one_line_error(command, fragment, request, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the authors' sampler index cache
     argv = _expand(command, request, tmp_path).split()
+    monkeypatch.chdir(tmp_path)  # default output folders are relative: a value that slipped through writes here
     line = _one_line_error(argv, capsys)
     assert line.split(": error: ")[0].endswith(argv[0]), line  # '<command>: error: ...' ('lpld launch' too)
     assert _expand(fragment, request, tmp_path) in line, line
