@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any, Callable, Sequence
 
-from .config import ConfigError, parse_config
+from .config import ConfigError, command_name, parse_config
 from .utils import signals
 from .utils.errors import LpldInputError
 from .utils.io import is_disk_full
@@ -62,7 +62,7 @@ def _one_line(err: BaseException) -> str:
 def run_friendly(name: str, fn: Callable[..., Any], *args: Any) -> Any:
     """Run ``fn`` with SIGTERM handled like Ctrl-C; an input error exits with
     ``<name>: error: <message>`` (status 2), an interruption with a resume hint (143 / 130)."""
-    with signals.terminate_like_interrupt():
+    with signals.terminate_like_interrupt(), command_name(name):
         try:
             return fn(*args)
         except BaseException as err:
@@ -81,12 +81,12 @@ def run_friendly(name: str, fn: Callable[..., Any], *args: Any) -> Any:
 
 
 def make_demo(argv: Sequence[str] | None = None) -> str:
-    import argparse
-    from .data import DEMO_DEFAULTS, make_demo_dataset
-    p = argparse.ArgumentParser(description="Generate the built-in demo dataset (train/ and val/ image folders).")
+    from .config import ArgumentParser, argument_type
+    from .data import DEMO_DEFAULTS, DEMO_RANGES, make_demo_dataset
+    p = ArgumentParser(description="Generate the built-in demo dataset (train/ and val/ image folders).")
     p.add_argument("path", help="folder to create (for lpld stages: --dataset demo --data-path PATH)")
     for key, value in DEMO_DEFAULTS.items():
-        p.add_argument("--" + key.replace("_", "-"), type=int, default=value)
+        p.add_argument("--" + key.replace("_", "-"), type=argument_type(DEMO_RANGES[key]), default=value)
     args = vars(p.parse_args(argv))
     path = make_demo_dataset(args.pop("path"), **args)
     print(path)

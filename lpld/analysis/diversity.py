@@ -313,6 +313,14 @@ def load_features(path: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
 # CLI
 # --------------------------------------------------------------------------------------------
 
+def _class_span(spec, values):
+    """``classes``: ``A:B`` with A < B (checked against the class count once it is known)."""
+    m = re.fullmatch(r"(\d+):(\d+)", spec.strip())
+    if not m:
+        return "must be A:B (class indices, half-open, e.g. 0:5)"
+    return None if int(m.group(1)) < int(m.group(2)) else "must be A:B with A < B"
+
+
 SCHEMA = {
     # Model/data keys shared with squeeze/configs/*.yaml, so --config squeeze/configs/tiny.yaml works.
     "dataset": Option("tiny", str, "normalisation and real-data layout: tiny | imagenet | imagefolder | in21k | demo",
@@ -320,13 +328,14 @@ SCHEMA = {
     "model": Option("resnet18", str, "teacher architecture: torchvision name or timm/<name>"),
     "tiny_stem": Option(True, bool, "Tiny-ImageNet ResNet stem (3x3 conv1, no max-pool)",
                         "authors' recover/tiny_forward/forward_once.py"),
-    "num_classes": Option(None, int, "classes of the teacher (default: from the real dataset, else by --dataset)"),
-    "image_size": Option(64, int, "images are resized + centre-cropped to this size"),
-    "batch_size": Option(256, int, "images per forward pass"),
-    "workers": Option(4, int, "data-loading worker processes"),
+    "num_classes": Option(None, int, "classes of the teacher (default: from the real dataset, else by --dataset)",
+                          min=1),
+    "image_size": Option(64, int, "images are resized + centre-cropped to this size", min=1),
+    "batch_size": Option(256, int, "images per forward pass", min=1),
+    "workers": Option(4, int, "data-loading worker processes", min=0),
     "device": Option("auto", str, "auto | cpu | cuda | cuda:N"),
     "amp": Option(True, bool, "bf16 autocast on CUDA (ignored on CPU)"),
-    "seed": Option(0, int, "seed of the per-class choice of real images"),
+    "seed": Option(0, int, "seed of the per-class choice of real images", min=0),
     "progress": Option(True, bool, "progress bars (tqdm on a terminal, whole lines in a log)"),
     "weights": Option(None, str, "teacher checkpoint (class-BN buffers are ignored); needed unless every "
                                  "source is a features file"),
@@ -335,10 +344,11 @@ SCHEMA = {
     "real": Option(None, str, "real data: a dataset root for --dataset (Tiny: the folder with wnids.txt) or "
                               "a features file (*.pt); omit to report cosine similarity only"),
     "real_split": Option("train", str, "split of the real dataset", choices=("train", "val")),
-    "real_per_class": Option(100, int, "real images per class (seeded random choice; 0 = all)"),
-    "classes": Option(None, str, "restrict to class indices A:B (half-open), e.g. 0:5"),
+    "real_per_class": Option(100, int, "real images per class (seeded random choice; 0 = all)", min=0),
+    "classes": Option(None, str, "restrict to class indices A:B (half-open), e.g. 0:5", check=_class_span),
     "estimator": Option("unbiased", str, "MMD^2 estimator", choices=("unbiased", "biased")),
-    "sigma": Option(None, float, "fixed Gaussian bandwidth (default: median heuristic per class)"),
+    "sigma": Option(None, float, "fixed Gaussian bandwidth (default: median heuristic per class)",
+                    min=0, min_open=True),
     "save_features": Option(False, bool, "also write each extracted set as OUTPUT_DIR/features_<name>.pt"),
     "output_dir": Option("outputs/diversity", str, "diversity_per_class.csv, diversity_summary.json, diversity.md"),
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from .demo import DEMO_DEFAULTS, make_demo_dataset  # noqa: F401
+from .demo import DEMO_DEFAULTS, DEMO_RANGES, make_demo_dataset  # noqa: F401
 from .folder import ImageFolder, LabeledImages, TinyImageNet, load_rgb  # noqa: F401
 from .transforms import normalization, train_transform, val_transform  # noqa: F401
 

@@ -14,9 +14,13 @@ import os
 import numpy as np
 from PIL import Image
 
+from ..config import Option
 from ..utils.io import atomic_dir
 
 DEMO_DEFAULTS = dict(num_classes=10, image_size=32, train_per_class=100, val_per_class=40, seed=0)
+# What each setting may be (lpld make-demo's flags, the pipeline's demo_data): every count at least 1,
+# a seed numpy accepts (>= 0).
+DEMO_RANGES = {key: Option(value, int, min=0 if key == "seed" else 1) for key, value in DEMO_DEFAULTS.items()}
 
 
 def _class_params(k: int, num_classes: int) -> dict:

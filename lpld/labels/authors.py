@@ -39,7 +39,7 @@ from ..utils.io import (atomic_json_dump, atomic_path, atomic_write_text, on_dis
 from ..utils.lock import lock_output
 from ..utils.safe_load import safe_torch_load
 from .common import (FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, plan_diffs,
-                     StoreMismatchError, check_bound_inputs, warn_once)
+                     StoreMismatchError, check_bound_inputs, check_manifest_counts, warn_once)
 
 SAMPLER_JSON = "sampler_indices_epoch.json"
 META = "lpld_manifest.json"
@@ -204,27 +204,67 @@ class SamplerIndex:
 _LIST = re.compile(rb'"(-?\d+)"\s*:\s*\[([^\]]*)\]')
 
 
+def _sampler_damaged(path: str, what: str) -> StoreDamagedError:
+    return StoreDamagedError(f"{path}: {what}; the file is damaged (an interrupted copy or download?). Download the "
+                             f"label archive again, or regenerate the labels")
+
+
+def _strict_orders(raw: Any, path: str) -> dict[int, np.ndarray]:
+    """``{epoch: int64 array}`` of parsed json, refusing anything but ``{"<int>": [int, ...]}``:
+    numpy would turn ``"7"`` into 7 and ``2.5`` into 2 without a word."""
+    if not isinstance(raw, dict):
+        raise _sampler_damaged(path, f"holds a JSON {type(raw).__name__}, not {{\"<epoch>\": [image indices]}}")
+    out: dict[int, np.ndarray] = {}
+    for key, values in raw.items():
+        try:
+            epoch = int(key)
+        except ValueError:
+            raise _sampler_damaged(path, f"key {key!r} is not an epoch number") from None
+        if not isinstance(values, list):
+            raise _sampler_damaged(path, f"epoch {key} maps to a {type(values).__name__}, not a list of image indices")
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
+        if bad:
+            raise _sampler_damaged(path, f"epoch {key} lists {bad[0]!r}, which is not an integer image index")
+        out[epoch] = np.asarray(values, dtype=np.int64)
+    return out
+
+
 def _parse_sampler_json(path: str) -> dict[int, np.ndarray]:
     """``{epoch: int32 array}`` without building Python lists: each epoch's ``[...]`` is parsed by
-    numpy. Anything that does not look like a dict of integer lists goes through ``json``."""
+    numpy. Anything that does not look like a dict of integer lists goes through ``json``, strictly:
+    a truncated file, a string or fractional index is a :class:`StoreDamagedError` naming the file."""
     with open(path, "rb") as f:
         data = f.read()
     out: dict[int, np.ndarray] = {}
     consumed = 0
     for m in _LIST.finditer(data):
         body = m.group(2).strip()
-        arr = np.fromstring(body.decode(), dtype=np.int64, sep=",") if body else np.empty(0, np.int64)
-        if body and arr.size != body.count(b",") + 1:
+        try:
+            arr = np.fromstring(body.decode(), dtype=np.int64, sep=",") if body else np.empty(0, np.int64)
+        except ValueError:  # newer numpy raises where older versions stopped early with a warning
             break  # not plain integers: let json decide
+        if body and arr.size != body.count(b",") + 1:
+            break
         out[int(m.group(1))] = arr
         consumed += 1
-    if consumed != data.count(b"["):
-        out = {int(k): np.asarray(v, dtype=np.int64) for k, v in json.loads(data).items()}
+    if consumed != data.count(b"[") or not _closed_object(data):
+        try:
+            raw = json.loads(data)
+        except ValueError as err:  # invalid JSON (a cut file) or bytes that are not UTF-8
+            raise _sampler_damaged(path, f"is not valid JSON ({err})") from None
+        out = _strict_orders(raw, path)
     for epoch, arr in out.items():
         if arr.size and (arr.min() < 0 or arr.max() >= 2**31):
-            raise ValueError(f"{path}: epoch {epoch} lists image index {int(arr.min() if arr.min() < 0 else arr.max())}, "
-                             f"outside 0..2^31-1; the file is damaged")
+            raise _sampler_damaged(path, f"epoch {epoch} lists image index "
+                                         f"{int(arr.min() if arr.min() < 0 else arr.max())}, outside 0..2^31-1")
     return out
+
+
+def _closed_object(data: bytes) -> bool:
+    """The fast path's lists are only trusted in a complete ``{...}`` (a file cut after a list
+    would otherwise read as a shorter one; json then reports where it ends)."""
+    text = data.strip()
+    return text.startswith(b"{") and text.endswith(b"}")
 
 
 def build_sampler_index(json_path: str, stem: str, digest: str) -> None:
@@ -259,6 +299,20 @@ def default_index_dir() -> str:
     return path
 
 
+def read_side_manifest(path: str) -> dict[str, Any]:
+    """Our ``lpld_manifest.json`` beside the authors' or LPQLD files ({} when absent: their release
+    has none); unreadable, or with a count that is zero, negative or not an integer, it is damaged."""
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as err:
+        raise StoreDamagedError(f"cannot read {path}: {err}. Regenerate the labels or download them again.") from err
+    check_manifest_counts(meta, path, required=())
+    return meta
+
+
 def record_from_entries(batch_id: int, image_indices: torch.Tensor, coords, second, mix_index, lam, bbox,
                         logits) -> BatchRecord:
     """A :class:`BatchRecord` from the entries of one of their batch files (LPLD's and LPQLD's share
@@ -285,10 +339,7 @@ class AuthorsLabelStore:
         if not is_authors_store(path):
             raise FileNotFoundError(f"{path}: no epoch_0/ folder; not an FKD soft-label folder")
         meta_path = os.path.join(path, META)
-        meta: dict[str, Any] = {}
-        if os.path.isfile(meta_path):
-            with open(meta_path) as f:
-                meta = json.load(f)
+        meta: dict[str, Any] = read_side_manifest(meta_path)
         epochs = sorted(int(m.group(1)) for d in os.listdir(path) if (m := _EPOCH.match(d))
                         and os.path.isdir(os.path.join(path, d)))
         counts = []
@@ -309,11 +360,12 @@ class AuthorsLabelStore:
                 f"<images> --teacher-ckpt <teacher> --repair) or download the complete label archive again.")
         self.missing_planned = missing_batch_files(path, int(per_epoch), planned) if planned else []
         self._checksums = read_checksums(path)
-        total = 0
-        for c in counts:  # a store is read up to its first incomplete epoch
-            total += min(c, per_epoch)
+        read_counts = []  # batch files read per epoch: a store is read up to its first incomplete epoch
+        for c in counts:
+            read_counts.append(min(c, per_epoch))
             if c < per_epoch:
                 break
+        total = sum(read_counts)
         sampler = os.path.join(path, SAMPLER_JSON)
         if not os.path.isfile(sampler):
             raise FileNotFoundError(f"{sampler} is missing: the label generation did not finish. Rerun it "
@@ -322,6 +374,7 @@ class AuthorsLabelStore:
         first = load_batch_file(batch_file(path, 0, 0))  # its checksum is verified when it is read
         self.batch_size = int(first[0].shape[0])
         self.num_classes = int(first[5].shape[1])
+        self._check_sampler_covers(sampler, read_counts)
         # batches whose images the json does not list cannot be replayed: leave them out
         total = min(total, sum(-(-self._index.length(k) // self.batch_size) for k in self._index.epochs
                                if k < len(counts)))
@@ -342,6 +395,19 @@ class AuthorsLabelStore:
         if not meta.get("images_sha256"):
             warn_once(path, "checksums", f"soft-label folder {path} records no content hashes (the authors' release "
                                          f"or an older lpld): its images and teacher cannot be verified")
+
+    def _check_sampler_covers(self, sampler: str, read_counts: list[int]) -> None:
+        """The json must list the images of every batch file read: the authors' generator appends
+        each written batch's indices, so a json that lists fewer (a copy cut at a list boundary is
+        still valid JSON) is damaged. Read as it is, it would silently be a shorter run."""
+        b = self.batch_size
+        for epoch, files in enumerate(read_counts):
+            listed = self._index.length(epoch) if epoch in self._index else 0
+            if -(-listed // b) < files:
+                have = f"lists {listed} image indices ({-(-listed // b)} batches of {b})" if epoch in self._index \
+                    else "has no entry"
+                raise _sampler_damaged(sampler, f"{have} for epoch {epoch}, but epoch_{epoch}/ holds {files} batch "
+                                                f"files (the json is cut short or belongs to another run)")
 
     def incomplete_reason(self) -> str:
         """'' for a complete store; otherwise what is missing (our manifest plans the batch count)."""

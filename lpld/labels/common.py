@@ -36,6 +36,33 @@ LABEL_CODECS = ("float16", "uint8")
 BINDING_KEYS = ("images_sha256", "teacher_sha256")
 
 
+# Counts a manifest records: each a positive integer. Our stores must have the first four (their
+# array shapes come from them); ``epochs`` / ``num_images`` / ``image_size`` are null in stores
+# converted from the authors' release, and a side manifest (lpld_manifest.json beside the authors'
+# or LPQLD files) is checked for the counts it has.
+MANIFEST_COUNTS = ("batch_size", "batches_per_epoch", "planned_batches", "num_classes")
+OPTIONAL_COUNTS = ("epochs", "num_images", "image_size", "label_topk")
+
+
+def check_manifest_counts(manifest: Any, path: str, required: Sequence[str] = MANIFEST_COUNTS) -> None:
+    """A manifest whose counts are absent, zero, negative or not integers is damaged: one line naming
+    the file, the key and the value (``batches_per_epoch: 0`` would otherwise divide by zero
+    later, or be taken for "unknown" and silently replaced)."""
+    if not isinstance(manifest, dict):
+        raise StoreDamagedError(f"{path}: holds a {type(manifest).__name__}, not a manifest object; the file is "
+                                f"damaged. Regenerate the labels or download them again.")
+    for key in (*MANIFEST_COUNTS, *OPTIONAL_COUNTS):
+        value = manifest.get(key)
+        if value is None:
+            if key in required:
+                raise StoreDamagedError(f"{path}: has no '{key}'; the manifest is damaged. Regenerate the labels "
+                                        f"or download them again.")
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise StoreDamagedError(f"{path}: '{key}' is {value!r}, but it must be a positive integer; the manifest "
+                                    f"is damaged. Regenerate the labels or download them again.")
+
+
 def plan_value(manifest: dict, key: str):
     """``manifest[key]``, or the value an older store without the key implies."""
     return manifest.get(key, PLAN_DEFAULTS.get(key))

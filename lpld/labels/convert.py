@@ -114,6 +114,9 @@ def convert(src: str, dst: str, to: str = "ours", *, overwrite: bool = False, pr
         raise StoreDamagedError(f"will not convert {src}: {reason}. Finish the generation first (rerun the same "
                                 f"relabel command; it resumes) or repair it (lpld check-labels --repair).")
     have = store.manifest.get("label_topk")
+    if label_topk is not None and not 1 <= int(label_topk) <= store.num_classes:
+        raise InputValueError(f"label_topk {label_topk} is outside 1..{store.num_classes}, the class count of "
+                              f"{src}; use --label-topk 1..{store.num_classes} (or leave it out to keep every class)")
     if label_topk is not None and have is not None and int(label_topk) != int(have):
         raise InputValueError(f"{src} holds top-{have} labels; they can be converted to top-{have} only "
                               f"(got label_topk {label_topk})")

@@ -31,8 +31,8 @@ import torch
 
 from ..augment import BatchRecord
 from ..utils.io import atomic_json_dump, atomic_write_text
-from .authors import load_batch_file, record_from_entries, save_batch_file
-from .common import FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreMismatchError, plan_diffs
+from .authors import load_batch_file, read_side_manifest, record_from_entries, save_batch_file
+from .common import FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, StoreMismatchError, plan_diffs
 from .topk import check_topk, check_topk_pair, index_dtype
 
 SAMPLER_JSON = "sampler_indices_batch.json"
@@ -77,6 +77,33 @@ def _layout(entries: list, file: str) -> str:
                      f"mix_index, mix_lam, mix_bbox, logits(, topk indices)]")
 
 
+def read_batch_orders(sampler: str) -> dict[int, list[int]]:
+    """``sampler_indices_batch.json`` as ``{batch id: [image indices]}``; a file that is not JSON (cut
+    mid-list), or a key or index that is not an integer (``"7"``, ``2.5``), is a
+    :class:`StoreDamagedError` naming the file (``int()`` would accept both silently)."""
+    def damaged(what: str) -> StoreDamagedError:
+        return StoreDamagedError(f"{sampler}: {what}; the file is damaged (an interrupted copy or download?). "
+                                 f"Download the label archive again, or regenerate the labels")
+    try:
+        with open(sampler, "rb") as f:
+            raw = json.loads(f.read())
+    except ValueError as err:  # invalid JSON, or bytes that are not UTF-8
+        raise damaged(f"is not valid JSON ({err})") from None
+    if not isinstance(raw, dict):
+        raise damaged(f"holds a JSON {type(raw).__name__}, not {{\"<batch>\": [image indices]}}")
+    orders: dict[int, list[int]] = {}
+    for key, values in raw.items():
+        if not key.isdigit():
+            raise damaged(f"key {key!r} is not a batch number")
+        if not isinstance(values, list):
+            raise damaged(f"batch {key} maps to a {type(values).__name__}, not a list of image indices")
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int) or v < 0]
+        if bad:
+            raise damaged(f"batch {key} lists {bad[0]!r}, which is not an image index (an integer >= 0)")
+        orders[int(key)] = values
+    return orders
+
+
 class LPQLDLabelStore:
     """Read the flat LPQLD layout (theirs or one we wrote) through the API of :class:`LabelStore`.
 
@@ -93,27 +120,25 @@ class LPQLDLabelStore:
         if not os.path.isfile(sampler):
             raise FileNotFoundError(f"{sampler} is missing: the label generation did not finish (it is written "
                                     f"last). Rerun it or download the complete label archive.")
-        try:
-            with open(sampler) as f:
-                raw = json.load(f)
-            orders = {int(k): [int(i) for i in v] for k, v in raw.items()}
-        except (OSError, ValueError, TypeError, AttributeError) as err:
-            raise ValueError(f"cannot read {sampler}: {err}") from err
+        orders = read_batch_orders(sampler)
         n = len(orders)
         if n == 0 or sorted(orders) != list(range(n)):
             gap = next((i for i in range(n + 1) if i not in orders), n)
-            raise ValueError(f"{sampler} must list batches 0..{n - 1}; batch {gap} is not listed")
+            raise StoreDamagedError(f"{sampler} must list batches 0..{max(n - 1, 0)}; batch {gap} is not listed. "
+                                    f"The file is damaged: download the label archive again")
         present = {int(m.group(1)) for f in os.listdir(path) if (m := _BATCH.match(f))}
         missing = [i for i in range(n) if i not in present]
         if missing:
             raise FileNotFoundError(f"{batch_file(path, missing[0])} is missing ({len(missing)} of the {n} batches "
                                     f"listed in {SAMPLER_JSON} are absent); re-download the label archive")
+        beyond = sorted(i for i in present if i >= n)
+        if beyond:  # their generator lists every batch it writes: a shorter json is cut or stale
+            raise StoreDamagedError(f"{sampler} lists {n} batches, but {path} also holds batch_{beyond[0]}.tar"
+                                    f"{f' .. batch_{beyond[-1]}.tar' if len(beyond) > 1 else ''}: the json is cut "
+                                    f"short or the generation did not finish. Rerun the generation (it resumes) or "
+                                    f"download the label archive again")
         self._orders = [orders[i] for i in range(n)]
-        meta: dict[str, Any] = {}
-        meta_path = os.path.join(path, META)
-        if os.path.isfile(meta_path):
-            with open(meta_path) as f:
-                meta = json.load(f)
+        meta: dict[str, Any] = read_side_manifest(os.path.join(path, META))
         first_file = batch_file(path, 0)
         first = load_batch_file(first_file)
         self.layout = _layout(first, first_file)

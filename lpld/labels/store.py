@@ -47,7 +47,7 @@ from ..utils.io import (atomic_dir, atomic_json_dump, free_bytes, human_bytes, i
 from ..utils.lock import lock_output
 from .common import (BINDING_KEYS, FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError,
                      StoreMismatchError, check_bound_inputs, plan_batches, plan_diffs, plan_value, warn_once)
-from .common import AUGMENTATION_MODES, LABEL_CODECS, InputValueError
+from .common import AUGMENTATION_MODES, LABEL_CODECS, InputValueError, check_manifest_counts
 from .regen import DIGEST_BYTES, DIGEST_SCHEME, REGEN_KEYS, AugmentationRegenerator, augmentation_digest
 from .topk import Uint8Values, check_topk, decode_uint8, encode_uint8, index_dtype, select_topk
 
@@ -176,9 +176,22 @@ def _is_label_folder(path: str) -> bool:
 def _read_json(path: str) -> dict:
     try:
         with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
+            data = json.load(f)
+    except (OSError, ValueError) as err:  # ValueError: invalid JSON, or bytes that are not UTF-8
         raise StoreDamagedError(f"cannot read {path}: {err}") from err
+    if not isinstance(data, dict):
+        raise StoreDamagedError(f"cannot read {path}: it holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def _committed(path: str) -> int:
+    """The committed batch count of ``progress.json``: an integer >= 0, else the store is damaged."""
+    file = os.path.join(path, PROGRESS)
+    value = _read_json(file).get("committed")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise StoreDamagedError(f"{file}: 'committed' is {value!r}, not a batch count (an integer >= 0); the store "
+                                f"is damaged. {repair_hint(path)}")
+    return value
 
 
 def repair_hint(path: str) -> str:
@@ -250,7 +263,8 @@ class LabelStore:
         if int(self.manifest.get("format_version", 0)) > FORMAT_VERSION:
             raise StoreMismatchError(f"{manifest_path}: format_version {self.manifest['format_version']} is newer "
                                      f"than this code understands ({FORMAT_VERSION}); update lpld")
-        self.num_batches = int(_read_json(os.path.join(path, PROGRESS))["committed"])
+        check_manifest_counts(self.manifest, manifest_path)
+        self.num_batches = _committed(path)
         self.manifest["num_batches"] = self.num_batches
         self.batches_per_epoch = int(self.manifest["batches_per_epoch"])
         self.batch_size = int(self.manifest["batch_size"])

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from ..utils.errors import InputValueError
+
 INT16_MAX_CLASSES = 32767  # largest class count whose indices fit int16
 CODE_LEVELS = 255  # uint8 codes 0..255
 _METHOD = re.compile(r"^\s*MR-(\d+)\s*$", re.IGNORECASE)
@@ -47,14 +49,23 @@ def parse_label_quantization(value) -> int | None:
     return int(match.group(1))
 
 
+def label_quantization_rule(value, values=None) -> str | None:
+    """An ``Option(check=...)`` rule: ``label_quantization`` must be ``MR-<k>`` (k >= 1) or None."""
+    try:
+        k = parse_label_quantization(value)
+    except ValueError:
+        return "must be 'MR-<k>' (e.g. MR-10, the only method the authors' generator writes) or None"
+    return None if k is None or k >= 1 else "must be MR-<k> with k >= 1"
+
+
 def check_topk(k, num_classes: int, where: str = "") -> int:
     """``k`` as an int in ``1..num_classes``; anything else is a one-line error."""
     ctx = f" ({where})" if where else ""
     if isinstance(k, bool) or not hasattr(k, "__index__"):  # ints and numpy ints, not 10.0
-        raise ValueError(f"label_topk must be an integer in 1..{num_classes}; got {k!r}{ctx}")
+        raise InputValueError(f"label_topk must be an integer in 1..{num_classes}; got {k!r}{ctx}")
     k = int(k)
     if not 1 <= k <= num_classes:
-        raise ValueError(f"label_topk must be in 1..{num_classes} (the teacher's class count); got {k}{ctx}")
+        raise InputValueError(f"label_topk must be in 1..{num_classes} (the teacher's class count); got {k}{ctx}")
     return k
 
 

@@ -16,9 +16,7 @@ import os
 import sys
 from typing import Any, Sequence
 
-import yaml
-
-from ..config import ConfigError, add_schema_arguments, flatten_yaml, resolve
+from ..config import ArgumentParser, ConfigError, add_schema_arguments, flatten_yaml, read_yaml, resolve
 from .launcher import Launcher
 from .resources import LAUNCH_SCHEMA
 
@@ -26,12 +24,9 @@ STAGES = ("recover", "relabel")
 
 
 def split_yaml(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(launch options, everything else flattened) of one YAML file."""
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except OSError as err:
-        raise ConfigError(f"config file not found: {path}") from err
+    """(launch options, everything else flattened) of one YAML file (read as every config is:
+    UTF-8 text, no key twice)."""
+    data = read_yaml(path) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     launch = data.pop("launch", None) or {}
@@ -45,7 +40,7 @@ def parse(schema, argv: Sequence[str], prog: str, extra=()) -> tuple[argparse.Na
     clash = sorted(set(schema) & set(LAUNCH_SCHEMA))
     if clash:
         raise ConfigError(f"launch options {clash} clash with the pipeline's options")
-    p = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", nargs="*", default=[], help="YAML config file(s); later ones win")
     if "dry_run" not in schema:  # the pipeline's own --dry-run means the same here: print, run nothing
         p.add_argument("--dry-run", action="store_true", help="print the jobs (and sbatch scripts); submit nothing")
@@ -54,12 +49,12 @@ def parse(schema, argv: Sequence[str], prog: str, extra=()) -> tuple[argparse.Na
         add_schema_arguments(p, schema)
     args = p.parse_args(argv)
     launch_layers, stage_layers = [], []
-    for path in args.config:
-        launch, rest = split_yaml(path)
-        launch_layers.append((f"{path}: launch", launch))
-        stage_layers.append((path, rest))
     flags = {k: v for k, v in vars(args).items() if v is not None and k not in ("config", "dry_run")}
     try:
+        for path in args.config:
+            launch, rest = split_yaml(path)
+            launch_layers.append((f"{path}: launch", launch))
+            stage_layers.append((path, rest))
         lcfg = resolve(LAUNCH_SCHEMA, launch_layers + [("command line", {k: v for k, v in flags.items()
                                                                           if k in LAUNCH_SCHEMA})])
         cfg = resolve(schema, stage_layers + [("command line", {k: v for k, v in flags.items() if k in schema})])

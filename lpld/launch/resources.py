@@ -24,23 +24,23 @@ LAUNCH_SCHEMA = {
     "qos": Option(None, str, "SLURM quality of service (sbatch --qos)"),
     "constraint": Option(None, str, "SLURM node features (sbatch --constraint)"),
     "time_min": Option(24 * 60, int, "time limit of every job in minutes (sbatch --time); a job that reaches "
-                                     "it requeues itself and resumes"),
-    "nodes": Option(1, int, "nodes of each student (DDP) job"),
+                                     "it requeues itself and resumes", min=1),
+    "nodes": Option(1, int, "nodes of each student (DDP) job", min=1),
     "gpus_per_node": Option(1, int, "GPUs per node of each student job; one DDP process per GPU. Every other "
-                                    "GPU job uses one GPU"),
-    "cpus_per_task": Option(8, int, "CPU cores per process (data-loading workers live there)"),
-    "mem_gb": Option(None, int, "memory per node in GB (sbatch --mem; default: the partition's)"),
-    "recover_shards": Option(1, int, "recover as a job array of this many class ranges"),
-    "relabel_shards": Option(1, int, "relabel as this many batch-range jobs, then a merge job"),
-    "array_parallelism": Option(256, int, "at most this many tasks of one job array run at once"),
+                                    "GPU job uses one GPU", min=1),
+    "cpus_per_task": Option(8, int, "CPU cores per process (data-loading workers live there)", min=1),
+    "mem_gb": Option(None, int, "memory per node in GB (sbatch --mem; default: the partition's)", min=1),
+    "recover_shards": Option(1, int, "recover as a job array of this many class ranges", min=1),
+    "relabel_shards": Option(1, int, "relabel as this many batch-range jobs, then a merge job", min=1),
+    "array_parallelism": Option(256, int, "at most this many tasks of one job array run at once", min=1),
     "signal_delay_s": Option(120, int, "the warning signal (USR2) comes this long before the time limit; the "
-                                       "job then requeues itself"),
-    "max_requeue": Option(20, int, "how many times a job may requeue itself after its time limit"),
+                                       "job then requeues itself", min=0),
+    "max_requeue": Option(20, int, "how many times a job may requeue itself after its time limit", min=0),
     "setup": Option([], list, "shell lines run before each SLURM job (module load ..., source venv/bin/activate)"),
     "local_gpus": Option(None, list, "local executor: GPU ids the jobs may use (default: every visible GPU); "
-                                     "single-GPU jobs take them in turn"),
+                                     "single-GPU jobs take them in turn", item=int, min=0),
     "wait": Option(None, bool, "wait until every job ends (default: yes for local, no for slurm)"),
-    "poll_s": Option(5.0, float, "local executor: seconds between checks of the running jobs"),
+    "poll_s": Option(5.0, float, "local executor: seconds between checks of the running jobs", min=0, min_open=True),
 }
 
 # Steps whose function trains with DistributedDataParallel when RANK/WORLD_SIZE are set

@@ -36,8 +36,9 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ..config import Option, parse_config
+from ..config import Option, at_most, parse_config
 from ..data import DATASET_ALIASES, build_dataset, load_rgb
+from ..utils.errors import InputValueError
 from ..utils.io import atomic_dir, atomic_json_dump, ensure_writable_dir
 from ..utils.progress import progress_bar
 from .io import class_complete, class_dir, image_name, remove_stale_temporaries
@@ -50,15 +51,15 @@ RANDOM_REAL_SCHEMA = {
                       choices=("tiny", "imagenet", "imagefolder", "in21k", "demo", *DATASET_ALIASES)),
     "data_path": Option(None, str, "dataset root (Tiny: the folder with wnids.txt; ImageNet: with train/; "
                         "demo: generated there if absent)"),
-    "ipc": Option(10, int, "images per class", SOURCE + ": IPC 1/10/20/50/100/200"),
-    "seed": Option(0, int, "draw seed; class c's images depend only on (seed, c)"),
+    "ipc": Option(10, int, "images per class", SOURCE + ": IPC 1/10/20/50/100/200", min=1),
+    "seed": Option(0, int, "draw seed; class c's images depend only on (seed, c)", min=0),
     "image_size": Option(None, int, "S: every image S x S (shorter side to S, centre crop); null or 0: keep "
                          "the originals (JPEGs copied byte for byte)", "ArmandXiao/Rethinking-Dataset-Compression "
-                         "README: 'preprocessed all images into fixed 224x224'"),
+                         "README: 'preprocessed all images into fixed 224x224'", min=0),
     "jpeg_quality": Option(75, int, "quality of re-encoded images (resized ones, non-JPEG sources)",
-                           "PIL default, as every distilled set here"),
-    "class_start": Option(0, int, "first class to write"),
-    "class_end": Option(None, int, "one past the last class (default: all)"),
+                           "PIL default, as every distilled set here", min=0, max=100),
+    "class_start": Option(0, int, "first class to write", min=0, check=at_most("class_end", strict=True)),
+    "class_end": Option(None, int, "one past the last class (default: all)", min=1),
     "output_dir": Option("recover/syn_data_random_real", str, "root of the image sets"),
     "exp_name": Option("random_real_ipc10", str, "sub-folder of output_dir holding new000/..."),
     "progress": Option(True, bool, "progress bars (tqdm on a terminal, whole lines in a log)"),
@@ -77,8 +78,8 @@ def images_by_class(samples: Sequence[tuple[str, int]], num_classes: int) -> lis
 def draw_images(paths: Sequence[str], count: int, seed: int, class_id: int, *, what: str = "ipc") -> list[str]:
     """The first ``count`` of a permutation of ``paths`` seeded by (seed, class_id)."""
     if count > len(paths):
-        raise ValueError(f"class {class_id} has {len(paths)} training images, fewer than --{what} {count}; "
-                         f"lower --{what}")
+        raise InputValueError(f"class {class_id} has {len(paths)} training images, fewer than --{what} {count}; "
+                              f"lower --{what} to at most {len(paths)}")
     order = np.random.default_rng([int(seed), int(class_id)]).permutation(len(paths))[:count]
     return [paths[int(k)] for k in order]
 
@@ -86,8 +87,8 @@ def draw_images(paths: Sequence[str], count: int, seed: int, class_id: int, *, w
 def class_range(cfg: argparse.Namespace, num_classes: int) -> range:
     end = num_classes if cfg.class_end is None else cfg.class_end
     if not 0 <= cfg.class_start < end <= num_classes:
-        raise ValueError(f"class range [{cfg.class_start}, {end}) is invalid for a dataset with {num_classes} "
-                         f"classes: need 0 <= --class-start < --class-end <= {num_classes}")
+        raise InputValueError(f"class range [{cfg.class_start}, {end}) is invalid for a dataset with {num_classes} "
+                              f"classes: need 0 <= --class-start < --class-end <= {num_classes}")
     return range(cfg.class_start, end)
 
 
@@ -100,8 +101,8 @@ def write_or_check_manifest(path: str, defining: dict[str, Any], extra: dict[str
             old = json.load(f)
         diff = {k: (old.get(k), v) for k, v in defining.items() if old.get(k) != v}
         if diff:
-            raise ValueError(f"{path} was written with other settings (key: (existing, now)): {diff}. "
-                             f"Use another --exp-name, or make the settings agree to resume.")
+            raise InputValueError(f"{path} was written with other settings (key: (existing, now)): {diff}. "
+                                  f"Use another --exp-name, or make the settings agree to resume.")
         return old
     manifest = {**extra, **defining}  # a defining value is never shadowed by an extra one
     atomic_json_dump(manifest, path)
@@ -150,12 +151,12 @@ def write_class(root: str, class_id: int, sources: Sequence[str], image_size: in
 def run_random_real(cfg: argparse.Namespace) -> str:
     """Write classes [class_start, class_end) of the random real subset; returns the folder."""
     if cfg.ipc < 1:
-        raise ValueError(f"--ipc must be >= 1; got {cfg.ipc}")
+        raise InputValueError(f"--ipc must be >= 1; got {cfg.ipc}")
     if cfg.image_size is not None and cfg.image_size < 0:
-        raise ValueError(f"--image-size must be >= 1 (or 0 to keep the originals); got {cfg.image_size}")
+        raise InputValueError(f"--image-size must be >= 1 (or 0 to keep the originals); got {cfg.image_size}")
     image_size = cfg.image_size or None
     if not cfg.data_path:
-        raise ValueError("--data-path is required: the real dataset's root")
+        raise InputValueError("--data-path is required: the real dataset's root")
     dataset = DATASET_ALIASES.get(cfg.dataset, cfg.dataset)
     real = build_dataset(dataset, cfg.data_path, "train")
     per_class = images_by_class(real.samples, len(real.classes))

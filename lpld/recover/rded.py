@@ -61,9 +61,10 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from ..augment import sample_crop
-from ..config import Option, parse_config
+from ..config import Option, at_most, parse_config
 from ..data import DATASET_ALIASES, build_dataset, load_rgb, normalization
 from ..models import build_model, read_state_dict
+from ..utils.errors import InputValueError
 from ..utils.io import ensure_writable_dir
 from ..utils.metrics import MetricsLog
 from ..utils.progress import progress_bar
@@ -85,7 +86,7 @@ RDED_SCHEMA = {
     "model": Option("resnet18", str, "torchvision model name or timm/<name>", SCRIPTS + " --arch-name resnet18"),
     "tiny_stem": Option(False, bool, "3x3 stride-1 conv1 and no max-pool (RDED's resnet18_modified)",
                         SYN + " load_model('resnet18_modified')"),
-    "num_classes": Option(None, int, "classes of the teacher (default: read from the checkpoint)"),
+    "num_classes": Option(None, int, "classes of the teacher (default: read from the checkpoint)", min=1),
     # ---- real data ----
     "dataset": Option("imagenet", str, "real training set: tiny | imagenet | imagefolder | in21k | demo",
                       choices=("tiny", "imagenet", "imagefolder", "in21k", "demo", *DATASET_ALIASES)),
@@ -95,26 +96,29 @@ RDED_SCHEMA = {
     "data_path": Option(None, str, "dataset root (Tiny: the folder with wnids.txt; ImageNet: with train/; "
                         "demo: generated there if absent)", RDED + " --train-dir"),
     # ---- what to make ----
-    "ipc": Option(10, int, "images per class", SCRIPTS + " --ipc 10"),
-    "image_size": Option(224, int, "side of the stitched images", RDED + " input_size (224 ImageNet, 64 Tiny)"),
-    "factor": Option(2, int, "patches per side of a stitched image", SCRIPTS + " --factor 2"),
-    "num_crop": Option(5, int, "candidate crops per real image", SCRIPTS + " --num-crop 5"),
-    "mipc": Option(300, int, "real images drawn per class (one best crop each)", SCRIPTS + " --mipc 300"),
+    "ipc": Option(10, int, "images per class", SCRIPTS + " --ipc 10", min=1),
+    "image_size": Option(224, int, "side of the stitched images", RDED + " input_size (224 ImageNet, 64 Tiny)", min=1),
+    "factor": Option(2, int, "patches per side of a stitched image", SCRIPTS + " --factor 2",
+                     min=1, check=at_most("image_size")),
+    "num_crop": Option(5, int, "candidate crops per real image", SCRIPTS + " --num-crop 5", min=1),
+    "mipc": Option(300, int, "real images drawn per class (one best crop each)", SCRIPTS + " --mipc 300",
+                   min=1),
     "crop_scale_min": Option(0.08, float, "RandomResizedCrop area range of a candidate crop",
-                             SYN + " MultiRandomCrop: RandomResizedCrop default scale (0.08, 1)"),
-    "crop_scale_max": Option(1.0, float, "see crop_scale_min", SYN + " MultiRandomCrop"),
-    "class_start": Option(0, int, "first class to make"),
-    "class_end": Option(None, int, "one past the last class (default: all)"),
-    "seed": Option(0, int, "seed; class c's images depend only on (settings, seed, c)"),
+                             SYN + " MultiRandomCrop: RandomResizedCrop default scale (0.08, 1)",
+                             min=0, max=1, min_open=True, check=at_most("crop_scale_max")),
+    "crop_scale_max": Option(1.0, float, "see crop_scale_min", SYN + " MultiRandomCrop", min=0, max=1, min_open=True),
+    "class_start": Option(0, int, "first class to make", min=0, check=at_most("class_end", strict=True)),
+    "class_end": Option(None, int, "one past the last class (default: all)", min=1),
+    "seed": Option(0, int, "seed; class c's images depend only on (settings, seed, c)", min=0),
     # ---- speed ----
     "batch_size": Option(256, int, "padded patches per teacher forward (speed only)",
-                         SYN + " batched_forward(batch_size=mipc)"),
-    "workers": Option(0, int, "image-decoding worker processes"),
+                         SYN + " batched_forward(batch_size=mipc)", min=1),
+    "workers": Option(0, int, "image-decoding worker processes", min=0),
     "device": Option("auto", str, "auto | cpu | cuda | cuda:N"),
     # ---- output ----
     "output_dir": Option("recover/syn_data_rded", str, "root of the image sets"),
     "exp_name": Option("rded_in1k_rn18_f2_ipc10", str, "sub-folder of output_dir holding new000/..."),
-    "jpeg_quality": Option(75, int, "JPEG quality", "RDED synthesize/main.py save_images: PIL default"),
+    "jpeg_quality": Option(75, int, "JPEG quality", "RDED synthesize/main.py save_images: PIL default", min=0, max=100),
     "progress": Option(True, bool, "progress bars (tqdm on a terminal, whole lines in a log)"),
 }
 
@@ -170,8 +174,8 @@ def select_patches(patches: torch.Tensor, scores: torch.Tensor, count: int) -> t
     crop, then the ``count`` images whose best crop scores lowest, best first. Returns
     (patches [count, 3, p, p], their scores [count])."""
     if count > patches.shape[0]:
-        raise ValueError(f"need {count} patches (ipc x factor^2) but only {patches.shape[0]} images were drawn; "
-                         f"raise --mipc to at least {count}")
+        raise InputValueError(f"need {count} patches (ipc x factor^2) but only {patches.shape[0]} images were "
+                              f"drawn; raise --mipc to at least {count}")
     best_crop = scores.argmin(dim=1)  # first minimum, as torch.argmin
     rows = torch.arange(patches.shape[0])
     best_scores = scores[rows, best_crop]
@@ -243,8 +247,8 @@ def make_class(teacher: torch.nn.Module, paths: Sequence[str], class_id: int, cf
 # --- the stage ----------------------------------------------------------------------------------------
 def load_plain_teacher(cfg: argparse.Namespace) -> tuple[torch.nn.Module, int]:
     if not cfg.teacher:
-        raise ValueError("--teacher is required: a trained classifier checkpoint of the dataset "
-                         "(RDED: torchvision resnet18 weights for ImageNet-1K, resnet18_modified for Tiny)")
+        raise InputValueError("--teacher is required: a trained classifier checkpoint of the dataset "
+                              "(RDED: torchvision resnet18 weights for ImageNet-1K, resnet18_modified for Tiny)")
     num_classes = cfg.num_classes or infer_num_classes(read_state_dict(cfg.teacher), cfg.teacher)
     model = build_model(cfg.model, num_classes, tiny_stem=cfg.tiny_stem, weights=cfg.teacher)
     return model.eval().requires_grad_(False), num_classes
@@ -253,27 +257,40 @@ def load_plain_teacher(cfg: argparse.Namespace) -> tuple[torch.nn.Module, int]:
 def check_config(cfg: argparse.Namespace) -> None:
     for name in ("ipc", "image_size", "factor", "num_crop", "mipc", "batch_size"):
         if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(cfg, name)}")
+            raise InputValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(cfg, name)}")
     if cfg.image_size // cfg.factor < 1:
-        raise ValueError(f"--factor {cfg.factor} leaves no pixel per patch at --image-size {cfg.image_size}")
+        raise InputValueError(f"--factor {cfg.factor} leaves no pixel per patch at --image-size {cfg.image_size}")
     if not 0 < cfg.crop_scale_min <= cfg.crop_scale_max <= 1:
-        raise ValueError("need 0 < crop_scale_min <= crop_scale_max <= 1")
+        raise InputValueError("need 0 < crop_scale_min <= crop_scale_max <= 1")
     if cfg.mipc < cfg.ipc * cfg.factor ** 2:
-        raise ValueError(f"--mipc {cfg.mipc} < ipc x factor^2 = {cfg.ipc * cfg.factor ** 2}: every stitched patch "
-                         f"comes from a different real image; raise --mipc")
+        raise InputValueError(f"--mipc {cfg.mipc} < ipc x factor^2 = {cfg.ipc * cfg.factor ** 2}: every stitched "
+                              f"patch comes from a different real image; raise --mipc")
+
+
+def check_pools(per_class: Sequence[Sequence[str]], classes: Sequence[int], cfg: argparse.Namespace) -> None:
+    """Every class to make has at least ``mipc`` real images, checked before any class is made (a
+    class short of images would otherwise stop the run half-way)."""
+    need = cfg.ipc * cfg.factor ** 2
+    for c in classes:
+        have = len(per_class[c])
+        if have < cfg.mipc:
+            fix = (f"lower --mipc to at most {have}" if have >= need else
+                   f"every stitched patch needs its own image (ipc x factor^2 = {need}): lower --ipc or --factor")
+            raise InputValueError(f"class {c} of {cfg.data_path} has {have} training images, fewer than --mipc "
+                                  f"{cfg.mipc}; {fix}")
 
 
 def run_rded(cfg: argparse.Namespace) -> str:
     """Make classes [class_start, class_end) of an RDED image set; returns its folder."""
     check_config(cfg)
     if not cfg.data_path:
-        raise ValueError("--data-path is required: the real dataset's root (its train split is sampled)")
+        raise InputValueError("--data-path is required: the real dataset's root (its train split is sampled)")
     dataset = DATASET_ALIASES.get(cfg.dataset, cfg.dataset)
     real = build_dataset(dataset, cfg.data_path, "train")
     teacher, num_classes = load_plain_teacher(cfg)
     if num_classes != len(real.classes):
-        raise ValueError(f"teacher {cfg.teacher} has {num_classes} classes but {cfg.data_path} has "
-                         f"{len(real.classes)}; use the teacher of this dataset")
+        raise InputValueError(f"teacher {cfg.teacher} has {num_classes} classes but {cfg.data_path} has "
+                              f"{len(real.classes)}; use the teacher of this dataset")
     classes = class_range(cfg, num_classes)
     root = os.path.join(cfg.output_dir, cfg.exp_name)
     ensure_writable_dir(root, "RDED output directory")
@@ -289,6 +306,7 @@ def run_rded(cfg: argparse.Namespace) -> str:
     teacher.to(device)
     per_class = images_by_class(real.samples, num_classes)
     todo = [c for c in classes if not class_complete(root, c, cfg.ipc)]
+    check_pools(per_class, todo, cfg)
     log = MetricsLog(os.path.join(root, f"rded_log_{classes.start:05d}-{classes.stop:05d}"))
     print(f"rded: {dataset} classes [{classes.start}, {classes.stop}) of {num_classes}, ipc {cfg.ipc}, factor "
           f"{cfg.factor}, {cfg.mipc} images x {cfg.num_crop} crops per class, {len(classes) - len(todo)} already "

@@ -94,12 +94,12 @@ def check_config(cfg: argparse.Namespace, num_classes: int) -> tuple[int, int]:
         if getattr(cfg, name) < 1:
             raise InputValueError(f"--{name.replace('_', '-')} must be >= 1; got {getattr(cfg, name)}")
     if cfg.mode == "class":
-        batch = cfg.batch_size or cfg.ipc
+        batch = cfg.ipc if cfg.batch_size is None else cfg.batch_size  # only unset means ipc (0 is an error)
         if batch < 1 or cfg.ipc % batch:
             raise InputValueError(f"--batch-size {batch} must divide --ipc {cfg.ipc} in class mode (each class is "
                              f"recovered in ipc / batch_size batches of equal size)")
     else:
-        batch = cfg.batch_size or 100
+        batch = 100 if cfg.batch_size is None else cfg.batch_size
         if batch < 1:
             raise InputValueError(f"--batch-size must be >= 1; got {batch}")
     if not (0 < cfg.crop_scale_min <= cfg.crop_scale_max <= 1) or cfg.jitter_min > cfg.jitter_max:

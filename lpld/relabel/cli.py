@@ -5,8 +5,16 @@ import argparse
 import sys
 from typing import Sequence
 
-from ..config import parse_config
+from ..config import ArgumentParser, Option, argument_type, parse_config
+from ..utils.errors import InputValueError
 from .schema import RELABEL_SCHEMA
+
+# Ranges of the plain flags of check-labels and convert-labels (the relabel stage's are in its schema).
+CLASSES = argument_type(Option(None, int, min=1))
+SIZE = argument_type(Option(None, int, min=1))
+BATCH_ID = argument_type(Option(None, int, min=0))
+TOLERANCE = argument_type(Option(None, float, min=0))
+TOPK = argument_type(Option(None, int, min=1))
 
 
 def _dashed(argv: Sequence[str], names) -> list[str]:
@@ -34,7 +42,7 @@ def main_check(argv: Sequence[str] | None = None) -> int:
     from ..labels.store import describe_ids
     from .generate import repair_store
     from .replay import replay_check
-    p = argparse.ArgumentParser(description="Check a label store: the checksum of every batch, then (with "
+    p = ArgumentParser(description="Check a label store: the checksum of every batch, then (with "
                                             "--train-dir and --teacher-ckpt) the content hashes of the images and "
                                             "teacher, and a replay: re-apply the recorded crop/flip/mix to the "
                                             "images, rerun the teacher, report the max difference from the stored "
@@ -44,14 +52,14 @@ def main_check(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--teacher-ckpt", "--weights", dest="teacher_ckpt", default=None, help="teacher checkpoint")
     p.add_argument("--model", default=None, help="teacher architecture (default: from the store's manifest)")
     p.add_argument("--tiny-stem", default=None, action=argparse.BooleanOptionalAction)
-    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--num-classes", type=CLASSES, default=None)
     p.add_argument("--dataset", default=None, help="needed for an authors' folder without lpld_manifest.json")
-    p.add_argument("--input-size", type=int, default=None, help="likewise")
-    p.add_argument("--batches", type=int, nargs="*", default=None,
+    p.add_argument("--input-size", type=SIZE, default=None, help="likewise")
+    p.add_argument("--batches", type=BATCH_ID, nargs="*", default=None,
                    help="batch ids to replay (default: 4 spread over the store); one number = how many")
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", default=None, action=argparse.BooleanOptionalAction)
-    p.add_argument("--tolerance", type=float, default=None,
+    p.add_argument("--tolerance", type=TOLERANCE, default=None,
                    help="pass threshold (default: 4 x fp16 half-ulp at the largest logit)")
     p.add_argument("--repair", action="store_true",
                    help="regenerate the damaged batches in place (needs --train-dir and --teacher-ckpt: the "
@@ -63,6 +71,10 @@ def main_check(argv: Sequence[str] | None = None) -> int:
         repair_store(args.store, args.train_dir, args.teacher_ckpt, model=args.model, tiny_stem=args.tiny_stem,
                      device="cpu" if args.device == "auto" else args.device)
     store = open_label_store(args.store, num_classes=args.num_classes, train_dir=args.train_dir)
+    if args.batches and len(args.batches) > 1 and max(args.batches) >= store.num_batches:
+        raise InputValueError(f"--batches {max(args.batches)} is not in {args.store}, which holds batches "
+                              f"0..{store.num_batches - 1}; give ids below {store.num_batches} (or one number: "
+                              f"how many to replay)")
     damaged = store.verify()
     if damaged:
         print(f"[check_labels] {args.store}: {len(damaged)} of {store.num_batches} batches fail their checksum "
@@ -106,16 +118,16 @@ def main_check(argv: Sequence[str] | None = None) -> int:
 
 def main_convert(argv: Sequence[str] | None = None) -> str:
     from ..labels import convert
-    p = argparse.ArgumentParser(description="Convert a soft-label store between our format and the authors'.")
+    p = ArgumentParser(description="Convert a soft-label store between our format and the authors'.")
     p.add_argument("--src", required=True, help="store to read (either format, auto-detected)")
     p.add_argument("--dst", required=True, help="store to write")
     p.add_argument("--to", required=True, choices=("ours", "authors", "lpqld"),
                    help="ours | authors (LPLD epoch_*/batch_*.tar) | lpqld (LPQLD flat batch_*.tar)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --dst")
-    p.add_argument("--num-classes", type=int, default=None,
+    p.add_argument("--num-classes", type=CLASSES, default=None,
                    help="class count of an LPQLD top-k folder (their files do not record it: 1000, 200, 10450)")
     p.add_argument("--train-dir", default=None, help="the images, for a store with regenerated augmentation")
-    p.add_argument("--label-topk", type=int, default=None, help="keep the top k of full logits")
+    p.add_argument("--label-topk", type=TOPK, default=None, help="keep the top k of full logits")
     p.add_argument("--label-codec", default=None, choices=("float16", "uint8"), help="top-k values (ours only)")
     p.add_argument("--augmentation", default=None, choices=("recorded", "regenerated"), help="ours only")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)

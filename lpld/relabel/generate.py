@@ -223,6 +223,9 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
                                            default_num_classes(cfg.dataset, dataset, cfg.teacher_ckpt), cfg.tiny_stem)
         num_classes = info.num_classes
     check_distilled_folders(dataset.classes, info.classes, num_classes, cfg.train_dir)
+    if cfg.label_topk is not None and cfg.label_topk > num_classes:  # the class count is known only now
+        raise InputValueError(f"label_topk {cfg.label_topk} is more than the teacher's {num_classes} classes; "
+                              f"use --label-topk 1..{num_classes} (0 or unset: all classes)")
     check_same_classes(recovered_classes(cfg.train_dir), info.classes,
                        expected_what=f"the teacher that recovered {cfg.train_dir} (its recover.json)",
                        got_what=f"the teacher {cfg.teacher_ckpt}", fix="Relabel with a teacher of the same dataset.")

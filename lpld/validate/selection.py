@@ -51,9 +51,9 @@ SELECTION_SCHEMA = {
                                "logits), proxy (a short KD run of the student; forgetting and yoco need it), "
                                "auto (proxy for forgetting/yoco, teacher otherwise)", choices=SOURCES),
     "proxy_epochs": Option(5, int, "proxy source: stored epochs the proxy student trains on; one snapshot "
-                           "after each"),
+                           "after each", min=1),
     "yoco_topk": Option(3, int, "yoco: LBPE summed over the proxy snapshots with the k highest accuracies",
-                        "he-y/you-only-condense-once generate_importance_score.py --topk (3 for DSA/MTT/KIP)"),
+                        "he-y/you-only-condense-once generate_importance_score.py --topk (3 for DSA/MTT/KIP)", min=1),
 }
 
 
