@@ -195,6 +195,18 @@ def test_squeeze_train_refuses_a_foreign_output_folder(tmp_path, demo_root, caps
     assert sorted(os.listdir(folder)) == [SENTINEL]
 
 
+
+def test_report_refuses_a_foreign_output_folder(tmp_path, capsys):
+    run = tmp_path / "runs" / "lpld_40x"
+    run.mkdir(parents=True)
+    (run / "final.json").write_text(json.dumps({"top1": 1.0, "model": "resnet18", "prune_ratio": 0.975}))
+    folder = _foreign(tmp_path)
+    _refused(capsys, folder, "report", tmp_path / "runs", "--output-dir", folder, "--no-plot")
+    assert sorted(os.listdir(folder)) == [SENTINEL]
+    run_command("report", [str(tmp_path / "runs"), "--no-plot"])  # default: into the run folder, ours
+    assert (tmp_path / "runs" / "results.json").is_file()
+
+
 # ---- the primitive ---------------------------------------------------------------------------------------
 def test_atomic_dir_refuses_foreign_and_replaces_ours_in_place(tmp_path):
     from lpld.utils.owner import FILLING, ForeignFolderError
