@@ -97,6 +97,25 @@ def test_make_demo_fills_an_empty_folder_in_place(tmp_path):
     assert sorted(os.listdir(folder)) == ["demo.json", "train", "val"]
 
 
+def test_pipeline_needs_dataset_with_data_path_and_keeps_the_folder(tmp_path, capsys):
+    # without --dataset the pipeline used to generate the demo (its default) into the folder,
+    # replacing it: `lpld pipeline --data-path /data/imagenet` deleted ImageNet
+    folder = _foreign(tmp_path, "imagenet")
+    small = ["--demo-data", "num_classes=2", "image_size=8", "train_per_class=2", "val_per_class=1",
+             "--output-dir", tmp_path / "out", "--teacher-train-configs", tmp_path / "missing.yaml"]
+    line = _refused(capsys, folder, "pipeline", "--data-path", folder, *small)
+    assert "--data-path" in line and "--dataset" in line
+    line = _refused(capsys, folder, "pipeline", "--dataset", "demo", "--data-path", folder, *small)
+    assert "not made by lpld" in line
+
+
+def test_pipeline_refuses_a_foreign_output_folder(tmp_path, capsys):
+    folder = _foreign(tmp_path)
+    _refused(capsys, folder, "pipeline", "--output-dir", folder, "--demo-data", "num_classes=2", "image_size=8",
+             "train_per_class=2", "val_per_class=1", "--teacher-train-configs", tmp_path / "missing.yaml")
+    assert sorted(os.listdir(folder)) == [SENTINEL]
+
+
 # ---- image sets --------------------------------------------------------------------------------------
 def test_recover_refuses_a_foreign_exp_folder(tmp_path, capsys):
     class_bn = str(tmp_path / "class_bn.pth")
@@ -193,7 +212,6 @@ def test_squeeze_train_refuses_a_foreign_output_folder(tmp_path, demo_root, caps
              "--image-size", 16, "--batch-size", 8, "--workers", 0, "--no-progress", "--device", "cpu",
              "--output-dir", folder)
     assert sorted(os.listdir(folder)) == [SENTINEL]
-
 
 
 def test_report_refuses_a_foreign_output_folder(tmp_path, capsys):
