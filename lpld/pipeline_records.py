@@ -279,7 +279,8 @@ def inputs_of(cfg, name: str, memo: dict) -> dict[str, str]:
     elif head == "validate":
         row = P._find(cfg, name)
         out[f"images/{row.method}_ipc{row.ipc}"] = status(cfg, f"images/{row.method}_ipc{row.ipc}", memo).output
-        inside = os.path.abspath(P.val_dir(cfg)).startswith(os.path.abspath(P.data_path(cfg)))
+        data, val = os.path.abspath(P.data_path(cfg)), os.path.abspath(P.val_dir(cfg))
+        inside = os.path.commonpath([data, val]) == data  # the default: <data_path>/val, or the Tiny root
         out["val"] = _data_input(cfg, memo) if inside else folder_identity(P.val_dir(cfg))
     else:  # analysis/diversity
         out.update(teacher=_teacher_input(cfg, memo), data=_data_input(cfg, memo))
