@@ -6,7 +6,11 @@ prune ratio) -> validate (a student per row and seed) -> ``lpld report`` (``resu
 and ``results.png``).
 
 The job is a list of named steps (:func:`plan`). :func:`run_pipeline` runs them in order and skips
-each step whose output is complete (:func:`step_done`); the long steps resume inside themselves
+each step whose output is complete and current (:func:`step_done`): every step records the settings
+and input fingerprints it ran with (:mod:`lpld.pipeline_records`), and a step whose record differs
+from the configuration now stops the job with one line naming the step, the key and both values
+(``--recompute`` redoes it and what follows instead; ``--dry-run`` lists every step as done / todo
+/ changed). The long steps resume inside themselves
 (recovery skips finished classes, relabel continues its store, validate its checkpoint). So a run
 stopped at any point -- Ctrl-C, a SIGTERM from a scheduler's time limit, a crash -- finishes when
 the same command is run again, and the results equal an uninterrupted run's. The paper-table
@@ -18,32 +22,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import os
 import time
 from typing import Any, Callable
 
-from .config import AUTHORS_SECTIONS, Option, compression_name, key_value_pairs, parse_config, stage_config
+from . import pipeline_records as records
+from .config import AUTHORS_SECTIONS, Option, key_value_pairs, parse_config, stage_config
 from .data.demo import DEMO_RANGES
+from .pipeline_layout import (METHODS, UNPRUNED_REPLAY, Row, _find, _out, _pairs, _relabel_name, data_path,  # noqa: F401
+                              image_dir, label_dir, rows, squeeze_dir, student_dir, teacher_path, val_dir)
 from .utils.errors import InputValueError
 from .utils.io import atomic_json_dump
+from .utils.owner import claim_dir
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# method -> (image source, recovery settings). "recover": model inversion (lpld.recover), the others
-# select real images (lpld.recover.rded, lpld.recover.random_real).
-METHODS = {
-    "lpld": ("recover", {"mode": "class"}),                          # class-wise batches + class-wise BN
-    "sre2l": ("recover", {}),                                        # sre2l_configs: across-class batches
-    "cb_global": ("recover", {"mode": "class", "bn_target": "global"}),  # Table 4 ablation
-    "rded": ("rded", {}),
-    "random_real": ("random_real", {}),
-}
-# Full labels are replayed epoch by epoch in stored order, as the authors' scripts do for ratio 0
-# ("do not use random sampling for 0.0 ratio"; main_table_*.sh), except on ImageNet-21K-P
-# (main_table_in21k.sh keeps random / batch_to_epoch).
-UNPRUNED_REPLAY = ("order", "epoch")
 
 
 def _extra_row_format(specs, values):
@@ -63,7 +57,8 @@ def _extra_row_format(specs, values):
 PIPELINE_SCHEMA = {
     "output_dir": Option("outputs/demo", str, "everything the job writes goes under this folder"),
     "device": Option("auto", str, "auto | cpu | cuda | cuda:N"),
-    "dataset": Option("demo", str, "demo (generated), tiny, imagenet, in21k ...: passed to every stage"),
+    "dataset": Option(None, str, "demo (generated), tiny, imagenet, in21k ...: passed to every stage; required "
+                      "with data_path (default without it: demo, generated at <output_dir>/data)"),
     "data_path": Option(None, str, "real dataset root (demo: generated at <output_dir>/data when unset)"),
     "demo_data": Option([], list, "settings of the generated demo dataset as KEY=VALUE (num_classes, "
                         "image_size, train_per_class, val_per_class, seed)",
@@ -116,7 +111,9 @@ PIPELINE_SCHEMA = {
     "table": Option("", str, "name of this job in the report (e.g. the paper table)"),
     "workers": Option(None, int, "data-loading workers for every stage (default: each config's)", min=0),
     "progress": Option(True, bool, "tqdm progress bars"),
-    "dry_run": Option(False, bool, "print the plan (steps, done or to run) and stop"),
+    "dry_run": Option(False, bool, "print the plan (each step done / todo / changed: key old -> new) and stop"),
+    "recompute": Option(False, bool, "recompute the steps whose settings or inputs changed since they ran, and "
+                        "the steps after them (default: stop with an error naming the step and the key)"),
 }
 
 
@@ -129,103 +126,6 @@ def _stage(schema, sections, files: list[str], overrides: dict[str, Any]) -> arg
     return stage_config(schema, sections, [_repo_path(p) for p in files], overrides, where="pipeline")
 
 
-def _pairs(items: list[str], what: str) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = str(item).partition("=")
-        if not sep:
-            raise ValueError(f"{what}: expected KEY=VALUE, got {item!r}")
-        out[key] = value
-    return out
-
-
-@dataclasses.dataclass(frozen=True)
-class Row:
-    """One result row (a student per seed): what the report groups by."""
-    method: str
-    ipc: int
-    label_topk: int
-    prune_ratio: float
-    student: str | None
-    scheme: tuple[str, str] | None
-
-    @property
-    def compression(self) -> str:
-        return compression_name(self.prune_ratio)
-
-    @property
-    def tag(self) -> str:
-        parts = [f"{self.method}_ipc{self.ipc}"] + ([f"top{self.label_topk}"] if self.label_topk else [])
-        parts.append(self.compression)
-        if self.student:
-            parts.append(self.student.replace("/", "-"))
-        if self.scheme:
-            parts.append("_".join(self.scheme))
-        return "_".join(parts)
-
-
-def rows(cfg: argparse.Namespace) -> list[Row]:
-    ipcs = [int(i) for i in cfg.ipcs] or [cfg.ipc]
-    for method in cfg.methods:
-        if method not in METHODS:
-            raise InputValueError(f"unknown method {method!r}; expected one of {sorted(METHODS)}")
-    schemes = [tuple(s.split("/")) for s in cfg.prune_schemes] or [None]
-    for s in schemes:
-        if s is not None and len(s) != 2:
-            raise InputValueError(f"prune_schemes: expected METRIC/GRANULARITY, got {'/'.join(s)!r}")
-    grid = [Row(m, i, int(k or 0), float(r), s or None, sc) for i, m, k, s, r, sc in itertools.product(
-        ipcs, cfg.methods, cfg.label_topks, cfg.students or [None], cfg.prune_ratios, schemes)]
-    for spec in cfg.extra_rows:
-        parts = str(spec).split(":")
-        try:
-            method, ratio, topk = parts[0], float(parts[1]), int(parts[2])
-        except (IndexError, ValueError):
-            raise InputValueError(f"extra_rows: expected METHOD:RATIO:TOPK (e.g. lpld:0.975:2), got {spec!r}")
-        if method not in cfg.methods:
-            raise InputValueError(f"extra_rows {spec!r}: method {method!r} is not among methods {cfg.methods}")
-        grid += [row for row in (Row(method, i, topk, ratio, s or None, sc) for i, s, sc in itertools.product(
-            ipcs, cfg.students or [None], schemes)) if row not in grid]
-    return grid
-
-
-def _out(cfg) -> str:
-    return os.path.abspath(cfg.output_dir)
-
-
-def data_path(cfg) -> str:
-    return cfg.data_path or os.path.join(_out(cfg), "data")
-
-
-def squeeze_dir(cfg) -> str:
-    return os.path.abspath(cfg.squeeze_dir or os.path.join(_out(cfg), "squeeze"))
-
-
-def teacher_path(cfg) -> str:
-    return cfg.teacher or os.path.join(squeeze_dir(cfg), "teacher_class_bn.pth")
-
-
-def image_dir(cfg, method: str, ipc: int) -> str:
-    root = cfg.images_root or os.path.join(_out(cfg), "images")
-    name = _pairs(cfg.image_names, "image_names").get(method, f"{method}_ipc{{ipc}}")
-    return os.path.join(os.path.abspath(root), name.format(ipc=ipc))
-
-
-def label_dir(cfg, row: Row) -> str:
-    root = os.path.abspath(cfg.labels_root or os.path.join(_out(cfg), "labels"))
-    less = cfg.label_mode == "less" and row.prune_ratio > 0
-    name = _pairs(cfg.label_names, "label_names").get(row.method)
-    if name:
-        # the authors' less_label_*.sh suffix: _ratio975 for 0.975 (sed 's/0\.//g')
-        suffix = f"_ratio{str(row.prune_ratio).replace('0.', '')}" if less else ""
-        return os.path.join(root, name.format(ipc=row.ipc, ratio_suffix=suffix, topk=row.label_topk))
-    tag = f"{row.method}_ipc{row.ipc}" + (f"_top{row.label_topk}" if row.label_topk else "")
-    return os.path.join(root, tag + (f"_{row.compression}" if less else ""))
-
-
-def student_dir(cfg, row: Row, seed: int) -> str:
-    return os.path.join(_out(cfg), "students", row.tag, f"seed{seed}")
-
-
 # ---- the plan ------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Step:
@@ -234,12 +134,20 @@ class Step:
     kind: str                 # train | recover | relabel | light
 
 
-def _relabel_name(cfg, row: Row) -> str:
-    return "relabel/" + os.path.basename(label_dir(cfg, row))
+def resolve_dataset(cfg: argparse.Namespace) -> argparse.Namespace:
+    """``dataset`` must be named whenever ``data_path`` is: the default, demo, generates the demo
+    dataset at data_path, and a guess must never point that at someone's real dataset."""
+    if cfg.dataset is None:
+        if cfg.data_path:
+            raise InputValueError(f"--data-path {cfg.data_path} is given without --dataset: name the dataset it holds "
+                                  f"(--dataset tiny | imagenet | in21k | imagefolder, or demo to generate the demo there)")
+        cfg.dataset = "demo"
+    return cfg
 
 
 def plan(cfg: argparse.Namespace) -> list[Step]:
     """Every step of the job, in an order that runs each after the steps it needs."""
+    resolve_dataset(cfg)
     steps: list[Step] = []
     teacher_steps: tuple[str, ...] = ()
     if cfg.dataset == "demo":  # generated at data_path unless the same demo dataset is there
@@ -267,25 +175,25 @@ def plan(cfg: argparse.Namespace) -> list[Step]:
     return steps
 
 
-def _find(cfg, name: str) -> Row | tuple[str, int] | None:
-    for row in rows(cfg):
-        if name == _relabel_name(cfg, row) or name.startswith(f"validate/{row.tag}/seed"):
-            return row
-    return None
-
-
 # ---- per-step configuration ----------------------------------------------------------------------------
 def _common(cfg) -> dict[str, Any]:
     return {"device": cfg.device, "progress": cfg.progress, "workers": cfg.workers}
 
 
+_CLASS_COUNTS: dict[tuple, int] = {}
+
+
 def num_classes(cfg) -> int:
     """The teacher decides the class count of every later stage (a dataset subset has fewer classes
-    than the dataset presets say)."""
+    than the dataset presets say); read once per teacher file."""
     from .models import read_state_dict
     from .recover.run import infer_num_classes
     path = teacher_path(cfg)
-    return infer_num_classes(read_state_dict(path), path)
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key not in _CLASS_COUNTS:
+        _CLASS_COUNTS[key] = infer_num_classes(read_state_dict(path), path)
+    return _CLASS_COUNTS[key]
 
 
 def _image_stage(cfg, method: str, ipc: int) -> tuple[Callable, argparse.Namespace]:
@@ -341,12 +249,6 @@ def _validate_stage(cfg, row: Row, seed: int) -> tuple[Callable, argparse.Namesp
                                 validate_overrides(cfg, row, seed))
 
 
-def val_dir(cfg) -> str:
-    if cfg.val_dir:
-        return cfg.val_dir
-    return data_path(cfg) if cfg.dataset == "tiny" else os.path.join(data_path(cfg), "val")
-
-
 def _squeeze_stage(cfg, which: str) -> tuple[Callable, argparse.Namespace]:
     from .squeeze import CLASS_STATS_SCHEMA, TRAIN_SCHEMA, run_class_stats, run_teacher_training
     sq = squeeze_dir(cfg)
@@ -361,6 +263,7 @@ def _squeeze_stage(cfg, which: str) -> tuple[Callable, argparse.Namespace]:
 
 def step_settings(cfg: argparse.Namespace, name: str) -> tuple[Callable, argparse.Namespace | None]:
     """(function, its resolved settings) of step ``name``: exactly what :func:`run_step` runs."""
+    resolve_dataset(cfg)
     head, _, rest = name.partition("/")
     if name == "data/demo":
         from .data import make_demo_dataset
@@ -384,52 +287,48 @@ def step_settings(cfg: argparse.Namespace, name: str) -> tuple[Callable, argpars
 
 
 # ---- done? ---------------------------------------------------------------------------------------------
-def _images_complete(cfg, method: str, ipc: int) -> bool:
-    from .recover.io import class_complete
-    root = image_dir(cfg, method, ipc)
-    if not os.path.isdir(root) or not os.path.isfile(teacher_path(cfg)):
-        return False
-    return all(class_complete(root, c, ipc) for c in range(num_classes(cfg)))
-
-
-def _labels_complete(path: str) -> bool:
-    from .labels.convert import incomplete_reason, open_label_store
-    if not os.path.isdir(path):
-        return False
-    try:
-        return incomplete_reason(open_label_store(path)) == ""
-    except (FileNotFoundError, ValueError):
-        return False
-
-
 def step_done(cfg: argparse.Namespace, name: str) -> bool:
-    head, _, rest = name.partition("/")
-    if name == "data/demo":
-        return os.path.isfile(os.path.join(data_path(cfg), "demo.json"))
-    if name == "squeeze/teacher":
-        return os.path.isfile(os.path.join(squeeze_dir(cfg), "teacher.pth"))
-    if name == "squeeze/class_stats":
-        return os.path.isfile(teacher_path(cfg))
-    if head == "images":
-        method, _, ipc = rest.rpartition("_ipc")
-        return _images_complete(cfg, method, int(ipc))
-    if name == "analysis/diversity":
-        return os.path.isfile(os.path.join(_out(cfg), "diversity", "diversity_summary.json"))
-    if head == "relabel":
-        row = _find(cfg, name)
-        return row is not None and _labels_complete(label_dir(cfg, row))
-    if head == "validate":
-        row = _find(cfg, name)
-        return row is not None and os.path.isfile(
-            os.path.join(student_dir(cfg, row, int(name.rpartition("/seed")[2])), "final.json"))
-    return False  # the report is cheap: always rewritten
+    """Complete and current (:mod:`lpld.pipeline_records`). A step that changed since it ran raises
+    :class:`~lpld.pipeline_records.StaleStepError`, or, with ``recompute``, is not done."""
+    st = records.status(cfg, name)
+    if st.state == "changed" and not getattr(cfg, "recompute", False):
+        raise records.stale_error(name, st)
+    return st.state in records.CURRENT
 
 
 # ---- running ---------------------------------------------------------------------------------------------
-def run_step(cfg: argparse.Namespace, name: str, shard: tuple[int, int] | None = None) -> Any:
+def run_step(cfg: argparse.Namespace, name: str, shard: tuple[int, int] | None = None, memo: dict | None = None) -> Any:
     """Run one step. ``shard=(index, count)`` runs one share of a recover / relabel step through
-    the cluster module; unsharded, a relabel step whose shards are on disk merges them."""
-    kind = {s.name: s.kind for s in plan(cfg)}[name]
+    the cluster module; unsharded, a relabel step whose shards are on disk merges them.
+
+    A step that is complete and current is not run again. One that changed since it ran raises
+    :class:`~lpld.pipeline_records.StaleStepError`; with ``recompute`` (unsharded: shards never
+    clear what another shard may be writing) its output -- only ours -- is cleared and it runs
+    again. Its record is written before it runs and once its output is complete."""
+    memo = records.new_memo(cfg) if memo is None else memo
+    kind = {s.name: s.kind for s in memo["plan"]}[name]
+    claim_run_dir(cfg)
+    if name != "report":
+        st = records.status(cfg, name, memo)
+        if st.waiting:
+            raise InputValueError(f"step {name} runs {st.detail}: run that step first")
+        if st.state in records.CURRENT:
+            print(f"[skip] {name}: already complete", flush=True)
+            return None
+        if st.state == "changed":
+            if not getattr(cfg, "recompute", False) or shard is not None:
+                raise records.stale_error(name, st, shard=shard is not None)
+            records.clear(cfg, name)
+        records.write_record(cfg, name, "started", memo)
+    result = _execute(cfg, name, kind, shard)
+    if name != "report" and records.outputs_complete(cfg, name):
+        done = records.write_record(cfg, name, "done", memo)
+        memo["ran"].add(name)
+        memo["status"][name] = records.Status("done", output=done["output"])
+    return result
+
+
+def _execute(cfg, name: str, kind: str, shard: tuple[int, int] | None) -> Any:
     fn, settings = step_settings(cfg, name)
     if name.startswith("validate/"):
         _write_row_info(cfg, name, settings)
@@ -449,57 +348,93 @@ def run_step(cfg: argparse.Namespace, name: str, shard: tuple[int, int] | None =
 
 
 def _write_row_info(cfg, name: str, settings) -> None:
-    """Beside each student: what row it belongs to, so ``lpld report`` groups without guessing."""
+    """Beside each student: what row it belongs to, so ``lpld report`` groups without guessing, and
+    the settings it trains with, so the report never averages students trained differently."""
     row = _find(cfg, name)
     seed = int(name.rpartition("/seed")[2])
     info = {"table": cfg.table, "dataset": cfg.dataset, "method": row.method, "ipc": row.ipc,
             "label_topk": row.label_topk, "prune_ratio": row.prune_ratio, "compression": row.compression,
             "student": settings.model, "prune_metric": settings.prune_metric, "granularity": settings.granularity,
             "seed": seed, "label_mode": cfg.label_mode, "images": image_dir(cfg, row.method, row.ipc),
-            "labels": label_dir(cfg, row)}
-    os.makedirs(settings.output_dir, exist_ok=True)
+            "labels": label_dir(cfg, row), "settings": records.settings_of(cfg, name)}
+    claim_dir(settings.output_dir, "validate", "student output directory")
     atomic_json_dump(info, os.path.join(settings.output_dir, "row.json"))
 
 
+def claim_run_dir(cfg) -> None:
+    """The output folder is new, empty or ours -- also one made before owner markers, recognised
+    by an image set or label store of ours in it."""
+    from .labels.common import is_our_label_store
+    from .utils.owner import is_ours
+
+    def made_here(out: str) -> bool:
+        sets = [(os.path.join(out, sub), test) for sub, test in
+                (("images", lambda p: is_ours(p, ["images"])), ("labels", is_our_label_store))]
+        return any(test(os.path.join(d, e)) for d, test in sets if os.path.isdir(d) for e in os.listdir(d))
+    claim_dir(_out(cfg), "pipeline", "pipeline output folder", owned=made_here)
+
+
 def run_pipeline(cfg: argparse.Namespace) -> dict[str, Any]:
-    """Run every step not done yet, in plan order; returns the report."""
+    """Run every step not done yet, in plan order; returns the report. A step that changed since
+    it ran stops the job before anything runs (one line: step, key, old -> new), unless
+    ``recompute``."""
+    resolve_dataset(cfg)
     if cfg.teacher and not os.path.isfile(cfg.teacher):
-        from .utils.errors import InputValueError
         raise InputValueError(f"teacher {cfg.teacher} not found: download it (bash download.sh --what teachers) or "
-                         f"leave teacher unset to train one (squeeze)")
+                              f"leave teacher unset to train one (squeeze)")
+    memo = records.new_memo(cfg)
+    checked = [(step.name, records.status(cfg, step.name, memo)) for step in memo["plan"]]
     if cfg.dry_run:
-        for step in plan(cfg):
-            print(f"{'done' if step.name != 'report' and step_done(cfg, step.name) else 'todo'} {step.name}")
+        for name, st in checked:
+            print(st.line(name))
         return {}
-    for step in plan(cfg):
-        if step.name != "report" and step_done(cfg, step.name):
+    changed = [(name, st) for name, st in checked if st.state == "changed"]
+    if changed and not cfg.recompute:
+        raise records.stale_error(*changed[0], more=len(changed) - 1)
+    claim_run_dir(cfg)
+    memo = records.new_memo(cfg)  # checked again step by step, as the steps before each one run
+    for step in memo["plan"]:
+        st = records.status(cfg, step.name, memo)
+        if st.state in records.CURRENT:
             print(f"[skip] {step.name}: already complete", flush=True)
             continue
-        print(f"[run ] {step.name}", flush=True)
+        print(f"[{'redo' if st.state == 'changed' else 'run '}] {step.name}"
+              + (f": {st.detail}" if st.state == "changed" else ""), flush=True)
         t0 = time.time()
-        run_step(cfg, step.name)
+        run_step(cfg, step.name, memo=memo)
         print(f"[done] {step.name} in {time.time() - t0:.1f}s", flush=True)
     with open(os.path.join(_out(cfg), "results.json")) as f:
         return json.load(f)
 
 
-def run_diversity(cfg) -> dict:
-    """Within-class diversity of every image set of the job (lpld.analysis.diversity)."""
-    from .analysis.diversity import SCHEMA, run_diversity as measure
+def diversity_stage(cfg) -> argparse.Namespace:
+    from .analysis.diversity import SCHEMA
     stats = _squeeze_stage(cfg, "class_stats")[1] if cfg.teacher is None else None
     model = {k: getattr(stats, k) for k in ("model", "tiny_stem", "image_size")} if stats else {}
     sets = [f"{m}_ipc{i}={image_dir(cfg, m, i)}" for m, i in dict.fromkeys((r.method, r.ipc) for r in rows(cfg))]
-    ns = _stage(SCHEMA, AUTHORS_SECTIONS, [], {
+    return _stage(SCHEMA, AUTHORS_SECTIONS, [], {
         **model, "dataset": cfg.dataset, "weights": teacher_path(cfg), "syn": sets, "real": data_path(cfg),
         "device": cfg.device, "progress": cfg.progress, "workers": cfg.workers or 0,
         "output_dir": os.path.join(_out(cfg), "diversity")})
-    return measure(ns)
+
+
+def run_diversity(cfg) -> dict:
+    """Within-class diversity of every image set of the job (lpld.analysis.diversity)."""
+    from .analysis.diversity import run_diversity as measure
+    return measure(diversity_stage(cfg))
 
 
 def write_report(cfg) -> dict:
-    from .report import collect_and_write
+    """The report of this plan's students only: a student folder left from a seed or row no longer
+    in the plan is named, never averaged in."""
+    from .report import collect_and_write, find_runs
+    planned = [student_dir(cfg, row, int(seed)) for row in rows(cfg) for seed in cfg.seeds]
+    students = os.path.join(_out(cfg), "students")
+    stray = sorted(set(find_runs([students])) - set(planned)) if os.path.isdir(students) else []
+    if stray:
+        print(f"report: {len(stray)} student folder(s) not in this plan, left out: {', '.join(stray)}", flush=True)
     div = os.path.join(_out(cfg), "diversity", "diversity_summary.json")
-    return collect_and_write([os.path.join(_out(cfg), "students")], _out(cfg),
+    return collect_and_write([students], _out(cfg), runs=planned,
                              diversity=div if os.path.isfile(div) else None, title=cfg.table or None)
 
 

@@ -12,8 +12,17 @@ run without one, from ``final.json`` and the folder name. Keys a ``final.json`` 
 before they existed) are left empty and derived where possible (``label_bytes_store`` stands in for
 ``label_bytes_actual``).
 
+Students of one row must have trained alike: the settings each records (the pipeline's ``row.json``
+holds its resolved validate settings; an older run: what ``final.json`` says) are compared, seed and
+output folder aside, and a difference stops the report with one line naming the row, the key and
+both values -- a mean over two settings is no result.
+
 Writes ``results.md``, ``results.csv``, ``results.json`` and ``results.png`` (top-1 vs actual label
-bytes, error bars = std over seeds) into ``--output-dir``.
+bytes, error bars = std over seeds) into ``--output-dir``, as one unit: all four are written into a
+temporary folder, a pending-list names it, and they are renamed into place with ``results.json``
+last; a run killed half-way is completed (or its temporaries removed) by the next one, so a
+``results.json`` is never newer than the files beside it. The output folder must be new, empty, or
+ours (:mod:`lpld.utils.owner`).
 """
 from __future__ import annotations
 
@@ -23,12 +32,16 @@ import io
 import json
 import math
 import os
+import shutil
 import statistics
 import sys
 from typing import Any, Iterable, Sequence
 
 from .config import compression_nominal
-from .utils.io import atomic_json_dump, atomic_write_text
+from .utils.errors import InputValueError
+from .utils.io import atomic_json_dump, atomic_write_text, remove_stale_temporaries
+from .utils.lock import lock_output
+from .utils.owner import LEGACY, claim_dir
 
 GROUP_KEYS = ("table", "dataset", "method", "ipc", "label_topk", "student", "prune_ratio", "prune_metric",
               "granularity", "label_mode")
@@ -36,6 +49,11 @@ COLUMNS = ("table", "dataset", "method", "ipc", "label_topk", "student", "prune_
            "granularity", "label_mode", "n", "seeds", "top1_mean", "top1_std", "top5_mean", "top5_std",
            "compression_nominal", "compression_actual", "label_bytes_actual", "label_bytes_full",
            "pool_batches", "batches_per_epoch", "small_pool", "diversity_cosine", "diversity_mmd2_rbf")
+# final.json keys that describe how a student trained (older runs record no more than these)
+FINAL_SETTINGS = ("epochs", "temp_scheduler", "prune_mode")
+NOT_SETTINGS = ("seed", "output_dir")  # what may differ between the students of one row
+RESULTS = ("results.md", "results.csv", "results.png", "results.json")  # renamed in this order
+PENDING = ".lpld.results.pending.json"
 
 
 def find_runs(roots: Iterable[str]) -> list[str]:
@@ -89,7 +107,29 @@ def read_run(folder: str) -> dict[str, Any]:
         small = int(rec["pool_batches"]) < int(rec["batches_per_epoch"])
     rec["small_pool"] = small
     rec["folder"] = folder
+    rec["settings"] = info.get("settings")
+    rec["final_settings"] = {k: final[k] for k in FINAL_SETTINGS if k in final}
     return rec
+
+
+def _describe(row: dict[str, Any]) -> str:
+    return " ".join(f"{k}={row[k]}" for k in ("method", "ipc", "label_topk", "prune_ratio", "student", "prune_metric",
+                                               "granularity") if row.get(k) not in (None, ""))
+
+
+def check_same_settings(key: tuple, members: list[dict[str, Any]]) -> None:
+    """The students of one row trained alike (seed and output folder aside), or one line naming
+    the row, the key and both values."""
+    first = members[0]
+    for other in members[1:]:
+        for field in ("settings", "final_settings"):
+            a, b = first.get(field) or {}, other.get(field) or {}
+            for k in sorted(set(a) & set(b) - set(NOT_SETTINGS)):
+                if a[k] != b[k]:
+                    raise InputValueError(
+                        f"report: the students of row {_describe(dict(zip(GROUP_KEYS, key)))} differ in {k}: "
+                        f"{a[k]!r} ({first['folder']}) vs {b[k]!r} ({other['folder']}); averaging them would mix "
+                        f"two settings: rerun them alike (lpld pipeline --recompute) or report them apart")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -105,6 +145,7 @@ def aggregate(runs: list[dict[str, Any]], diversity: dict | None = None) -> list
         groups.setdefault(tuple(r[k] for k in GROUP_KEYS), []).append(r)
     out = []
     for key, members in groups.items():
+        check_same_settings(key, members)
         row = dict(zip(GROUP_KEYS, key))
         row["n"] = len(members)
         row["seeds"] = " ".join(str(m["seed"]) for m in members)
@@ -186,23 +227,59 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def collect_and_write(roots: Sequence[str], output_dir: str, *, diversity: str | None = None,
-                      title: str | None = None, plot: bool = True) -> list[dict[str, Any]]:
-    runs = [read_run(f) for f in find_runs(roots)]
-    if not runs:
+def _finish_pending(output_dir: str) -> None:
+    """Complete the swap a killed report started: its pending-list is written only once every new
+    file is complete, so the set it names is moved in as a whole."""
+    pending = os.path.join(output_dir, PENDING)
+    if not os.path.isfile(pending):
+        return
+    with open(pending) as f:
+        staging = os.path.join(output_dir, json.load(f)["staging"])
+    for name in RESULTS:
+        if os.path.isfile(os.path.join(staging, name)):
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    os.remove(pending)
+
+
+def write_results(output_dir: str, rows: list[dict[str, Any]], md: str, title: str | None, plot: bool) -> None:
+    """``results.*`` as one unit (see the module docstring)."""
+    import tempfile
+    with lock_output(output_dir, "report", key="report"):
+        _finish_pending(output_dir)
+        remove_stale_temporaries(output_dir, ("results",) + RESULTS)  # a killed run's temporaries
+        staging = tempfile.mkdtemp(prefix=".results.", suffix=".tmp", dir=output_dir)
+        try:
+            atomic_write_text(os.path.join(staging, "results.csv"), csv_text(rows))
+            atomic_write_text(os.path.join(staging, "results.md"), md)
+            if plot:
+                from .analysis.plot import plot_top1_vs_bytes
+                plot_top1_vs_bytes(rows, os.path.join(staging, "results.png"), title=title)
+            atomic_json_dump(rows, os.path.join(staging, "results.json"))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        atomic_json_dump({"staging": os.path.basename(staging)}, os.path.join(output_dir, PENDING))
+        if not plot and os.path.isfile(os.path.join(output_dir, "results.png")):
+            os.remove(os.path.join(output_dir, "results.png"))  # an older plot is not of this table
+        _finish_pending(output_dir)
+        os.rmdir(staging)
+
+
+def collect_and_write(roots: Sequence[str], output_dir: str, *, runs: Sequence[str] | None = None,
+                      diversity: str | None = None, title: str | None = None, plot: bool = True) -> list[dict[str, Any]]:
+    """The report of every student under ``roots``, or of the student folders ``runs`` only."""
+    students = [read_run(f) for f in (find_runs(roots) if runs is None else runs)]
+    if not students:
         raise FileNotFoundError(f"no finished student (final.json) under {', '.join(roots)}")
     summary = _load(diversity) if diversity else None
-    rows = aggregate(runs, summary)
-    os.makedirs(output_dir, exist_ok=True)
-    atomic_json_dump(rows, os.path.join(output_dir, "results.json"))
-    atomic_write_text(os.path.join(output_dir, "results.csv"), csv_text(rows))
+    rows = aggregate(students, summary)
+    reported = {os.path.abspath(r) for r in roots}  # e.g. the default: the first run folder, ours
+    claim_dir(output_dir, "report", "report folder", accept=tuple(LEGACY),
+              owned=lambda path: os.path.abspath(path) in reported and bool(find_runs([path])))
     md = markdown(rows, title)
-    atomic_write_text(os.path.join(output_dir, "results.md"), md)
-    if plot:
-        from .analysis.plot import plot_top1_vs_bytes
-        plot_top1_vs_bytes(rows, os.path.join(output_dir, "results.png"), title=title)
+    write_results(output_dir, rows, md, title, plot)
     print(md)
-    print(f"results: {os.path.join(output_dir, 'results.md')} (.csv, .json, .png); {len(runs)} students")
+    print(f"results: {os.path.join(output_dir, 'results.md')} (.csv, .json, .png); {len(students)} students")
     return rows
 
 

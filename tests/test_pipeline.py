@@ -27,7 +27,7 @@ def _argv(tmp_path, out):
                                               "validate:\n  basic: {val_interval: 4, model: timm/test_resnet}\n")
     return ["--output-dir", str(out), "--device", "cpu", "--ipc", "2", "--no-progress",
             "--demo-data", "num_classes=3", "image_size=16", "train_per_class=12", "val_per_class=6", "seed=3",
-            "--data-path", str(tmp_path / "data"), "--squeeze-dir", str(tmp_path / "squeeze"),
+            "--dataset", "demo", "--data-path", str(tmp_path / "data"), "--squeeze-dir", str(tmp_path / "squeeze"),
             "--methods", "lpld", "random_real", "--prune-ratios", "0.5", "--seeds", "0", "1",
             "--squeeze-configs", "squeeze/configs/demo.yaml", squeeze,
             "--teacher-train-configs", "squeeze/configs/demo_train.yaml", teacher,

@@ -331,7 +331,7 @@ def test_resume_skips_finished_classes_and_cleans_temporaries(teacher_path, tmp_
     run_recovery(make_cfg(teacher_path, str(tmp_path), class_end=4))
     assert os.stat(first).st_mtime_ns == stamp
     assert not os.path.exists(stale)
-    assert sorted(os.listdir(root)) == ["new000", "new001", "new002", "new003", "recover.json",
+    assert sorted(os.listdir(root)) == [".lpld.json", "new000", "new001", "new002", "new003", "recover.json",
                                         "recover_log_00000-00002.csv", "recover_log_00000-00002.jsonl",
                                         "recover_log_00000-00004.csv", "recover_log_00000-00004.jsonl"]
     second = [json.loads(line)["class"] for line in open(os.path.join(root, "recover_log_00000-00004.jsonl"))]

@@ -61,3 +61,76 @@ def test_older_final_json_without_new_keys(tmp_path):
 def test_no_runs_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished student"):
         collect_and_write([str(tmp_path)], str(tmp_path), plot=False)
+
+
+# ---- students trained differently; the results as one unit ---------------------------------------------
+def _trained(root, name, seed, temperature, top1):
+    """A student as the pipeline leaves it: final.json and row.json with its resolved settings."""
+    folder = root / name / f"seed{seed}"
+    folder.mkdir(parents=True)
+    (folder / "final.json").write_text(json.dumps({"top1": top1, "top5": top1, "model": "resnet18",
+                                                   "prune_ratio": 0.5, "epochs": 2, "label_bytes_actual": 1000}))
+    row = {"table": "t", "dataset": "demo", "method": "lpld", "ipc": 2, "label_topk": 0, "prune_ratio": 0.5,
+           "student": "resnet18", "prune_metric": "random", "granularity": "batch", "label_mode": "less",
+           "seed": seed, "settings": {"temperature": temperature, "seed": seed, "learning_rate": 0.1}}
+    (folder / "row.json").write_text(json.dumps(row))
+
+
+def test_report_refuses_to_average_students_trained_differently(tmp_path, capsys):
+    _trained(tmp_path / "runs", "lpld", 0, 4.0, 10.0)
+    _trained(tmp_path / "runs", "lpld", 1, 2.0, 30.0)
+    with pytest.raises(ValueError) as err:
+        collect_and_write([str(tmp_path / "runs")], str(tmp_path / "out"), plot=False)
+    message = str(err.value)
+    assert "temperature: 4.0" in message and "2.0" in message and "method=lpld" in message and "\n" not in message
+    assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_report_is_written_as_one_unit(tmp_path, monkeypatch):
+    import lpld.analysis.plot as plot
+    runs, out = tmp_path / "runs", tmp_path / "runs"
+    _trained(runs, "lpld", 0, 4.0, 10.0)
+    collect_and_write([str(runs)], str(out))
+    first = {n: (out / n).read_bytes() for n in ("results.json", "results.md", "results.csv", "results.png")}
+
+    _trained(runs, "lpld", 1, 4.0, 30.0)
+    real = plot.plot_top1_vs_bytes
+
+    def killed(rows, output, title=None):  # killed while drawing: after the table files were written
+        open(output + ".partial", "w").close()
+        raise KeyboardInterrupt
+    monkeypatch.setattr(plot, "plot_top1_vs_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        collect_and_write([str(runs)], str(out))
+    assert {n: (out / n).read_bytes() for n in first} == first  # all old: nothing half-new
+
+    (out / ".results.png.k1ll3d00.tmp").write_bytes(b"left by an older lpld killed while plotting")
+    monkeypatch.setattr(plot, "plot_top1_vs_bytes", real)
+    rows = collect_and_write([str(runs)], str(out))
+    assert rows[0]["n"] == 2 and json.loads((out / "results.json").read_text())[0]["n"] == 2
+    assert "| 2 |" in (out / "results.md").read_text() and (out / "results.png").read_bytes() != first["results.png"]
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp") or "pending" in n]  # no temporary survives
+
+
+def test_a_report_killed_while_renaming_is_completed_by_the_next_one(tmp_path, monkeypatch):
+    import lpld.report as report
+    runs = tmp_path / "runs"
+    _trained(runs, "lpld", 0, 4.0, 10.0)
+    report.collect_and_write([str(runs)], str(runs), plot=False)
+    _trained(runs, "lpld", 1, 4.0, 30.0)
+    calls = []
+    real = os.replace
+
+    def dies_after_one(src, dst):  # killed after the first file of the new set is in place
+        if os.path.dirname(dst) == str(runs) and os.path.basename(dst) in report.RESULTS:
+            calls.append(dst)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+        return real(src, dst)
+    monkeypatch.setattr(report.os, "replace", dies_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        report.collect_and_write([str(runs)], str(runs), plot=False)
+    monkeypatch.setattr(report.os, "replace", real)
+    assert json.loads((runs / "results.json").read_text())[0]["n"] == 1  # results.json is renamed last
+    report._finish_pending(str(runs))  # what the next report does first
+    assert json.loads((runs / "results.json").read_text())[0]["n"] == 2 and "| 2 |" in (runs / "results.md").read_text()

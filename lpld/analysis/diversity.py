@@ -463,7 +463,7 @@ def run_diversity(cfg) -> dict:
     if not sources and not cfg.real:
         raise InputValueError("give at least one synthetic set (--syn NAME=PATH [NAME=PATH ...]) or --real "
                          "(real features only, e.g. to cache them with --save-features)")
-    ensure_writable_dir(cfg.output_dir)
+    ensure_writable_dir(cfg.output_dir, "diversity output directory", owner="diversity")
     num_classes = cfg.num_classes
     teacher: dict[str, _Teacher] = {}
 

@@ -17,6 +17,7 @@ from PIL import Image
 from ..config import Option
 from ..utils.io import atomic_dir
 
+DEMO_SPEC = "demo.json"
 DEMO_DEFAULTS = dict(num_classes=10, image_size=32, train_per_class=100, val_per_class=40, seed=0)
 # What each setting may be (lpld make-demo's flags, the pipeline's demo_data): every count at least 1,
 # a seed numpy accepts (>= 0).
@@ -44,20 +45,39 @@ def render_demo_image(rng: np.random.Generator, k: int, num_classes: int, size: 
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
+def is_demo_dataset(root: str) -> bool:
+    """``root`` holds a demo dataset of ours (its ``demo.json``, written last)."""
+    return os.path.isfile(os.path.join(root, DEMO_SPEC))
+
+
+def demo_spec(num_classes: int = 10, image_size: int = 32, train_per_class: int = 100, val_per_class: int = 40,
+              seed: int = 0) -> dict:
+    """The content of ``demo.json``: every setting that decides the images."""
+    return dict(num_classes=num_classes, image_size=image_size, train_per_class=train_per_class,
+                val_per_class=val_per_class, seed=seed, version=1)
+
+
+def read_demo_spec(root: str) -> dict | None:
+    try:
+        with open(os.path.join(root, DEMO_SPEC)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
 def make_demo_dataset(root: str, num_classes: int = 10, image_size: int = 32, train_per_class: int = 100,
                       val_per_class: int = 40, seed: int = 0) -> str:
     """Write the demo dataset under ``root`` (train/ and val/) unless the same one is there already.
-    Written to a temporary folder and renamed, so an interrupted run leaves nothing half-written."""
-    spec = dict(num_classes=num_classes, image_size=image_size, train_per_class=train_per_class,
-                val_per_class=val_per_class, seed=seed, version=1)
-    marker = os.path.join(root, "demo.json")
-    if os.path.isfile(marker):
-        with open(marker) as f:
-            if json.load(f) == spec:
-                return root
-        raise FileExistsError(f"{root} holds a demo dataset made with other settings ({marker}); "
+    Written to a temporary folder and renamed (into an existing empty folder: moved in, ``demo.json``
+    last), so an interrupted run leaves nothing that looks complete. A folder that holds anything
+    but a demo dataset of ours is refused, never replaced: it may be someone's real dataset."""
+    spec = demo_spec(num_classes, image_size, train_per_class, val_per_class, seed)
+    if is_demo_dataset(root):
+        if read_demo_spec(root) == spec:
+            return root
+        raise FileExistsError(f"{root} holds a demo dataset made with other settings ({os.path.join(root, DEMO_SPEC)}); "
                               f"remove it or choose another --data-path")
-    with atomic_dir(root) as tmp:
+    with atomic_dir(root, owned=is_demo_dataset, last=(DEMO_SPEC,), what="demo dataset") as tmp:
         for split, per_class, offset in (("train", train_per_class, 0), ("val", val_per_class, 1)):
             for k in range(num_classes):
                 folder = os.path.join(tmp, split, f"class{k:02d}")
@@ -66,6 +86,6 @@ def make_demo_dataset(root: str, num_classes: int = 10, image_size: int = 32, tr
                 for i in range(per_class):
                     Image.fromarray(render_demo_image(rng, k, num_classes, image_size)).save(
                         os.path.join(folder, f"{i:05d}.png"))
-        with open(os.path.join(tmp, "demo.json"), "w") as f:
+        with open(os.path.join(tmp, DEMO_SPEC), "w") as f:
             json.dump(spec, f)
     return root

@@ -24,7 +24,6 @@ import io
 import json
 import os
 import re
-import shutil
 import tempfile
 from typing import Any, Iterable
 
@@ -37,9 +36,10 @@ from ..utils.fingerprint import file_sha256
 from ..utils.io import (atomic_json_dump, atomic_path, atomic_write_text, on_disk, remove_stale_temporaries,
                         require_free_space)
 from ..utils.lock import lock_output
+from ..utils.owner import ForeignFolderError, clear_dir, entries
 from ..utils.safe_load import safe_torch_load
 from .common import (FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, plan_diffs,
-                     StoreMismatchError, check_bound_inputs, check_manifest_counts, warn_once)
+                     StoreMismatchError, check_bound_inputs, check_manifest_counts, is_our_label_store, warn_once)
 
 SAMPLER_JSON = "sampler_indices_epoch.json"
 META = "lpld_manifest.json"
@@ -524,13 +524,13 @@ class AuthorsStoreWriter(OrderedBatchWriter):
         self.manifest.pop("num_batches", None)
         self.per_epoch = int(manifest["batches_per_epoch"])
         meta_path = os.path.join(path, META)
-        if os.path.isdir(path) and os.listdir(path):
-            is_labels = is_authors_store(path) or os.path.isfile(meta_path) or \
-                os.path.isfile(os.path.join(path, "manifest.json"))
-            if not is_labels:  # never delete a folder we did not write, even with overwrite
-                raise FileExistsError(f"{path} exists and holds no soft labels; choose an empty output directory")
-            if overwrite:
-                shutil.rmtree(path)
+        if entries(path):
+            if not is_our_label_store(path):  # never write into nor delete a folder we did not write
+                raise ForeignFolderError(f"{path} is not empty and holds no soft labels written by lpld (no {META} "
+                                         f"or manifest.json of format {FORMAT_NAME}); it is never replaced, even "
+                                         f"with --overwrite: choose a new or empty output directory")
+            if overwrite:  # the folder stays (its owner, group and mode); only its content goes
+                clear_dir(path, is_our_label_store, "label store")
             elif os.path.isfile(meta_path):
                 with open(meta_path) as f:
                     old = json.load(f)

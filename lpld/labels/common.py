@@ -9,6 +9,7 @@ and the authors' releases, carry none: they load with one warning.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from typing import Any, Sequence
@@ -71,6 +72,26 @@ def plan_value(manifest: dict, key: str):
 def plan_diffs(old: dict, new: dict, keys: Sequence[str] = PLAN_KEYS) -> dict[str, tuple]:
     """Plan keys on which two manifests disagree: key -> (old value, new value)."""
     return {k: (plan_value(old, k), plan_value(new, k)) for k in keys if plan_value(old, k) != plan_value(new, k)}
+
+
+def is_our_label_store(path: str) -> bool:
+    """``path`` holds soft labels that lpld wrote: our manifest (``manifest.json``, or
+    ``lpld_manifest.json`` beside the authors' / LPQLD layout) of format ``lpld-soft-labels``, or
+    the fill marker of a store being created. Only such a folder may be replaced (``--overwrite``,
+    the pipeline's ``--recompute``): the authors' downloaded labels, or a folder that merely holds
+    a file called ``manifest.json``, are someone else's."""
+    from ..utils.owner import FILLING
+    if os.path.isfile(os.path.join(path, FILLING)):
+        return True
+    for name in ("manifest.json", "lpld_manifest.json"):
+        try:
+            with open(os.path.join(path, name)) as f:
+                fmt = json.load(f).get("format")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(fmt, str) and fmt.split("/")[0] == FORMAT_NAME:
+            return True
+    return False
 
 
 class StoreMismatchError(LpldInputError, ValueError):

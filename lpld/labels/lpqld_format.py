@@ -31,8 +31,10 @@ import torch
 
 from ..augment import BatchRecord
 from ..utils.io import atomic_json_dump, atomic_write_text
+from ..utils.owner import ForeignFolderError, entries
 from .authors import load_batch_file, read_side_manifest, record_from_entries, save_batch_file
-from .common import FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, StoreMismatchError, plan_diffs
+from .common import (FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, StoreMismatchError,
+                     is_our_label_store, plan_diffs)
 from .topk import check_topk, check_topk_pair, index_dtype
 
 SAMPLER_JSON = "sampler_indices_batch.json"
@@ -244,9 +246,13 @@ class LPQLDStoreWriter(OrderedBatchWriter):
                              f"cannot be written; use our format")
         meta_path = os.path.join(path, META)
         self._orders: dict[int, list[int]] = {}
-        if os.path.isdir(path) and os.listdir(path):
+        if entries(path):
+            if not is_our_label_store(path):  # never write into nor replace a folder we did not write
+                raise ForeignFolderError(f"{path} is not empty and holds no soft labels written by lpld (no {META} of "
+                                         f"format {FORMAT_NAME}); it is never replaced, even with --overwrite: "
+                                         f"choose a new or empty output directory")
             if not os.path.isfile(meta_path):
-                raise FileExistsError(f"{path} exists and holds no lpld labels; choose an empty output directory")
+                raise FileExistsError(f"{path} holds lpld labels in another layout; choose another output directory")
             if overwrite:
                 for f in os.listdir(path):
                     if _BATCH.match(f) or f in (SAMPLER_JSON, META):

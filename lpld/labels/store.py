@@ -45,8 +45,10 @@ from ..utils.errors import DiskSpaceError
 from ..utils.io import (atomic_dir, atomic_json_dump, free_bytes, human_bytes, is_disk_full, on_disk,
                         remove_stale_temporaries, require_free_space, reserve_file)
 from ..utils.lock import lock_output
+from ..utils.owner import FILLING, ForeignFolderError, entries
 from .common import (BINDING_KEYS, FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError,
-                     StoreMismatchError, check_bound_inputs, plan_batches, plan_diffs, plan_value, warn_once)
+                     StoreMismatchError, check_bound_inputs, is_our_label_store, plan_batches, plan_diffs,
+                     plan_value, warn_once)
 from .common import AUGMENTATION_MODES, LABEL_CODECS, InputValueError, check_manifest_counts
 from .regen import DIGEST_BYTES, DIGEST_SCHEME, REGEN_KEYS, AugmentationRegenerator, augmentation_digest
 from .topk import Uint8Values, check_topk, decode_uint8, encode_uint8, index_dtype, select_topk
@@ -165,12 +167,6 @@ def full_store_bytes(manifest: dict[str, Any], num_images: int | None = None) ->
     manifest_bytes = len(json.dumps({**full, "format": FORMAT_NAME}, indent=2).encode())
     progress_bytes = len(json.dumps({"committed": planned}).encode())
     return arrays + manifest_bytes + progress_bytes
-
-
-def _is_label_folder(path: str) -> bool:
-    """A store of ours or the authors' layout (the only folders ``overwrite`` may replace)."""
-    return (os.path.isfile(os.path.join(path, MANIFEST)) or os.path.isdir(os.path.join(path, "epoch_0"))
-            or os.path.isfile(os.path.join(path, "lpld_manifest.json")))
 
 
 def _read_json(path: str) -> dict:
@@ -483,6 +479,11 @@ class LabelStoreWriter(OrderedBatchWriter):
         self.manifest.pop("num_batches", None)
         self.commit_every = max(1, int(commit_every))
         existing = os.path.join(path, MANIFEST)
+        if entries(path) and not is_our_label_store(path):
+            # never write into, nor replace, a folder we did not write, even with overwrite
+            raise ForeignFolderError(f"{path} is not empty and holds no soft-label store written by lpld (no "
+                                     f"{MANIFEST} of format {FORMAT_NAME}); it is never replaced, even with "
+                                     f"--overwrite: choose a new or empty output directory")
         if os.path.isfile(existing) and not overwrite:
             old = _read_json(existing)
             diffs = plan_diffs(old, self.manifest)
@@ -504,9 +505,9 @@ class LabelStoreWriter(OrderedBatchWriter):
             self.manifest = {k: v for k, v in old.items() if k != "num_batches"}
             for key in BINDING_KEYS + ("classes",):
                 self.manifest.setdefault(key, None)
-        elif os.path.isdir(path) and os.listdir(path) and not _is_label_folder(path):
-            # never delete a folder we did not write, even with overwrite
-            raise FileExistsError(f"{path} exists and is not a soft-label store; choose an empty output directory")
+        elif entries(path) and not overwrite and not os.path.isfile(os.path.join(path, FILLING)):
+            raise FileExistsError(f"{path} already holds soft labels in another layout; pass --overwrite to "
+                                  f"replace them, or choose another output directory")
         else:
             self._create()
         self.specs = array_specs(self.manifest)
@@ -542,7 +543,9 @@ class LabelStoreWriter(OrderedBatchWriter):
                                             f"another output directory.") from err
 
     def _create_files(self, specs) -> None:
-        with atomic_dir(self.path) as tmp:
+        # progress and manifest last: a reader (and a resumed writer) sees a store only once its
+        # arrays are all there; an existing (empty or our) folder is kept with its owner and mode
+        with atomic_dir(self.path, owned=is_our_label_store, last=(PROGRESS, MANIFEST), what="label store") as tmp:
             for name, (shape, dtype) in specs.items():
                 file = os.path.join(tmp, name + ".npy")
                 arr = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)

@@ -172,7 +172,11 @@ def merge_shards(stage_cfg: argparse.Namespace, count: int | None = None) -> str
                 writer.write(record)
     finally:
         writer.close()
-    shutil.rmtree(shards_dir(out))
+    for _, store in stores:  # each one checked above to be a shard store of ours
+        shutil.rmtree(store.path)
+    from ..utils.owner import entries
+    if not entries(shards_dir(out)):  # only lpld's lock files are left; anything else stays
+        shutil.rmtree(shards_dir(out))
     print(f"[relabel] merged {count} shards into {out}")
     return out
 

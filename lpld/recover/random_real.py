@@ -162,7 +162,7 @@ def run_random_real(cfg: argparse.Namespace) -> str:
     per_class = images_by_class(real.samples, len(real.classes))
     classes = class_range(cfg, len(real.classes))
     root = os.path.join(cfg.output_dir, cfg.exp_name)
-    ensure_writable_dir(root, "random-real output directory")
+    ensure_writable_dir(root, "random-real output directory", owner="images")
     data_root = os.path.abspath(cfg.data_path)
     chosen = [draw_images(paths, cfg.ipc, cfg.seed, c) for c, paths in enumerate(per_class)]
     defining = {"method": "random_real", "dataset": dataset, "data_path": data_root, "ipc": cfg.ipc,

@@ -293,7 +293,7 @@ def run_rded(cfg: argparse.Namespace) -> str:
                               f"{len(real.classes)}; use the teacher of this dataset")
     classes = class_range(cfg, num_classes)
     root = os.path.join(cfg.output_dir, cfg.exp_name)
-    ensure_writable_dir(root, "RDED output directory")
+    ensure_writable_dir(root, "RDED output directory", owner="images")
     mean, std = normalization("imagenet" if cfg.normalization == "imagenet" else dataset)
     defining = {k: getattr(cfg, k) for k in DEFINING_KEYS}
     defining.update(method="rded", dataset=dataset, num_classes=num_classes, data_path=os.path.abspath(cfg.data_path),

@@ -194,7 +194,7 @@ def locked_classes(root: str, classes):
 def run_recovery(cfg: argparse.Namespace) -> str:
     """Synthesise classes [class_start, class_end) into ``<output_dir>/<exp_name>``; returns that folder."""
     root = os.path.join(cfg.output_dir, cfg.exp_name)
-    ensure_writable_dir(root, "recovery output directory")
+    ensure_writable_dir(root, "recovery output directory", owner="images")
     device = resolve_device(cfg.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every step has the same shapes

@@ -179,7 +179,11 @@ def build_manifest(cfg: argparse.Namespace, dataset: ImageFolder, num_classes: i
 
 
 def existing_manifest(path: str) -> dict | None:
-    """The manifest of a store already at ``path`` (either format), or None."""
+    """The manifest of a store of ours already at ``path`` (either format), or None (a folder that
+    merely holds a file of that name is someone else's: the writer refuses it)."""
+    from ..labels.common import is_our_label_store
+    if not is_our_label_store(path):
+        return None
     for name in (OURS_MANIFEST, AUTHORS_META):
         file = os.path.join(path, name)
         if os.path.isfile(file):

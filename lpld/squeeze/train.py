@@ -78,7 +78,7 @@ def run_teacher_training(cfg: argparse.Namespace) -> dict:
     cfg.amp = on_for_cuda(cfg.amp, device)
     cfg.channels_last = on_for_cuda(cfg.channels_last, device)
     seed_everything(cfg.seed)
-    ensure_writable_dir(cfg.output_dir)
+    ensure_writable_dir(cfg.output_dir, "teacher output directory", owner="squeeze")
     root = require_data_path(cfg)
     train_set = build_dataset(cfg.dataset, root, "train", train_transform(cfg.image_size, cfg.dataset))
     val_set = build_dataset(cfg.dataset, root, "val", val_transform(cfg.image_size, cfg.dataset))

@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -48,17 +48,54 @@ def atomic_path(path: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str) -> Iterator[str]:
-    """Yield a temporary directory; on success it is renamed to ``path`` (replacing an old one)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
+def atomic_dir(path: str, *, owned: Callable[[str], bool] | None = None, last: Sequence[str] = (),
+               what: str = "folder being written") -> Iterator[str]:
+    """Yield a temporary directory to fill; on success its content becomes ``path``.
+
+    ``path`` absent: the temporary is a sibling, renamed to ``path`` (atomic). ``path`` an existing
+    folder: the folder itself is kept -- a rename would replace it with one of our owner, group and
+    mode, so a shared group folder (e.g. mode 2775) would stop being shared -- so the temporary is
+    a hidden folder inside it (what is made there inherits a set-group-id folder's group), and its
+    content is then swapped in: the fill marker (:data:`lpld.utils.owner.FILLING`) first, the old
+    entries removed, the new ones moved in (``last``, e.g. the manifest readers look for, at the
+    end), the marker removed. A swap killed half-way leaves the marker: the folder is recognised as
+    ours and redone.
+
+    Only an empty folder or one of ours (``owned(path)``, or a fill marker) is filled; any other
+    raises :class:`~lpld.utils.owner.ForeignFolderError` before anything is written, and nothing
+    in it is touched."""
+    from .owner import FILLING, clear_dir, entries, foreign_error
+
+    def check() -> None:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise foreign_error(path, what, "it is a file: choose a folder")
+        if entries(path) and not (os.path.isfile(os.path.join(path, FILLING)) or (owned and owned(path))):
+            raise foreign_error(path, what)
+
+    check()  # before any work: a foreign folder fails at once
+    in_place = os.path.isdir(path)
+    if in_place:
+        tmp = tempfile.mkdtemp(prefix=".lpld.fill.", suffix=".tmp", dir=path)
+    else:
+        parent = os.path.dirname(os.path.abspath(path))
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=parent)
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        if os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        check()
+        if not in_place:
+            os.chmod(tmp, 0o777 & ~_umask())
+            os.replace(tmp, path)
+            return
+        with open(os.path.join(path, FILLING), "w"):
+            pass
+        stage = os.path.basename(tmp)
+        clear_dir(path, lambda _: True, what, keep=(FILLING, stage))  # checked above: empty or ours
+        names = sorted(os.listdir(tmp), key=lambda n: (n in last, last.index(n) if n in last else 0, n))
+        for name in names:
+            os.replace(os.path.join(tmp, name), os.path.join(path, name))
+        os.rmdir(tmp)
+        os.remove(os.path.join(path, FILLING))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -85,8 +122,14 @@ def atomic_json_dump(obj: Any, path: str) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def ensure_writable_dir(path: str, what: str = "output directory") -> str:
-    """Create ``path`` if needed and check it is writable, with an error that names it."""
+def ensure_writable_dir(path: str, what: str = "output directory", owner: str | None = None) -> str:
+    """Create ``path`` if needed and check it is writable, with an error that names it.
+
+    ``owner``: the kind of output folder (``validate``, ``images`` ...): the folder is then claimed
+    (:func:`lpld.utils.owner.claim_dir`), so a non-empty folder that lpld did not make is refused."""
+    if owner is not None:
+        from .owner import claim_dir
+        return claim_dir(path, owner, what)
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as err:

@@ -349,7 +349,7 @@ def run_validate(cfg: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
 
 def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     dataset = canonical_dataset(cfg.dataset)
-    ensure_writable_dir(cfg.output_dir, "output directory")
+    ensure_writable_dir(cfg.output_dir, "student output directory", owner="validate")
     checked = preflight.validate(cfg, dataset)  # lock, labels bound to these images, class lists
     images = ImageFolder(cfg.train_dir)
     store, num_classes, size = open_store_checked(cfg, dataset, len(images))
