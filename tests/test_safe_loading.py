@@ -23,6 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARCH = "timm/test_resnet"
 REFUSED = "which lpld does not load"
+# the settings of conftest's demo_root, so the pipeline's data step finds the very dataset it would make
+DEMO_ROOT_SPEC = ["--demo-data", "num_classes=4", "image_size=16", "train_per_class=12", "val_per_class=6", "seed=0"]
 
 
 class Payload:
@@ -145,7 +147,7 @@ def test_pipeline_rerun_refuses_a_planted_teacher_checkpoint(demo_root, tmp_path
     marker = tmp_path / "ran"
     ckpt = plant(tmp_path / "squeeze" / "checkpoint.pth", marker, model={})
     assert_refused(capsys, marker, ckpt, command="pipeline", argv=[
-        "--output-dir", tmp_path / "out", "--data-path", demo_root, "--squeeze-dir", tmp_path / "squeeze",
+        "--output-dir", tmp_path / "out", "--dataset", "demo", "--data-path", demo_root, *DEMO_ROOT_SPEC, "--squeeze-dir", tmp_path / "squeeze",
         "--device", "cpu", "--no-progress", "--methods", "random_real", "--ipc", "2", "--prune-ratios", "0"])
 
 
@@ -175,7 +177,7 @@ def test_pipeline_rerun_refuses_a_planted_student_checkpoint(demo_root, tmp_path
     labels.write_text("common:\n  basic: {epochs: 2, batch_size: 2}\n"
                       f"validate:\n  basic: {{model: {ARCH}, val_interval: 2}}\n")
     argv = [str(a) for a in [
-        "--output-dir", tmp_path / "out", "--data-path", demo_root, "--teacher", teacher, "--device", "cpu",
+        "--output-dir", tmp_path / "out", "--dataset", "demo", "--data-path", demo_root, *DEMO_ROOT_SPEC, "--teacher", teacher, "--device", "cpu",
         "--no-progress", "--images-root", tmp_path / "images", "--labels-root", tmp_path / "labels",
         "--methods", "random_real", "--ipc", "2", "--prune-ratios", "0", "--label-configs",
         "relabel_and_validate/configs/demo.yaml", labels]]

@@ -42,7 +42,9 @@ LEGACY = {
     "report": ("results.json",),
     "pipeline": ("results.json", "data/demo.json", "squeeze/teacher.pth", "students"),
 }
-_OURS_TEMPORARY = re.compile(r"^\.\.lpld.*\.[a-z0-9_]{8}\.tmp$")  # atomic writes of .lpld* files
+# the temporaries of lpld's atomic writes (lpld.utils.io: "." + final name + "." + 8 random
+# characters + ".tmp"), which a killed run leaves and the next one removes
+_OURS_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 class ForeignFolderError(LpldInputError, FileExistsError):
