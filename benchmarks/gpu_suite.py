@@ -192,6 +192,7 @@ def atomic_write(path: str, text: str) -> None:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be read
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -239,7 +240,7 @@ def reset_compiler() -> None:
 class Suite:
     """The result document, the time budget and the writer of the two output files."""
 
-    def __init__(self, args, profile: dict, device: torch.device) -> None:
+    def __init__(self, args, profile: dict, device: torch.device, argv: list[str]) -> None:
         self.t0 = time.perf_counter()
         self.out = os.path.abspath(args.output_dir)
         os.makedirs(self.out, exist_ok=True)
@@ -251,7 +252,7 @@ class Suite:
         sections = args.only or list(SECTIONS)
         self.doc = {
             "schema": SCHEMA,
-            "suite": {"mode": "cpu-smoke" if args.cpu_smoke else "gpu", "command": [sys.executable] + sys.argv,
+            "suite": {"mode": "cpu-smoke" if args.cpu_smoke else "gpu", "command": [sys.executable, os.path.abspath(__file__)] + argv,
                       "started": now_iso(), "finished": None, "elapsed_s": 0.0,
                       "budget_s": args.budget_s if args.budget_s is not None else "none",
                       "sections": sections, "complete": False},
@@ -1037,6 +1038,7 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"run these sections, in this order ({', '.join(SECTIONS)}; default all)")
     p.add_argument("--work-dir", default=None, help="scratch folder for generated data (default: a temporary one, "
                                                     "removed after)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
     if args.cpu_smoke:
         profile, device = SMOKE_PROFILE, torch.device("cpu")
@@ -1045,7 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
             print("gpu_suite: no CUDA device here; run with --cpu-smoke for the CPU twin", file=sys.stderr)
             return 2
         profile, device = GPU_PROFILE, torch.device("cuda")
-    suite = Suite(args, profile, device)
+    suite = Suite(args, profile, device, argv)
     suite.save()
     work = args.work_dir or tempfile.mkdtemp(prefix="gpu_suite_")
     os.makedirs(work, exist_ok=True)
