@@ -40,6 +40,8 @@ fi
     echo "gpu_window: $(date -u +%FT%TZ) on ${HOSTNAME:-unknown host}; budget ${BUDGET_S}s of a ${COMMAND_S}s command"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 || true
     "$PYTHON" -c "import sys, torch; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+    "$PYTHON" -c "import pytest; print('pytest', pytest.__version__)" 2>/dev/null \
+        || echo "pytest: not importable here (the tests section will record it)"
 } 2>&1 | tee "$OUT/gpu_suite.log"
 
 # the outer timeout is the last resort: the suite's own budget should end it first

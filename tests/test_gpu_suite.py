@@ -149,8 +149,6 @@ def test_smoke_ratios_divide_the_two_numbers_they_name(smoke):
         assert row["precision"] == "fp32" and row["compile"] == "eager" and row["classes_per_step"] == 1
         assert rec[name]["ours_compiled"]["K2"]["compile"] == "aot_eager"
         assert rec["anchor_authors_code_h100_image_iters_per_s"][name] in (1786, 3608)
-    # K=1 compiled at the Tiny shape is a deferred measurement: it ran after the stages section
-    assert rec["tiny"]["ours_compiled"]["K1"]["status"] == "ok" and "K1" not in rec["imagenet1k"]["ours_compiled"]
 
 
 def test_smoke_tests_section_ran_the_cuda_marked_tests(smoke):
@@ -171,10 +169,13 @@ def _suite_module():
         sys.path.remove(os.path.join(REPO, "benchmarks"))
 
 
-def test_budget_leaves_every_measurement_not_run_and_says_so(tmp_path):
+def test_budget_leaves_every_measurement_not_run_and_says_so(tmp_path, monkeypatch):
     """A budget too small for anything: every section and row says so, every ratio is
-    "not measured", and both files are still written."""
+    "not measured", and both files are still written. One setting compiles a second K, which is
+    deferred until after the last section: it too is reached and says why it did not run."""
     gpu_suite = _suite_module()
+    tiny = dict(gpu_suite.SMOKE_PROFILE["speed"]["recovery"]["settings"]["tiny"], compiled_ks=[1, 2])
+    monkeypatch.setitem(gpu_suite.SMOKE_PROFILE["speed"]["recovery"]["settings"], "tiny", tiny)
     assert gpu_suite.main(["--cpu-smoke", "--output-dir", str(tmp_path), "--budget-s", "0",
                            "--only", "speed", "tests", "stages"]) == 0
     doc = json.loads((tmp_path / "gpu_suite.json").read_text())
@@ -189,6 +190,10 @@ def test_budget_leaves_every_measurement_not_run_and_says_so(tmp_path):
     for path, value in _leaves(doc["sections"]["speed"]):
         assert not isinstance(value, float) or path.endswith("/seconds") or "/settings/" in path \
             or "/anchor" in path, path
+    deferred = doc["sections"]["speed"]["recovery"]["tiny"]["ours_compiled"]["K1"]
+    assert deferred["status"] == "not run: time budget"
+    assert deferred["image_iters_per_s"] == "not measured: time budget"
+    assert "K1" not in doc["sections"]["speed"]["recovery"]["imagenet1k"]["ours_compiled"]
     assert (tmp_path / "gpu_suite.md").read_text().startswith("# GPU suite (cpu-smoke)")
 
 
