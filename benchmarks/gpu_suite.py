@@ -1036,12 +1036,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-smoke", action="store_true", help="the same code at toy sizes on the CPU (CI)")
     p.add_argument("--budget-s", type=float, default=None,
                    help="do not start a measurement whose estimated cost would overrun this many seconds")
-    p.add_argument("--only", nargs="+", choices=SECTIONS, default=None, metavar="SECTION",
-                   help=f"run these sections, in this order ({', '.join(SECTIONS)}; default all)")
+    p.add_argument("--only", nargs="+", default=None, metavar="SECTION",
+                   help=f"run these sections, in this order ({', '.join(SECTIONS)}; spaces or commas; default all)")
     p.add_argument("--work-dir", default=None, help="scratch folder for generated data (default: a temporary one, "
                                                     "removed after)")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = p.parse_args(argv)
+    if args.only:
+        args.only = [x for item in args.only for x in item.split(",") if x]
+        unknown = [x for x in args.only if x not in SECTIONS]
+        if unknown or len(set(args.only)) != len(args.only):
+            p.error(f"--only: sections are {', '.join(SECTIONS)}, each once; got {' '.join(args.only)}")
     if args.cpu_smoke:
         profile, device = SMOKE_PROFILE, torch.device("cpu")
     else:

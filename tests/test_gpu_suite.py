@@ -203,6 +203,12 @@ def test_only_selected_sections_run(tmp_path):
     doc = json.loads((tmp_path / "gpu_suite.json").read_text())
     assert doc["sections"]["stages"]["status"] == doc["sections"]["speed"]["status"] == \
         "not run: not selected (--only)"
+    assert gpu_suite.main(["--cpu-smoke", "--output-dir", str(tmp_path), "--budget-s", "0",
+                           "--only", "speed,tests"]) == 0
+    assert json.loads((tmp_path / "gpu_suite.json").read_text())["suite"]["sections"] == ["speed", "tests"]
+    for bad in (["bogus"], ["tests", "tests"]):
+        with pytest.raises(SystemExit):
+            gpu_suite.main(["--cpu-smoke", "--output-dir", str(tmp_path), "--only", *bad])
 
 
 def test_pytest_output_is_parsed_into_counts_and_failing_ids():
