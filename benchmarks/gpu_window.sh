@@ -9,7 +9,7 @@
 #               budget BUDGET_S slightly under it, so it stops starting measurements in time and the
 #               results of everything that finished are on disk when the limit strikes
 #   BUDGET_S    override the suite's budget (default: COMMAND_S - 60)
-#   ONLY        sections to run, in order, e.g. "speed" or "speed stages" (default: tests stages speed)
+#   ONLY        sections to run, in order, e.g. "speed" or "stages speed" (default: tests speed stages)
 #   PYTHON      the interpreter (default: python)
 #   SMOKE=1     the CPU twin (--cpu-smoke) instead: checks this wrapper on a machine without a GPU
 # Needs torch, torchvision, timm, numpy, Pillow, PyYAML and tqdm; pytest for the tests section (the

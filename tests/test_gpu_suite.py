@@ -98,7 +98,7 @@ def test_smoke_records_versions_and_settings(smoke):
         assert env[key] not in (None, ""), key
     assert env["gpu_name"] == "n/a (cpu)" and len(env["lpld_source_sha1"]) == 40
     assert doc["settings"] == json.loads(json.dumps(_suite_module().SMOKE_PROFILE))
-    assert doc["suite"]["sections"] == ["tests", "stages", "speed"]
+    assert doc["suite"]["sections"] == ["tests", "speed", "stages"]  # speed before the stages by default
 
 
 def test_smoke_numbers_are_finite_or_say_why_not(smoke):
