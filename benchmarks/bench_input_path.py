@@ -78,10 +78,44 @@ def cpu_us(fn, repeats: int) -> float:
     return (time.process_time() - t) / repeats * 1e6
 
 
-def speed(size: int, args, tmp: str) -> dict:
+def prepare(size: int, args, tmp: str):
+    """``args.images`` JPEGs of ``size`` px under ``tmp``, decoded, and ``args.batches`` recorded
+    batches of ``args.batch`` views: (paths, decoded images, records)."""
     paths = make_images(os.path.join(tmp, f"img{size}"), args.images, size)
     decoded = [load_rgb(p) for p in paths]
-    recs = records([im.size for im in decoded], args.batch, args.batches, size)
+    return paths, decoded, records([im.size for im in decoded], args.batch, args.batches, size)
+
+
+def device_views(bank, recs, mean, std):
+    """The device path of a batch list: views cut from ``bank``, normalised and mixed."""
+    def run():
+        for r in recs:
+            apply_mix(normalize_views(bank.views(r), mean, std), r)
+    return run
+
+
+def device_wall_us(paths, recs, size: int, device: torch.device, repeats: int) -> float:
+    """Wall microseconds per view of the device path on ``device`` (a GPU: its kernels included,
+    synchronised before and after), from a bank decoded onto that device."""
+    mean, std = normalization("imagenet")
+    bank = ImageBank.from_paths(paths, device, size, threads=1)
+    run = device_views(bank, recs, mean, std)
+    run()  # warm-up: allocator, kernel selection
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        run()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t) / (repeats * sum(len(r.image_indices) for r in recs)) * 1e6
+
+
+def speed(size: int, args, tmp: str, cpu_compute: bool = True, prepared=None) -> dict:
+    """CPU microseconds per view of each path (see the module docstring); ``cpu_compute=False``
+    leaves out the device path computed on this CPU (slow at 224 px, and beside the point on a
+    machine with a GPU). ``prepared``: the output of :func:`prepare` to measure on."""
+    paths, decoded, recs = prepared or prepare(size, args, tmp)
     mean, std = normalization("imagenet")
 
     def pil_decode():
@@ -96,18 +130,13 @@ def speed(size: int, args, tmp: str) -> dict:
     # the same operators on 2 x 2 pixels: what remains is the host's cost of issuing them
     tiny_bank = ImageBank(torch.zeros(len(paths), 3, 2, 2, dtype=torch.uint8), torch.full((len(paths), 2), 2), 2)
 
-    def device(bank):
-        def run():
-            for r in recs:
-                apply_mix(normalize_views(bank.views(r), mean, std), r)
-        return run
-
     n = args.batch * args.batches
     out = {"pil_decode": cpu_us(pil_decode, args.repeats) / n, "pil_cached": cpu_us(pil_cached, args.repeats) / n,
-           "device_host": cpu_us(device(tiny_bank), args.repeats * 5) / n,
-           "device_on_cpu": cpu_us(device(cpu_bank), 1) / n}
+           "device_host": cpu_us(device_views(tiny_bank, recs, mean, std), args.repeats * 5) / n}
+    if cpu_compute:
+        out["device_on_cpu"] = cpu_us(device_views(cpu_bank, recs, mean, std), 1) / n
     with CountOps() as ops:
-        device(tiny_bank)()
+        device_views(tiny_bank, recs, mean, std)()
     out["ops_per_batch"] = ops.ops / args.batches
     diffs = [int((cpu_bank.views(r).int() - views_uint8([decoded[i] for i in r.image_indices.tolist()], r.crops,
                                                           r.flips, None, size).int()).abs().max()) for r in recs]

@@ -40,30 +40,51 @@ SETTINGS = {
 IN1K_IPC50_IMAGE_ITERS = 1000 * 50 * 4000
 
 
-def build_settings(name: str, args, iterations: int, amp: bool, channels_last: bool) -> RecoverySettings:
-    size, _, _, _, dataset, lr, r_bn, jitter = SETTINGS[name]
+def recovery_settings(size: int, dataset: str, lr: float, r_bn: float, jitter, iterations: int, amp: bool,
+                      channels_last: bool, augment_draw: str) -> RecoverySettings:
+    """The recovery settings of one timed variant (no progress bar, no logging)."""
     mean, std = normalization(dataset)
     return RecoverySettings(image_size=size, iterations=iterations, lr=lr, r_bn=r_bn, jitter=jitter,
                             mean=mean, std=std, amp=amp, channels_last=channels_last,
-                            augment_draw=args.augment_draw, progress=False, log_every=0)
+                            augment_draw=augment_draw, progress=False, log_every=0)
+
+
+def build_settings(name: str, args, iterations: int, amp: bool, channels_last: bool) -> RecoverySettings:
+    size, _, _, _, dataset, lr, r_bn, jitter = SETTINGS[name]
+    return recovery_settings(size, dataset, lr, r_bn, jitter, iterations, amp, channels_last, args.augment_draw)
+
+
+def measure_variant(teacher, settings_for, ipc: int, classes_per_step: int, warmup: int, iters: int, device,
+                    compile_model) -> dict:
+    """Time one batch of ``classes_per_step`` classes x ``ipc`` images. ``settings_for(n)``: the
+    RecoverySettings of an n-iteration run. A warm-up run of ``warmup`` iterations comes first
+    (cuDNN autotuning and torch.compile happen there; its wall time is returned as ``warmup_s``),
+    then ``iters`` timed iterations; ``sec_per_step`` is their mean."""
+    groups = [Group(key=(0, c, 0), labels=[c] * ipc, bn_class=c) for c in range(classes_per_step)]
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    warm = Recoverer(teacher, settings_for(warmup), "class", device, compile_model=compile_model)
+    warm.run(groups)  # cuDNN autotuning / torch.compile happen here
+    warm.close()
+    warmup_s = time.perf_counter() - t0
+    rec = Recoverer(teacher, settings_for(iters), "class", device, compile_model=compile_model)
+    if cuda:
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    rec.run(groups)  # returns CPU tensors: synchronised
+    seconds = (time.perf_counter() - t0) / iters
+    rec.close()
+    return {"sec_per_step": seconds, "warmup_s": warmup_s,
+            "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated(device) if cuda else None}
 
 
 def time_variant(teacher, name, ipc, classes_per_step, args, device, amp, channels_last, compile_model) -> float:
     """Seconds per optimisation step for one batch of ``classes_per_step`` classes x ipc images."""
-    groups = [Group(key=(0, c, 0), labels=[c] * ipc, bn_class=c) for c in range(classes_per_step)]
-    warm = Recoverer(teacher, build_settings(name, args, args.warmup, amp, channels_last), "class", device,
-                     compile_model=compile_model)
-    warm.run(groups)  # cuDNN autotuning / torch.compile happen here
-    warm.close()
-    rec = Recoverer(teacher, build_settings(name, args, args.iters, amp, channels_last), "class", device,
-                    compile_model=compile_model)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    rec.run(groups)  # returns CPU tensors: synchronised
-    seconds = (time.perf_counter() - t0) / args.iters
-    rec.close()
-    return seconds
+    return measure_variant(teacher, lambda n: build_settings(name, args, n, amp, channels_last), ipc,
+                           classes_per_step, args.warmup, args.iters, device, compile_model)["sec_per_step"]
 
 
 def benchmark(args, device) -> list[dict]:
