@@ -33,8 +33,8 @@ import torch
 from ..augment import BatchRecord
 from ..utils.errors import UnsafeFileError
 from ..utils.fingerprint import file_sha256
-from ..utils.io import (atomic_json_dump, atomic_path, atomic_write_text, on_disk, remove_stale_temporaries,
-                        require_free_space)
+from ..utils.io import (atomic_json_dump, atomic_path, atomic_torch_save, atomic_write_text, on_disk,
+                        remove_stale_temporaries, require_free_space)
 from ..utils.lock import lock_output
 from ..utils.owner import ForeignFolderError, clear_dir, entries
 from ..utils.safe_load import safe_torch_load
@@ -71,18 +71,6 @@ def load_batch_file(path: str, data: bytes | None = None) -> list:
         raise StoreDamagedError(f"cannot read soft-label batch {path}: {err}. The file is damaged: regenerate it "
                                 f"with lpld check-labels --store {root} "
                                 f"--train-dir <images> --teacher-ckpt <teacher> --repair") from err
-
-
-def save_batch_file(obj: list, path: str) -> str:
-    """``torch.save`` through a buffer, then an atomic rename: no half-written file is ever visible,
-    and the bytes do not depend on the temporary file's name (torch names the archive after it).
-    Returns the sha256 of the file."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-    return hashlib.sha256(buffer.getbuffer()).hexdigest()
 
 
 def read_checksums(root: str) -> dict[int, str]:
@@ -617,7 +605,7 @@ class AuthorsStoreWriter(OrderedBatchWriter):
         logits = record.logits.detach().cpu()
         if self.manifest.get("logits_dtype", "float16") == "float16":
             logits = logits.half()
-        digest = save_batch_file([record.crops.float().contiguous(), second.contiguous(), record.mix_index, lam,
+        digest = atomic_torch_save([record.crops.float().contiguous(), second.contiguous(), record.mix_index, lam,
                                   bbox, logits.contiguous()], batch_file(self.path, epoch, index))
         self._checksums[record.batch_id] = digest
         with open(os.path.join(self.path, CHECKSUMS), "a") as f:

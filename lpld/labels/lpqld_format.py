@@ -30,9 +30,9 @@ from typing import Any
 import torch
 
 from ..augment import BatchRecord
-from ..utils.io import atomic_json_dump, atomic_write_text
+from ..utils.io import atomic_json_dump, atomic_torch_save, atomic_write_text
 from ..utils.owner import ForeignFolderError, entries
-from .authors import load_batch_file, read_side_manifest, record_from_entries, save_batch_file
+from .authors import load_batch_file, read_side_manifest, record_from_entries
 from .common import (FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, StoreMismatchError,
                      is_our_label_store, plan_diffs)
 from .topk import check_topk, check_topk_pair, index_dtype
@@ -303,7 +303,7 @@ class LPQLDStoreWriter(OrderedBatchWriter):
         mix_index = None if record.mix_index is None else record.mix_index.to(torch.uint8)
         lam = None if record.mix_lam is None else float(record.mix_lam)
         bbox = None if record.mix_bbox is None else [torch.tensor(int(v), dtype=torch.uint8) for v in record.mix_bbox]
-        save_batch_file([record.crops.half().contiguous(), second.contiguous(), mix_index, lam, bbox, *entries_tail],
+        atomic_torch_save([record.crops.half().contiguous(), second.contiguous(), mix_index, lam, bbox, *entries_tail],
                         batch_file(self.path, record.batch_id))
         self._orders[record.batch_id] = [int(i) for i in record.image_indices.tolist()]
         self.next_id += 1
