@@ -48,8 +48,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Option, parse_config
-from ..data import DATASET_NUM_CLASSES
+from ..data import DATASET_NUM_CLASSES, ImageFolder, LabeledImages, build_dataset
+from ..data.transforms import val_transform
+from ..models import build_model
 from ..utils.errors import InputValueError, UnreadableFileError, UnsafeFileError
+from ..utils.io import atomic_json_dump, atomic_torch_save, atomic_write_text, ensure_writable_dir
+from ..utils.progress import progress_bar
+from ..utils.runtime import autocast, resolve_device, to_channels_last
 from ..utils.safe_load import safe_torch_load
 
 FEATURES_FORMAT = "lpld-features-v1"
@@ -94,9 +99,7 @@ def penultimate_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor
 def extract_features(model: nn.Module, loader, device: torch.device, *, amp: bool = False,
                      progress: bool = True, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
     """Penultimate features (float32, CPU, ``[N, D]``) and labels (int64 ``[N]``) of a loader."""
-    from ..utils.progress import progress_bar
 
-    from ..utils.runtime import autocast, to_channels_last
     model.eval()
     feats, labels = [], []
     for images, target in progress_bar(loader, desc=desc, leave=False, disable=not progress):
@@ -290,7 +293,6 @@ def limit_per_class(samples: Sequence[tuple[str, int]], per_class: int | None, s
 
 def save_features(path: str, features: torch.Tensor, labels: torch.Tensor, **meta) -> None:
     """fp16 features + labels + provenance, written atomically (``*.pt``)."""
-    from ..utils.io import atomic_torch_save
     atomic_torch_save({"format": FEATURES_FORMAT, "features": features.half(), "labels": labels.long(),
                        **meta}, path)
 
@@ -403,8 +405,6 @@ class _Teacher:
     def features(self, dataset, desc: str):
         from torch.utils.data import DataLoader
 
-        from ..models import build_model
-        from ..utils.runtime import resolve_device, to_channels_last
         cfg = self.cfg
         if self.model is None:
             if not cfg.weights:
@@ -425,8 +425,6 @@ def _load_real(cfg, keep_fn, teacher_fn, save_fn, cached_from):
         f, lab, meta = load_features(cfg.real)
         cached_from.add(str(meta.get("teacher")))
         return f, lab, meta.get("class_names")
-    from ..data import LabeledImages, build_dataset
-    from ..data.transforms import val_transform
     data = build_dataset(cfg.dataset, cfg.real, cfg.real_split)
     keep = keep_fn(len(data.classes))
     samples = limit_per_class(data.samples, cfg.real_per_class or None, cfg.seed, keep)
@@ -441,8 +439,6 @@ def _load_synthetic(name, path, cfg, class_names, teacher_fn, save_fn, cached_fr
         f, lab, meta = load_features(path)
         cached_from.add(str(meta.get("teacher")))
         return f, lab
-    from ..data import ImageFolder
-    from ..data.transforms import val_transform
     folder = ImageFolder(path, val_transform(cfg.image_size, cfg.dataset))
     mapping = synthetic_class_indices(folder.classes, class_names)
     lo, hi = _class_bounds(cfg.classes)
@@ -457,7 +453,6 @@ def _load_synthetic(name, path, cfg, class_names, teacher_fn, save_fn, cached_fr
 
 def run_diversity(cfg) -> dict:
     """Extract (or load) features, compute the per-class metrics, write CSV + JSON + Markdown."""
-    from ..utils.io import atomic_json_dump, atomic_write_text, ensure_writable_dir
     t0 = time.time()
     sources = _parse_sources(cfg.syn)
     if not sources and not cfg.real:

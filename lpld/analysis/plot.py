@@ -19,6 +19,7 @@ import sys
 from typing import Sequence
 
 from ..utils.errors import InputValueError
+from ..utils.io import atomic_path
 
 
 def _float(value, key: str, where: str) -> float | None:
@@ -100,7 +101,6 @@ def plot_results(records: list[dict], output: str, *, reference: list[dict] | No
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..utils.io import atomic_path
     reference = reference or []
     if not records and not reference:
         raise InputValueError("nothing to plot: no record has a top1 value")
@@ -156,7 +156,6 @@ def plot_top1_vs_bytes(rows: list[dict], output: str, *, title: str | None = Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..utils.io import atomic_path
     series: dict[str, list[dict]] = {}
     for r in rows:
         if r.get("label_bytes_actual"):

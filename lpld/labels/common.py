@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from ..utils.errors import InputValueError, LpldInputError, StoreDamagedError  # noqa: F401
 from ..utils.fingerprint import check_same
+from ..utils.owner import FILLING
 
 FORMAT_NAME = "lpld-soft-labels"
 # 2: per-batch checksums and content hashes of the images and the teacher (version 1 stores load)
@@ -80,7 +81,6 @@ def is_our_label_store(path: str) -> bool:
     the fill marker of a store being created. Only such a folder may be replaced (``--overwrite``,
     the pipeline's ``--recompute``): the authors' downloaded labels, or a folder that merely holds
     a file called ``manifest.json``, are someone else's."""
-    from ..utils.owner import FILLING
     if os.path.isfile(os.path.join(path, FILLING)):
         return True
     for name in ("manifest.json", "lpld_manifest.json"):

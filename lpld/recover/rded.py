@@ -63,16 +63,15 @@ from torchvision.transforms import functional as TF
 from ..augment import sample_crop
 from ..config import Option, at_most, parse_config
 from ..data import DATASET_ALIASES, build_dataset, load_rgb, normalization
-from ..models import build_model, read_state_dict
+from ..models import build_model, checkpoint_sha256, read_state_dict
+from ..models.teacher import infer_num_classes
 from ..utils.errors import InputValueError
 from ..utils.io import ensure_writable_dir
 from ..utils.metrics import MetricsLog
 from ..utils.progress import progress_bar
 from ..utils.runtime import resolve_device
 from .io import class_complete, remove_stale_temporaries, save_class
-from ..utils.fingerprint import checkpoint_sha256
 from .random_real import class_range, draw_images, images_by_class, write_or_check_manifest
-from .run import infer_num_classes
 from .synthesize import denormalize_to_uint8
 
 RDED = "RDED argument.py"

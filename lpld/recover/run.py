@@ -37,7 +37,7 @@ import torch
 
 from ..data.transforms import normalization
 from ..models import read_state_dict
-from ..models.teacher import TeacherInfo, infer_num_classes, load_teacher as load_checkpoint_teacher  # noqa: F401
+from ..models.teacher import TeacherInfo, load_teacher as load_checkpoint_teacher
 from ..utils.errors import InputValueError
 from ..utils.fingerprint import short
 from ..utils.io import atomic_json_dump, ensure_writable_dir, human_bytes, on_disk, require_free_space

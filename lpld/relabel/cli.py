@@ -6,7 +6,11 @@ import sys
 from typing import Sequence
 
 from ..config import ArgumentParser, Option, argument_type, parse_config
+from ..labels import convert, open_label_store
+from ..labels.store import describe_ids
 from ..utils.errors import InputValueError
+from .generate import repair_store, run_relabel
+from .replay import digest_failures, replay_check
 from .schema import RELABEL_SCHEMA
 
 # Ranges of the plain flags of check-labels and convert-labels (the relabel stage's are in its schema).
@@ -29,7 +33,6 @@ def _dashed(argv: Sequence[str], names) -> list[str]:
 
 
 def main_relabel(argv: Sequence[str] | None = None) -> str:
-    from .generate import run_relabel
     argv = _dashed(sys.argv[1:] if argv is None else argv, RELABEL_SCHEMA)
     cfg = parse_config(RELABEL_SCHEMA, argv, sections=("common", "relabel"),
                        description="Generate FKD soft labels (stage 3a). Reads the common and relabel "
@@ -38,10 +41,6 @@ def main_relabel(argv: Sequence[str] | None = None) -> str:
 
 
 def main_check(argv: Sequence[str] | None = None) -> int:
-    from ..labels import open_label_store
-    from ..labels.store import describe_ids
-    from .generate import repair_store
-    from .replay import replay_check
     p = ArgumentParser(description="Check a label store: the checksum of every batch, then (with "
                                             "--train-dir and --teacher-ckpt) the content hashes of the images and "
                                             "teacher, and a replay: re-apply the recorded crop/flip/mix to the "
@@ -89,7 +88,6 @@ def main_check(argv: Sequence[str] | None = None) -> int:
             print("[check_labels] the store regenerates its augmentation: pass --train-dir to check every "
                   "batch's augmentation digest")
         else:
-            from .replay import digest_failures
             bad = digest_failures(store)
             if bad:
                 print(f"[check_labels] {args.store}: {len(bad)} of {store.num_batches} batches draw another "
@@ -117,7 +115,6 @@ def main_check(argv: Sequence[str] | None = None) -> int:
 
 
 def main_convert(argv: Sequence[str] | None = None) -> str:
-    from ..labels import convert
     p = ArgumentParser(description="Convert a soft-label store between our format and the authors'.")
     p.add_argument("--src", required=True, help="store to read (either format, auto-detected)")
     p.add_argument("--dst", required=True, help="store to write")
@@ -134,7 +131,6 @@ def main_convert(argv: Sequence[str] | None = None) -> str:
     out = convert(args.src, args.dst, to=args.to, overwrite=args.overwrite, num_classes=args.num_classes,
                   train_dir=args.train_dir, label_topk=args.label_topk, label_codec=args.label_codec,
                   augmentation=args.augmentation)
-    from ..labels import open_label_store
     store = open_label_store(out, num_classes=args.num_classes)
     print(f"[convert_labels] {args.src} -> {out} ({args.to}): {store.num_batches} batches, {store.nbytes():,} bytes")
     return out

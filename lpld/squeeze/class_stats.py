@@ -18,10 +18,10 @@ from ..data import build_dataset, train_transform, val_transform
 from ..engine import evaluate
 from ..models import build_model, class_labels, finalize_exact_class_stats, save_checkpoint, set_class_stats_mode
 from ..models.class_bn import check_labels
-from ..utils import preflight
 from ..utils.errors import InputValueError
 from ..utils.progress import progress_bar
 from ..utils.runtime import autocast, on_for_cuda, resolve_device, seed_everything, to_channels_last
+from . import preflight
 from .sampling import SeededEpochSampler
 from .train import build_loader, require_data_path
 

@@ -21,7 +21,6 @@ from ..data import build_dataset, train_transform, val_transform
 from ..engine import evaluate, hits
 from ..models import build_model, save_checkpoint
 from ..utils.io import atomic_torch_save, ensure_writable_dir
-from ..utils import preflight
 from ..utils.errors import InputValueError
 from ..utils.metrics import DeviceSums, MetricsLog
 from ..utils.progress import progress_bar
@@ -29,6 +28,7 @@ from ..utils.runtime import (autocast, on_for_cuda, resolve_device, rng_state, s
                              set_rng_state, to_channels_last)
 from ..utils.safe_load import RESUME_FIX, safe_torch_load
 from ..utils.schedule import warmup_cosine
+from . import preflight
 from .sampling import SeededEpochSampler, SeededItems
 
 

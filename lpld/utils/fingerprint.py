@@ -120,12 +120,6 @@ def model_sha256(model: torch.nn.Module) -> str:
     return state_dict_sha256(module.state_dict())
 
 
-def checkpoint_sha256(path: str) -> str:
-    """The state-dict hash of a checkpoint file (any layout :func:`lpld.models.read_state_dict` reads)."""
-    from ..models import read_state_dict
-    return state_dict_sha256(read_state_dict(path))
-
-
 def check_same(kind: str, recorded: str | None, actual: str, *, recorded_in: str, actual_at: str,
                fix: str, error: type[Exception] = InputValueError) -> bool:
     """Raise ``error`` (one line: both hashes, both places, the fix) when the hashes differ.

@@ -38,6 +38,12 @@ import torch
 
 from ..augment import BatchRecord
 from ..config import ConfigError, Option
+from ..data import DATASET_IMAGE_SIZE, DATASET_NUM_CLASSES, ImageFolder, canonical_dataset, normalization
+from ..models import apply_tiny_stem, build_model
+from ..utils.io import atomic_json_dump
+from ..utils.runtime import resolve_device, seed_everything
+from .loader import BatchInputs, BatchRequest, SoftLabelBatches
+from .loss import kd_loss, resolve_loss_variant
 from .pruning import SCORE_METRICS, PruningPlan
 
 TRAJECTORY_METRICS = ("forgetting", "yoco")  # need several snapshots
@@ -262,7 +268,6 @@ def _plan_scores(cfg: argparse.Namespace, store) -> tuple[float, ...]:
     plan = PruningPlan(batches_per_epoch=bpe, train_epochs=cfg.train_epochs, prune_ratio=cfg.prune_ratio,
                        metric=metric, granularity=cfg.granularity, remap_last_batch=cfg.remap_last_batch,
                        scores=scores, keep=cfg.prune_keep)
-    from ..utils.io import atomic_json_dump
     os.makedirs(cfg.output_dir, exist_ok=True)
     atomic_json_dump({"settings": settings, "unit": unit, "unit_scores": list(scores), "pool": plan.pool_ids},
                      record_path)
@@ -270,13 +275,11 @@ def _plan_scores(cfg: argparse.Namespace, store) -> tuple[float, ...]:
 
 
 def _labels(cfg) -> tuple[Any, torch.Tensor]:
-    from ..data import ImageFolder
     images = ImageFolder(cfg.train_dir)
     return images, torch.tensor(images.targets, dtype=torch.int64)
 
 
 def _compute_stats(cfg, store, source: str, batch_ids: Sequence[int]) -> list[BatchStats]:
-    from ..data import DATASET_IMAGE_SIZE, DATASET_NUM_CLASSES, canonical_dataset
     dataset = canonical_dataset(cfg.dataset)
     images, labels = _labels(cfg)
     num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or store.num_classes
@@ -288,11 +291,6 @@ def _compute_stats(cfg, store, source: str, batch_ids: Sequence[int]) -> list[Ba
 
 def _proxy_stats(cfg, store, images, labels, num_classes: int, size: int, dataset: str,
                  batch_ids: Sequence[int]) -> list[BatchStats]:
-    from ..data import normalization
-    from ..models import apply_tiny_stem, build_model
-    from ..utils.runtime import resolve_device, seed_everything
-    from .loader import BatchInputs, BatchRequest, SoftLabelBatches
-    from .loss import kd_loss, resolve_loss_variant
     bpe = store.batches_per_epoch
     if not 1 <= cfg.proxy_epochs <= cfg.train_epochs:
         raise ConfigError(f"proxy_epochs must be in 1..train_epochs ({cfg.train_epochs}); got {cfg.proxy_epochs}")
