@@ -41,6 +41,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
+from .utils.log import get_logger
+
+log = get_logger(__name__)
 AUTHORS_SECTIONS = ("common", "squeeze", "recover", "relabel", "validate")
 AUTHORS_SUBSECTIONS = ("basic", "store_true", "path")
 IGNORED_SUBSECTIONS = ("aim",)
@@ -73,7 +76,7 @@ def report_ignored(where: str, key: str, why: str) -> None:
     """One line per ignored key a config file sets (printed once per file and key)."""
     if (where, key) not in _REPORTED:
         _REPORTED.add((where, key))
-        print(f"config: {where}: '{key}' is ignored ({why})", flush=True)
+        log.info(f"config: {where}: '{key}' is ignored ({why})")
 
 
 _REPORTED: set[tuple[str, str]] = set()

@@ -46,6 +46,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from ..config import Option, parse_config
 from ..data import DATASET_NUM_CLASSES, ImageFolder, LabeledImages, build_dataset
@@ -53,9 +54,12 @@ from ..data.transforms import val_transform
 from ..models import build_model
 from ..utils.errors import InputValueError, UnreadableFileError, UnsafeFileError
 from ..utils.io import atomic_json_dump, atomic_torch_save, atomic_write_text, ensure_writable_dir
+from ..utils.log import get_logger
 from ..utils.progress import progress_bar
 from ..utils.runtime import autocast, resolve_device, to_channels_last
 from ..utils.safe_load import safe_torch_load
+
+log = get_logger(__name__)
 
 FEATURES_FORMAT = "lpld-features-v1"
 
@@ -403,7 +407,6 @@ class _Teacher:
         self.cfg, self.num_classes, self.model, self.device = cfg, num_classes, None, None
 
     def features(self, dataset, desc: str):
-        from torch.utils.data import DataLoader
 
         cfg = self.cfg
         if self.model is None:
@@ -581,10 +584,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = run_diversity(cfg)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        log.error(f"error: {err}")
         return 2
-    print(markdown_summary(summary))
-    print(f"wrote {os.path.join(cfg.output_dir, 'diversity_summary.json')} (+ .csv, .md)")
+    print(markdown_summary(summary))  # the command's output: the table
+    log.info(f"wrote {os.path.join(cfg.output_dir, 'diversity_summary.json')} (+ .csv, .md)")
     return 0
 
 

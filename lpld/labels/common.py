@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from typing import Any, Sequence
 
 from ..utils.errors import InputValueError, LpldInputError, StoreDamagedError  # noqa: F401
 from ..utils.fingerprint import check_same
+from ..utils.log import get_logger
 from ..utils.owner import FILLING
+
+log = get_logger(__name__)
 
 FORMAT_NAME = "lpld-soft-labels"
 # 2: per-batch checksums and content hashes of the images and the teacher (version 1 stores load)
@@ -106,7 +108,7 @@ def warn_once(path: str, topic: str, message: str) -> None:
     key = (os.path.abspath(path), topic)
     if key not in _warned:
         _warned.add(key)
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        log.warning(message)
 
 
 def check_bound_inputs(manifest: dict, path: str, *, images_sha256: str | None = None, train_dir: str = "",

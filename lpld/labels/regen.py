@@ -19,6 +19,7 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..augment import BatchRecord, sample_batch_params, sampler_orders
@@ -125,7 +126,6 @@ class AugmentationRegenerator:
         """'(relabel: torch X, numpy Y; now: torch Z, numpy W) ' when the manifest records them."""
         if not self.m.get("torch_version"):
             return ""
-        import torch
         return (f"(relabel: torch {self.m['torch_version']}, numpy {self.m.get('numpy_version')}; now: torch "
                 f"{torch.__version__}, numpy {np.__version__}) ")
 

@@ -49,7 +49,7 @@ def build_model(arch: str, num_classes: int, *, tiny_stem: bool = False, class_a
     is built (nothing is ever fetched from the internet).
     """
     if arch.startswith("timm/"):
-        import timm
+        import timm  # heavy to import (its whole model zoo); only timm models need it
         model = timm.create_model(arch[len("timm/"):], pretrained=False, num_classes=num_classes)
     else:
         try:

@@ -21,6 +21,7 @@ import os
 from typing import Mapping, Sequence
 
 import torch
+from PIL import Image
 
 from .errors import BadImagesError, InputValueError
 
@@ -47,7 +48,6 @@ class ImageScan:
 
 
 def _decode_error(data: bytes) -> str | None:
-    from PIL import Image
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format == "JPEG":

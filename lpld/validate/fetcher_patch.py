@@ -30,14 +30,11 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils import fetch as torch_fetch
 
+from ..utils.errors import FetcherPatchError
 from ..utils.signals import quiet_broken_handoffs
 
 _ORIGINAL_FETCHER = torch_fetch._MapDatasetFetcher
 _CHECKED: list[bool] = []
-
-
-class FetcherPatchError(RuntimeError):
-    pass
 
 
 class LabelBatchFetcher(_ORIGINAL_FETCHER):
