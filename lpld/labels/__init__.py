@@ -9,4 +9,5 @@ from .authors import AuthorsLabelStore, AuthorsStoreWriter, is_authors_store, lo
 from .common import (FORMAT_NAME, FORMAT_VERSION, StoreDamagedError, StoreMismatchError,  # noqa: F401
                      check_bound_inputs, check_compatible, image_list_fingerprint, plan_batches)
 from .convert import FORMATS, convert, incomplete_reason, open_label_store, writer_for  # noqa: F401
-from .store import LabelStore, LabelStoreWriter, array_specs  # noqa: F401
+from .store import LabelStore, array_specs  # noqa: F401
+from .store_writer import LabelStoreWriter  # noqa: F401

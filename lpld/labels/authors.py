@@ -15,7 +15,8 @@ ours. Our metadata goes to ``lpld_manifest.json`` beside the epoch folders (thei
 it), and the sha256 of every batch file we write to
 ``lpld_checksums.tsv`` (one ``<batch id>\t<sha256>`` line per file, appended as each is renamed into
 place); a read verifies its file against it. A missing batch file with later ones present, or
-fewer files than the manifest plans, is reported by name: never read as a shorter store.
+fewer files than the manifest plans, is reported by name: never read as a shorter store. The
+sampler json is read through a memory-mapped index (:mod:`lpld.labels.sampler_index`).
 """
 from __future__ import annotations
 
@@ -24,7 +25,6 @@ import io
 import json
 import os
 import re
-import tempfile
 from typing import Any, Iterable
 
 import numpy as np
@@ -32,14 +32,14 @@ import torch
 
 from ..augment import BatchRecord
 from ..utils.errors import UnsafeFileError
-from ..utils.fingerprint import file_sha256
 from ..utils.io import (atomic_json_dump, atomic_path, atomic_torch_save, atomic_write_text, on_disk,
                         remove_stale_temporaries, require_free_space)
 from ..utils.lock import lock_output
-from ..utils.owner import ForeignFolderError, clear_dir, entries
+from ..utils.owner import clear_dir, entries
 from ..utils.safe_load import safe_torch_load
-from .common import (FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, plan_diffs,
-                     StoreMismatchError, check_bound_inputs, check_manifest_counts, is_our_label_store, warn_once)
+from .common import (FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, StoreMismatchError,
+                     check_manifest_counts, continued_manifest, is_our_label_store, repair_command, warn_once)
+from .sampler_index import SamplerIndex, default_index_dir, parse_sampler_json, sampler_damaged
 
 SAMPLER_JSON = "sampler_indices_epoch.json"
 META = "lpld_manifest.json"
@@ -63,14 +63,12 @@ def load_batch_file(path: str, data: bytes | None = None) -> list:
     root = os.path.dirname(os.path.dirname(path))
     try:
         return safe_torch_load(io.BytesIO(data) if data is not None else path, what="soft-label batch", name=path,
-                               fix=f"regenerate the labels (lpld check-labels --store {root} --train-dir <images> "
-                                   f"--teacher-ckpt <teacher> --repair) or download them again")
+                               fix=f"regenerate the labels ({repair_command(root)}) or download them again")
     except UnsafeFileError:
         raise
     except Exception as err:  # noqa: BLE001 - name the file
         raise StoreDamagedError(f"cannot read soft-label batch {path}: {err}. The file is damaged: regenerate it "
-                                f"with lpld check-labels --store {root} "
-                                f"--train-dir <images> --teacher-ckpt <teacher> --repair") from err
+                                f"with {repair_command(root)}") from err
 
 
 def read_checksums(root: str) -> dict[int, str]:
@@ -123,168 +121,6 @@ def _count_batches(epoch_dir: str) -> int:
     while n in present:
         n += 1
     return n
-
-
-class SamplerIndex:
-    """``sampler_indices_epoch.json`` as one int32 ``.npy`` array plus a small table of epochs,
-    built once and cached under the sha256 of the json's bytes.
-
-    The json of a full ImageNet-1K IPC50 x 300-epoch run lists 15 M image indices: as Python
-    lists that is ~0.5 GB in every process that parses it (each DataLoader worker, each rank).
-    Here a batch's indices are read from the file with one ``pread`` (the page cache serves it to
-    every process), so a process holds only the table; the index pickles as a path. The cache
-    lives in ``cache_dir`` (the trainer passes its output directory, since the label folder may
-    be read-only); a cache whose json changed is never used (other sha256, other file name)."""
-
-    def __init__(self, indices_path: str, table: dict) -> None:
-        self.indices_path = indices_path
-        self.epochs = {int(e): (int(a), int(b)) for e, a, b in table["epochs"]}
-        self.max_index = int(table["max"])
-        with open(indices_path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)(f)
-            self._data_offset = f.tell()
-        if dtype != np.dtype(np.int32) or shape != (int(table["count"]),):
-            raise ValueError(f"{indices_path}: holds {shape} {dtype}, expected ({table['count']},) int32; "
-                             f"delete it to rebuild the index")
-        self._fd, self._pid = -1, -1
-
-    @classmethod
-    def open(cls, json_path: str, cache_dir: str) -> "SamplerIndex":
-        digest = file_sha256(json_path)
-        stem = os.path.join(cache_dir, f"sampler_index-{digest[:24]}")
-        if not os.path.isfile(stem + ".json"):
-            build_sampler_index(json_path, stem, digest)
-        with open(stem + ".json") as f:
-            table = json.load(f)
-        return cls(stem + ".npy", table)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_fd": -1, "_pid": -1}
-
-    def __del__(self) -> None:
-        try:
-            if self._fd >= 0 and self._pid == os.getpid():
-                os.close(self._fd)
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-
-    def __contains__(self, epoch: int) -> bool:
-        return epoch in self.epochs
-
-    def length(self, epoch: int) -> int:
-        start, stop = self.epochs[epoch]
-        return stop - start
-
-    def take(self, epoch: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """int64 image indices ``json[epoch][start:stop]``."""
-        first, last = self.epochs[epoch]
-        stop = last - first if stop is None else min(stop, last - first)
-        count = max(stop - start, 0)
-        if self._pid != os.getpid():  # one descriptor per process (forked workers reopen)
-            self._fd, self._pid = os.open(self.indices_path, os.O_RDONLY), os.getpid()
-        data = os.pread(self._fd, 4 * count, self._data_offset + 4 * (first + start))
-        return torch.from_numpy(np.frombuffer(data, dtype=np.int32).astype(np.int64))
-
-
-
-_LIST = re.compile(rb'"(-?\d+)"\s*:\s*\[([^\]]*)\]')
-
-
-def _sampler_damaged(path: str, what: str) -> StoreDamagedError:
-    return StoreDamagedError(f"{path}: {what}; the file is damaged (an interrupted copy or download?). Download the "
-                             f"label archive again, or regenerate the labels")
-
-
-def _strict_orders(raw: Any, path: str) -> dict[int, np.ndarray]:
-    """``{epoch: int64 array}`` of parsed json, refusing anything but ``{"<int>": [int, ...]}``:
-    numpy would turn ``"7"`` into 7 and ``2.5`` into 2 without a word."""
-    if not isinstance(raw, dict):
-        raise _sampler_damaged(path, f"holds a JSON {type(raw).__name__}, not {{\"<epoch>\": [image indices]}}")
-    out: dict[int, np.ndarray] = {}
-    for key, values in raw.items():
-        try:
-            epoch = int(key)
-        except ValueError:
-            raise _sampler_damaged(path, f"key {key!r} is not an epoch number") from None
-        if not isinstance(values, list):
-            raise _sampler_damaged(path, f"epoch {key} maps to a {type(values).__name__}, not a list of image indices")
-        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
-        if bad:
-            raise _sampler_damaged(path, f"epoch {key} lists {bad[0]!r}, which is not an integer image index")
-        out[epoch] = np.asarray(values, dtype=np.int64)
-    return out
-
-
-def _parse_sampler_json(path: str) -> dict[int, np.ndarray]:
-    """``{epoch: int32 array}`` without building Python lists: each epoch's ``[...]`` is parsed by
-    numpy. Anything that does not look like a dict of integer lists goes through ``json``, strictly:
-    a truncated file, a string or fractional index is a :class:`StoreDamagedError` naming the file."""
-    with open(path, "rb") as f:
-        data = f.read()
-    out: dict[int, np.ndarray] = {}
-    consumed = 0
-    for m in _LIST.finditer(data):
-        body = m.group(2).strip()
-        try:
-            arr = np.fromstring(body.decode(), dtype=np.int64, sep=",") if body else np.empty(0, np.int64)
-        except ValueError:  # newer numpy raises where older versions stopped early with a warning
-            break  # not plain integers: let json decide
-        if body and arr.size != body.count(b",") + 1:
-            break
-        out[int(m.group(1))] = arr
-        consumed += 1
-    if consumed != data.count(b"[") or not _closed_object(data):
-        try:
-            raw = json.loads(data)
-        except ValueError as err:  # invalid JSON (a cut file) or bytes that are not UTF-8
-            raise _sampler_damaged(path, f"is not valid JSON ({err})") from None
-        out = _strict_orders(raw, path)
-    for epoch, arr in out.items():
-        if arr.size and (arr.min() < 0 or arr.max() >= 2**31):
-            raise _sampler_damaged(path, f"epoch {epoch} lists image index "
-                                         f"{int(arr.min() if arr.min() < 0 else arr.max())}, outside 0..2^31-1")
-    return out
-
-
-def _closed_object(data: bytes) -> bool:
-    """The fast path's lists are only trusted in a complete ``{...}`` (a file cut after a list
-    would otherwise read as a shorter one; json then reports where it ends)."""
-    text = data.strip()
-    return text.startswith(b"{") and text.endswith(b"}")
-
-
-def build_sampler_index(json_path: str, stem: str, digest: str) -> None:
-    """Write ``stem.npy`` (int32, every epoch's indices in epoch order) and then ``stem.json``
-    (epochs, offsets, max, sha256): the table appears only once the array is complete."""
-    orders = _parse_sampler_json(json_path)
-    epochs, offset = [], 0
-    for epoch in sorted(orders):
-        epochs.append([epoch, offset, offset + int(orders[epoch].size)])
-        offset += int(orders[epoch].size)
-    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
-    with atomic_path(stem + ".npy") as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(offset,))
-        for (epoch, start, stop) in epochs:
-            arr[start:stop] = orders[epoch]
-        arr.flush()
-        del arr
-    top = max((int(a.max()) for a in orders.values() if a.size), default=-1)
-    atomic_json_dump({"epochs": epochs, "max": top, "count": offset, "sha256": digest,
-                      "source": os.path.abspath(json_path)}, stem + ".json")
-
-
-def default_index_dir() -> str:
-    """Where the index is cached when the caller names no place: the user's cache (content-
-    addressed, so sharing it is safe; the label folder itself is left untouched)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "lpld", "sampler_index")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError:
-        path = os.path.join(tempfile.gettempdir(), "lpld-sampler-index")
-    return path
 
 
 def read_side_manifest(path: str) -> dict[str, Any]:
@@ -344,8 +180,8 @@ class AuthorsLabelStore:
         if missing:
             raise StoreDamagedError(
                 f"soft-label folder {path} is missing {len(missing)} batch file(s) that later ones follow: "
-                f"{_describe_missing(missing)}. Regenerate them (lpld check-labels --store {path} --train-dir "
-                f"<images> --teacher-ckpt <teacher> --repair) or download the complete label archive again.")
+                f"{_describe_missing(missing)}. Regenerate them ({repair_command(path)}) or download the complete "
+                f"label archive again.")
         self.missing_planned = missing_batch_files(path, int(per_epoch), planned) if planned else []
         self._checksums = read_checksums(path)
         read_counts = []  # batch files read per epoch: a store is read up to its first incomplete epoch
@@ -394,7 +230,7 @@ class AuthorsLabelStore:
             if -(-listed // b) < files:
                 have = f"lists {listed} image indices ({-(-listed // b)} batches of {b})" if epoch in self._index \
                     else "has no entry"
-                raise _sampler_damaged(sampler, f"{have} for epoch {epoch}, but epoch_{epoch}/ holds {files} batch "
+                raise sampler_damaged(sampler, f"{have} for epoch {epoch}, but epoch_{epoch}/ holds {files} batch "
                                                 f"files (the json is cut short or belongs to another run)")
 
     def incomplete_reason(self) -> str:
@@ -414,8 +250,7 @@ class AuthorsLabelStore:
         recorded = self._checksums.get(gid)
         if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
             raise StoreDamagedError(f"{file} does not match its checksum in {CHECKSUMS}: the file is damaged. "
-                                    f"Regenerate it with lpld check-labels --store {self.path} --train-dir <images> "
-                                    f"--teacher-ckpt <teacher> --repair")
+                                    f"Regenerate it with {repair_command(self.path)}")
         return load_batch_file(file, data)
 
     def verify(self, batch_ids: Iterable[int] | None = None) -> list[int]:
@@ -512,28 +347,11 @@ class AuthorsStoreWriter(OrderedBatchWriter):
         self.manifest.pop("num_batches", None)
         self.per_epoch = int(manifest["batches_per_epoch"])
         meta_path = os.path.join(path, META)
-        if entries(path):
-            if not is_our_label_store(path):  # never write into nor delete a folder we did not write
-                raise ForeignFolderError(f"{path} is not empty and holds no soft labels written by lpld (no {META} "
-                                         f"or manifest.json of format {FORMAT_NAME}); it is never replaced, even "
-                                         f"with --overwrite: choose a new or empty output directory")
-            if overwrite:  # the folder stays (its owner, group and mode); only its content goes
-                clear_dir(path, is_our_label_store, "label store")
-            elif os.path.isfile(meta_path):
-                with open(meta_path) as f:
-                    old = json.load(f)
-                diffs = list(plan_diffs(old, self.manifest))
-                if diffs:
-                    raise StoreMismatchError(f"{path} holds labels with other settings ({', '.join(diffs)}); "
-                                             f"use another output directory or --overwrite")
-                fix = "Use another output directory, or --overwrite to regenerate the labels."
-                check_bound_inputs(old, path, images_sha256=self.manifest.get("images_sha256"),
-                                   teacher_sha256=self.manifest.get("teacher_sha256"), fix=fix)
-                if not resume:
-                    raise FileExistsError(f"{path} already holds labels; pass --resume or --overwrite")
-                self.manifest = {k: v for k, v in old.items() if k != "num_batches"}  # as created
-            else:
-                raise FileExistsError(f"{path} exists and holds no lpld labels; choose an empty output directory")
+        old = continued_manifest(path, self.manifest, META, resume=resume, overwrite=overwrite)
+        if old is not None:
+            self.manifest = old
+        elif entries(path):  # the folder stays (its owner, group and mode); only its content goes
+            clear_dir(path, is_our_label_store, "label store")
         parent = os.path.dirname(os.path.abspath(path))
         todo = max(0, self.planned - self._count_done())
         require_free_space(parent, on_disk(parent, [self._batch_bytes()] * todo + [4096] * 5 +
@@ -545,8 +363,7 @@ class AuthorsStoreWriter(OrderedBatchWriter):
         missing = missing_batch_files(path, self.per_epoch)
         if missing:
             raise StoreDamagedError(f"{path} is missing batch file(s) that later ones follow: "
-                                    f"{_describe_missing(missing)}. Regenerate them with lpld check-labels --store "
-                                    f"{path} --train-dir <images> --teacher-ckpt <teacher> --repair")
+                                    f"{_describe_missing(missing)}. Regenerate them with {repair_command(path)}")
         self.next_id = self._count_done()
         self.committed = self.next_id
         self._checksums = read_checksums(path)
@@ -555,8 +372,7 @@ class AuthorsStoreWriter(OrderedBatchWriter):
             if bad:
                 raise StoreDamagedError(f"{path}: {len(bad)} batch file(s) are damaged "
                                         f"({_describe_missing([batch_file(path, *divmod(g, self.per_epoch)) for g in bad])}). "
-                                        f"Regenerate them with lpld check-labels --store {path} --train-dir <images> "
-                                        f"--teacher-ckpt <teacher> --repair")
+                                        f"Regenerate them with {repair_command(path)}")
         self._write_checksums()  # cleanly: a line torn by a kill would corrupt the next one
         self._indices: dict[int, np.ndarray] = {}  # int32 per batch: 8x smaller than lists of ints
 
@@ -642,7 +458,7 @@ class AuthorsStoreWriter(OrderedBatchWriter):
     def _write_sampler_json(self, epoch_orders) -> None:
         bs = int(self.manifest["batch_size"])
         sampler = os.path.join(self.path, SAMPLER_JSON)
-        old = _parse_sampler_json(sampler) if os.path.isfile(sampler) else {}
+        old = parse_sampler_json(sampler) if os.path.isfile(sampler) else {}
         epochs: dict[int, list[np.ndarray]] = {}
         for gid in range(self.next_id):
             epoch, index = divmod(gid, self.per_epoch)

@@ -11,7 +11,8 @@ from .authors import AuthorsLabelStore, AuthorsStoreWriter, is_authors_store
 from .common import FORMAT_VERSION, InputValueError, StoreDamagedError, plan_value
 from .lpqld_format import LPQLDLabelStore, LPQLDStoreWriter, is_lpqld_store
 from .regen import image_sizes
-from .store import LabelStore, LabelStoreWriter
+from .store import LabelStore
+from .store_writer import LabelStoreWriter
 
 FORMATS = ("ours", "authors", "lpqld")
 

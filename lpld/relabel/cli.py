@@ -7,7 +7,7 @@ from typing import Sequence
 
 from ..config import ArgumentParser, Option, argument_type, parse_config
 from ..labels import convert, open_label_store
-from ..labels.store import describe_ids
+from ..labels.common import describe_ids
 from ..utils.errors import InputValueError
 from ..utils.log import get_logger
 from .generate import repair_store, run_relabel

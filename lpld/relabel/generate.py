@@ -43,9 +43,8 @@ from ..device_views import ImageBank, replay_batch_on_device
 from ..labels import (StoreDamagedError, check_bound_inputs, image_list_fingerprint, open_label_store,
                       plan_batches, writer_for)
 from ..labels.authors import META as AUTHORS_META
-from ..labels.common import is_our_label_store
+from ..labels.common import describe_ids, is_our_label_store
 from ..labels.store import MANIFEST as OURS_MANIFEST
-from ..labels.store import describe_ids
 from ..labels.topk import parse_label_quantization, select_topk
 from ..models.teacher import TeacherInfo, describe_module
 from ..utils.classes import check_distilled_folders, check_same_classes
