@@ -7,7 +7,8 @@ import os
 
 from ..data import ImageFolder
 from ..utils.progress import progress_bar
-from .authors import AuthorsLabelStore, AuthorsStoreWriter, is_authors_store
+from .authors import AuthorsLabelStore, is_authors_store
+from .authors_writer import AuthorsStoreWriter
 from .common import FORMAT_VERSION, InputValueError, StoreDamagedError, plan_value
 from .lpqld_format import LPQLDLabelStore, LPQLDStoreWriter, is_lpqld_store
 from .regen import image_sizes
