@@ -106,7 +106,8 @@ def repair_command(path: str) -> str:
 
 
 def repair_hint(path: str) -> str:
-    return f"Regenerate exactly the damaged batches with: {repair_command(path)} (or regenerate the store with relabel --overwrite)"
+    return (f"Regenerate exactly the damaged batches with: {repair_command(path)} (or regenerate the store with "
+            f"relabel --overwrite)")
 
 
 def continued_manifest(path: str, manifest: dict, meta: str, *, resume: bool, overwrite: bool) -> dict | None:
