@@ -103,7 +103,8 @@ def bench_generate(root: str, batches: int, size: int, batch_size: int, workers:
     from lpld.data import make_demo_dataset
     from lpld.models import build_model
     from lpld.relabel import run_relabel
-    from lpld.relabel.generate import AugmentedBatches, build_manifest, normalize_config, sampler_orders
+    from lpld.augment import sampler_orders
+    from lpld.relabel.generate import AugmentedBatches, build_manifest, normalize_config
     from lpld.data import ImageFolder
     data = make_demo_dataset(os.path.join(root, "gen_data"), num_classes=10, image_size=size,
                              train_per_class=-(-batches * batch_size // 10), val_per_class=1, seed=0)

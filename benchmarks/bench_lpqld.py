@@ -42,7 +42,7 @@ from lpld.augment import sample_batch_params  # noqa: E402
 from lpld.labels import LabelStoreWriter, open_label_store, plan_batches  # noqa: E402
 from lpld.labels.lpqld_format import LPQLDStoreWriter  # noqa: E402
 from lpld.labels.topk import select_topk, topk_target, uint8_distortion  # noqa: E402
-from lpld.relabel.generate import sampler_orders  # noqa: E402
+from lpld.augment import sampler_orders  # noqa: E402
 
 B, C, SIZE = 128, 1000, 224
 

@@ -37,7 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from lpld.augment import BatchRecord, replay_batch, sample_batch_params  # noqa: E402
 from lpld.data import ImageFolder, load_rgb  # noqa: E402
 from lpld.labels import AuthorsStoreWriter, LabelStoreWriter, open_label_store  # noqa: E402
-from lpld.labels.authors import SAMPLER_JSON, batch_file, save_batch_file  # noqa: E402
+from lpld.labels.authors import SAMPLER_JSON, batch_file  # noqa: E402
+from lpld.utils.io import atomic_torch_save  # noqa: E402
 from lpld.validate.loader import BatchRequest, SoftLabelBatches  # noqa: E402
 
 MB = 1 << 20
@@ -123,7 +124,7 @@ def fabricate_index(root: str, images: int, epochs: int, batch_size: int) -> tup
             f.write(f'{", " if e else ""}"{e}": [{", ".join(map(str, rng.permutation(images).tolist()))}]')
         f.write("}")
     first = batch_file(root, 0, 0)
-    save_batch_file([torch.rand(batch_size, 4), torch.zeros(batch_size, dtype=torch.bool), None, None, None,
+    atomic_torch_save([torch.rand(batch_size, 4), torch.zeros(batch_size, dtype=torch.bool), None, None, None,
                      torch.zeros(batch_size, 1000, dtype=torch.float16)], first)
     for b in range(1, per_epoch):
         os.symlink(first, batch_file(root, 0, b))

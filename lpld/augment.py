@@ -15,6 +15,11 @@ Semantics follow the authors' ``relabel_and_validate/utils_fkd.py``:
 * per batch: CutMix (``lam ~ Beta(1, 1)``, the authors' ``rand_bbox`` box, a permutation) or MixUp
   (``lam ~ Beta(0.8, 0.8)``, a permutation) on the whole normalised batch (``mix_aug``).
 
+Image order: :func:`sampler_orders`, the authors' ``RandomSampler`` with a generator seeded by
+``fkd_seed``, iterated epoch after epoch (bit-identical to theirs, so their
+``sampler_indices_epoch.json`` and ours agree); relabel draws it once per store and a store with
+regenerated augmentation draws it again at training time.
+
 Random stream: the authors draw from global RNGs inside DataLoader workers, which no one can
 replay bit for bit. Here every batch has its own generators derived from ``(seed, batch_id)``
 (:func:`batch_generators`), so a resumed or re-ordered generation is byte-identical to an
@@ -29,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
+from torch.utils.data import RandomSampler
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
@@ -87,6 +93,15 @@ def normalize_mix_type(value) -> str:
     if text not in MIX_TYPES:
         raise InputValueError(f"mix_type must be one of {list(MIX_TYPES)} (or None); got {value!r}")
     return text
+
+
+def sampler_orders(num_images: int, seed: int, epochs: int) -> np.ndarray:
+    """[epochs, num_images] image order of each epoch: the authors' RandomSampler, iterated in turn."""
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    sampler = RandomSampler(range(num_images), generator=gen)
+    dtype = np.int32 if num_images < 2**31 else np.int64
+    return np.stack([np.asarray(list(sampler), dtype=dtype) for _ in range(epochs)])
 
 
 def batch_generators(seed: int, batch_id: int) -> tuple[torch.Generator, np.random.Generator]:

@@ -21,6 +21,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .augment import BatchRecord, apply_mix, normalize_views
 from .data import load_rgb
@@ -133,7 +134,6 @@ def pillow_orders_passes() -> bool:
     than twice as much as the width (newer Pillow does; older always starts horizontally).
     Probed once on a small image whose two orders round differently."""
     if not _VERTICAL_FIRST_RULE:
-        from PIL import Image
         gen = torch.Generator().manual_seed(0)
         src = torch.randint(0, 256, (70, 34, 3), dtype=torch.uint8, generator=gen)
         ref = torch.from_numpy(np.asarray(Image.fromarray(src.numpy()).resize((50, 40), Image.BILINEAR)).copy())

@@ -35,13 +35,18 @@ import os
 import shutil
 import statistics
 import sys
+import tempfile
 from typing import Any, Iterable, Sequence
 
+from .analysis import plot as plotting
 from .config import compression_nominal
 from .utils.errors import InputValueError
 from .utils.io import atomic_json_dump, atomic_write_text, remove_stale_temporaries
 from .utils.lock import lock_output
+from .utils.log import get_logger
 from .utils.owner import LEGACY, claim_dir
+
+log = get_logger(__name__)
 
 GROUP_KEYS = ("table", "dataset", "method", "ipc", "label_topk", "student", "prune_ratio", "prune_metric",
               "granularity", "label_mode")
@@ -243,7 +248,6 @@ def _finish_pending(output_dir: str) -> None:
 
 def write_results(output_dir: str, rows: list[dict[str, Any]], md: str, title: str | None, plot: bool) -> None:
     """``results.*`` as one unit (see the module docstring)."""
-    import tempfile
     with lock_output(output_dir, "report", key="report"):
         _finish_pending(output_dir)
         remove_stale_temporaries(output_dir, ("results",) + RESULTS)  # a killed run's temporaries
@@ -252,8 +256,7 @@ def write_results(output_dir: str, rows: list[dict[str, Any]], md: str, title: s
             atomic_write_text(os.path.join(staging, "results.csv"), csv_text(rows))
             atomic_write_text(os.path.join(staging, "results.md"), md)
             if plot:
-                from .analysis.plot import plot_top1_vs_bytes
-                plot_top1_vs_bytes(rows, os.path.join(staging, "results.png"), title=title)
+                plotting.plot_top1_vs_bytes(rows, os.path.join(staging, "results.png"), title=title)
             atomic_json_dump(rows, os.path.join(staging, "results.json"))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -278,8 +281,8 @@ def collect_and_write(roots: Sequence[str], output_dir: str, *, runs: Sequence[s
               owned=lambda path: os.path.abspath(path) in reported and bool(find_runs([path])))
     md = markdown(rows, title)
     write_results(output_dir, rows, md, title, plot)
-    print(md)
-    print(f"results: {os.path.join(output_dir, 'results.md')} (.csv, .json, .png); {len(students)} students")
+    log.info(md)
+    log.info(f"results: {os.path.join(output_dir, 'results.md')} (.csv, .json, .png); {len(students)} students")
     return rows
 
 

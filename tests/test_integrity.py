@@ -419,7 +419,8 @@ def test_metrics_log_drops_redone_epochs(tmp_path):
 
 # --- content hashes ------------------------------------------------------------------------------------
 def test_state_dict_hash_depends_on_tensors_only(tmp_path):
-    from lpld.utils.fingerprint import checkpoint_sha256, state_dict_sha256
+    from lpld.models import checkpoint_sha256
+    from lpld.utils.fingerprint import state_dict_sha256
     torch.manual_seed(0)
     model = build_model("resnet18", 4)
     save_checkpoint(str(tmp_path / "a.pth"), model)

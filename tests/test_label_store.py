@@ -281,7 +281,7 @@ def test_regenerated_store_keeps_no_augmentation_and_checks_digests(tmp_path):
     draws the recorded augmentation again; a tampered digest is a one-line error naming batch and store."""
     from lpld.labels.regen import AugmentationDriftError
     m = {**_topk_manifest(augmentation="regenerated"), "seed": 42}
-    from lpld.relabel.generate import sampler_orders
+    from lpld.augment import sampler_orders
     orders = sampler_orders(NUM_IMAGES, 42, EPOCHS)
     sizes = [(9 + i, 7) for i in range(NUM_IMAGES)]
     records = []

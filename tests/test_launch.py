@@ -18,12 +18,15 @@ import torch
 from lpld.config import resolve
 from lpld.launch.launcher import Launcher, export_distributed, sbatch_script
 from lpld.launch.resources import LAUNCH_SCHEMA, resources_for
-from lpld.launch.shards import has_shards, merge_shards, recover_range, run_shard, split_range
 from lpld.models import build_model, save_checkpoint
+from lpld.pipeline import run_shard
 from lpld.recover import RECOVER_SCHEMA, run_recovery
 from lpld.recover.io import class_complete
+from lpld.recover.shards import recover_range
 from lpld.relabel import RELABEL_SCHEMA, run_relabel
+from lpld.relabel.shards import has_shards, merge_shards
 from lpld.utils.errors import InputValueError
+from lpld.utils.ranges import split_range
 
 # the fake pipelines below run in the jobs' own processes: pickle this module's classes by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -10,10 +10,11 @@ import pytest
 from conftest import read_tree
 import torch
 
+from lpld.augment import sampler_orders
 from lpld.config import parse_config
 from lpld.labels import LabelStore, StoreMismatchError, check_compatible, convert, open_label_store
 from lpld.models import build_model, save_checkpoint
-from lpld.relabel import RELABEL_SCHEMA, replay_check, run_relabel, sampler_orders
+from lpld.relabel import RELABEL_SCHEMA, replay_check, run_relabel
 from lpld.relabel.cli import main_check
 
 

@@ -12,7 +12,8 @@ import torch
 
 from lpld.augment import sample_batch_params
 from lpld.labels import AuthorsLabelStore, AuthorsStoreWriter, open_label_store
-from lpld.labels.authors import SAMPLER_JSON, SamplerIndex
+from lpld.labels.authors import SAMPLER_JSON
+from lpld.labels.sampler_index import SamplerIndex
 
 
 def write_authors_store(path: str, *, images: int = 30, batch_size: int = 8, epochs: int = 3, seed: int = 0):

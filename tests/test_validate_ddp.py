@@ -137,7 +137,7 @@ def check_reported_equals_saved(demo_root, out, part: str) -> None:
     weights = state["model"] if part == "model" else state["ema"]["model"]
     model = build_model(final["model"], 4)  # the student the run trained
     model.load_state_dict(weights)
-    from lpld.validate.train import build_val_dataset, student_val_transform
+    from lpld.data import build_val_dataset, student_val_transform
     val = build_val_dataset("demo", os.path.join(demo_root, "val"), student_val_transform("demo", 16))
     saved = evaluate(model, torch.utils.data.DataLoader(val, batch_size=64), torch.device("cpu"), progress=False)
     assert final["top1"] == pytest.approx(saved["top1"]) and final["val_loss"] == pytest.approx(saved["loss"], rel=1e-5)

@@ -1,9 +1,9 @@
 """Analysis tools: within-class diversity of distilled images (the paper's Table 1 finding) and
 the accuracy-vs-label-compression plot.
 
-* ``lpld.analysis.diversity``: teacher penultimate features, per-class mean pairwise cosine
-  similarity, per-class MMD between synthetic and real features.
-  CLI: ``python -m lpld.analysis.diversity --help``.
+* ``lpld.analysis.diversity``: teacher penultimate features of image sets and the real data, and
+  their per-class diversity (``lpld.analysis.metrics``: mean pairwise cosine similarity, MMD
+  between synthetic and real features). CLI: ``python -m lpld.analysis.diversity --help``.
 * ``lpld.analysis.plot``: top-1 vs label compression, one line per method.
   CLI: ``python -m lpld.analysis.plot --help``.
 

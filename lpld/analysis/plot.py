@@ -19,6 +19,10 @@ import sys
 from typing import Sequence
 
 from ..utils.errors import InputValueError
+from ..utils.io import atomic_path
+from ..utils.log import get_logger
+
+log = get_logger(__name__)
 
 
 def _float(value, key: str, where: str) -> float | None:
@@ -96,11 +100,10 @@ def plot_results(records: list[dict], output: str, *, reference: list[dict] | No
                  title: str | None = None, xscale: str = "categorical", storage: bool | None = None) -> str:
     """Write the figure to ``output`` (PNG) and return the path. ``storage=None``: add the
     label-storage panel when any record has ``label_bytes``."""
-    import matplotlib
+    import matplotlib  # the optional plot dependency, imported only when a figure is drawn
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..utils.io import atomic_path
     reference = reference or []
     if not records and not reference:
         raise InputValueError("nothing to plot: no record has a top1 value")
@@ -152,11 +155,10 @@ def plot_results(records: list[dict], output: str, *, reference: list[dict] | No
 def plot_top1_vs_bytes(rows: list[dict], output: str, *, title: str | None = None) -> str:
     """``lpld report``'s figure: student top-1 (mean, error bar = std over seeds) against the label
     bytes actually on disk (log scale), one line per method / IPC / top-k / student."""
-    import matplotlib
+    import matplotlib  # the optional plot dependency, imported only when a figure is drawn
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..utils.io import atomic_path
     series: dict[str, list[dict]] = {}
     for r in rows:
         if r.get("label_bytes_actual"):
@@ -205,10 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = plot_results(records, args.output, reference=reference, title=args.title,
                             xscale=args.xscale, storage=args.storage)
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        log.error(f"error: {err}")
         return 2
-    print(f"wrote {path} ({len(records)} results" + (f", {len(reference)} reference points" if reference else "")
-          + ")")
+    log.info(f"wrote {path} ({len(records)} results" + (f", {len(reference)} reference points" if reference else "")
+             + ")")
     return 0
 
 

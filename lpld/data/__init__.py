@@ -1,5 +1,5 @@
 """Datasets: ImageFolder (ImageNet-1K, ImageNet-21K-P, distilled images), Tiny-ImageNet's original
-layout, and the generated demo dataset."""
+layout, and the generated demo dataset; their presets (:mod:`.transforms`)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,8 @@ from typing import Callable
 
 from .demo import DEMO_DEFAULTS, DEMO_RANGES, make_demo_dataset  # noqa: F401
 from .folder import ImageFolder, LabeledImages, TinyImageNet, load_rgb  # noqa: F401
-from .transforms import normalization, train_transform, val_transform  # noqa: F401
+from .transforms import (EvalPreset, TrainPreset, normalization, stored_normalization,  # noqa: F401
+                         student_val_transform, train_transform, val_transform)
 
 DATASETS = ("tiny", "imagenet", "imagefolder", "in21k", "demo")
 # The authors' dataset names, accepted everywhere and mapped to ours.
@@ -46,3 +47,18 @@ def build_dataset(dataset: str, root: str, split: str, transform: Callable | Non
     if dataset in ("imagenet", "imagefolder", "in21k"):
         return ImageFolder(os.path.join(root, split), transform)
     raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
+
+
+def build_val_dataset(dataset: str, val_dir: str, transform: Callable | None) -> LabeledImages:
+    """A validation split given as its folder (``val_dir`` as in the authors' configs: the split
+    folder itself). Tiny-ImageNet's val/ (with ``val_annotations.txt``) or its root (with
+    ``wnids.txt``) is read in the original layout; anything with class sub-folders as an ImageFolder."""
+    if not os.path.isdir(val_dir):
+        raise FileNotFoundError(f"val_dir {val_dir} is not a directory")
+    if os.path.isfile(os.path.join(val_dir, "val_annotations.txt")):
+        return TinyImageNet(os.path.dirname(os.path.abspath(val_dir)), "val", transform)
+    if os.path.isfile(os.path.join(val_dir, "wnids.txt")):
+        return TinyImageNet(val_dir, "val", transform)
+    if dataset == "demo" and os.path.isdir(os.path.join(val_dir, "val")):
+        val_dir = os.path.join(val_dir, "val")
+    return ImageFolder(val_dir, transform)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import colorsys
 import json
 import os
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from ..config import Option
+from ..config import ArgumentParser, Option, argument_type
 from ..utils.io import atomic_dir
 
 DEMO_SPEC = "demo.json"
@@ -89,3 +90,15 @@ def make_demo_dataset(root: str, num_classes: int = 10, image_size: int = 32, tr
         with open(os.path.join(tmp, DEMO_SPEC), "w") as f:
             json.dump(spec, f)
     return root
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    """``lpld make-demo PATH [--num-classes N ...]``."""
+    p = ArgumentParser(description="Generate the built-in demo dataset (train/ and val/ image folders).")
+    p.add_argument("path", help="folder to create (for lpld stages: --dataset demo --data-path PATH)")
+    for key, value in DEMO_DEFAULTS.items():
+        p.add_argument("--" + key.replace("_", "-"), type=argument_type(DEMO_RANGES[key]), default=value)
+    args = vars(p.parse_args(argv))
+    path = make_demo_dataset(args.pop("path"), **args)
+    print(path)  # the command's output: the dataset folder
+    return path

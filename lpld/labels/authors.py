@@ -15,7 +15,9 @@ ours. Our metadata goes to ``lpld_manifest.json`` beside the epoch folders (thei
 it), and the sha256 of every batch file we write to
 ``lpld_checksums.tsv`` (one ``<batch id>\t<sha256>`` line per file, appended as each is renamed into
 place); a read verifies its file against it. A missing batch file with later ones present, or
-fewer files than the manifest plans, is reported by name: never read as a shorter store.
+fewer files than the manifest plans, is reported by name: never read as a shorter store. The
+sampler json is read through a memory-mapped index (:mod:`lpld.labels.sampler_index`); the writer
+is :mod:`lpld.labels.authors_writer`.
 """
 from __future__ import annotations
 
@@ -24,28 +26,22 @@ import io
 import json
 import os
 import re
-import tempfile
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 
 from ..augment import BatchRecord
 from ..utils.errors import UnsafeFileError
-from ..utils.fingerprint import file_sha256
-from ..utils.io import (atomic_json_dump, atomic_path, atomic_write_text, on_disk, remove_stale_temporaries,
-                        require_free_space)
-from ..utils.lock import lock_output
-from ..utils.owner import ForeignFolderError, clear_dir, entries
 from ..utils.safe_load import safe_torch_load
-from .common import (FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, plan_diffs,
-                     StoreMismatchError, check_bound_inputs, check_manifest_counts, is_our_label_store, warn_once)
+from .common import (FORMAT_VERSION, StoreDamagedError, StoreMismatchError, check_manifest_counts, repair_command,
+                     warn_once)
+from .sampler_index import SamplerIndex, default_index_dir, sampler_damaged
 
 SAMPLER_JSON = "sampler_indices_epoch.json"
 META = "lpld_manifest.json"
 CHECKSUMS = "lpld_checksums.tsv"
-_EPOCH = re.compile(r"^epoch_(\d+)$")
-_BATCH = re.compile(r"^batch_(\d+)\.tar$")
+EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
+BATCH_FILE = re.compile(r"^batch_(\d+)\.tar$")
 
 
 def batch_file(root: str, epoch: int, index: int) -> str:
@@ -63,26 +59,12 @@ def load_batch_file(path: str, data: bytes | None = None) -> list:
     root = os.path.dirname(os.path.dirname(path))
     try:
         return safe_torch_load(io.BytesIO(data) if data is not None else path, what="soft-label batch", name=path,
-                               fix=f"regenerate the labels (lpld check-labels --store {root} --train-dir <images> "
-                                   f"--teacher-ckpt <teacher> --repair) or download them again")
+                               fix=f"regenerate the labels ({repair_command(root)}) or download them again")
     except UnsafeFileError:
         raise
     except Exception as err:  # noqa: BLE001 - name the file
         raise StoreDamagedError(f"cannot read soft-label batch {path}: {err}. The file is damaged: regenerate it "
-                                f"with lpld check-labels --store {root} "
-                                f"--train-dir <images> --teacher-ckpt <teacher> --repair") from err
-
-
-def save_batch_file(obj: list, path: str) -> str:
-    """``torch.save`` through a buffer, then an atomic rename: no half-written file is ever visible,
-    and the bytes do not depend on the temporary file's name (torch names the archive after it).
-    Returns the sha256 of the file."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(buffer.getbuffer())
-    return hashlib.sha256(buffer.getbuffer()).hexdigest()
+                                f"with {repair_command(root)}") from err
 
 
 def read_checksums(root: str) -> dict[int, str]:
@@ -99,20 +81,20 @@ def read_checksums(root: str) -> dict[int, str]:
     return out
 
 
-def _present(root: str) -> dict[int, set[int]]:
+def present_batches(root: str) -> dict[int, set[int]]:
     """Epoch -> batch indices whose files exist."""
     out: dict[int, set[int]] = {}
     for d in os.listdir(root):
-        m = _EPOCH.match(d)
+        m = EPOCH_DIR.match(d)
         if m and os.path.isdir(os.path.join(root, d)):
-            out[int(m.group(1))] = {int(b.group(1)) for f in os.listdir(os.path.join(root, d)) if (b := _BATCH.match(f))}
+            out[int(m.group(1))] = {int(b.group(1)) for f in os.listdir(os.path.join(root, d)) if (b := BATCH_FILE.match(f))}
     return out
 
 
 def missing_batch_ids(root: str, per_epoch: int, planned: int | None = None) -> list[int]:
     """Ids of batches whose file must exist but does not: gaps before a later file, and (with
     ``planned``) the files short of the planned count."""
-    present = _present(root)
+    present = present_batches(root)
     last = max((e * per_epoch + b for e, idx in present.items() for b in idx), default=-1)
     if planned is not None:
         last = max(last, planned - 1)
@@ -123,180 +105,18 @@ def missing_batch_files(root: str, per_epoch: int, planned: int | None = None) -
     return [batch_file(root, *divmod(g, per_epoch)) for g in missing_batch_ids(root, per_epoch, planned)]
 
 
-def _describe_missing(files: list[str], limit: int = 6) -> str:
+def describe_files(files: list[str], limit: int = 6) -> str:
     names = [os.path.join(os.path.basename(os.path.dirname(f)), os.path.basename(f)) for f in files]
     return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 def _count_batches(epoch_dir: str) -> int:
     """Number of consecutive batch files 0..n-1 in an epoch folder."""
-    present = {int(m.group(1)) for f in os.listdir(epoch_dir) if (m := _BATCH.match(f))}
+    present = {int(m.group(1)) for f in os.listdir(epoch_dir) if (m := BATCH_FILE.match(f))}
     n = 0
     while n in present:
         n += 1
     return n
-
-
-class SamplerIndex:
-    """``sampler_indices_epoch.json`` as one int32 ``.npy`` array plus a small table of epochs,
-    built once and cached under the sha256 of the json's bytes.
-
-    The json of a full ImageNet-1K IPC50 x 300-epoch run lists 15 M image indices: as Python
-    lists that is ~0.5 GB in every process that parses it (each DataLoader worker, each rank).
-    Here a batch's indices are read from the file with one ``pread`` (the page cache serves it to
-    every process), so a process holds only the table; the index pickles as a path. The cache
-    lives in ``cache_dir`` (the trainer passes its output directory, since the label folder may
-    be read-only); a cache whose json changed is never used (other sha256, other file name)."""
-
-    def __init__(self, indices_path: str, table: dict) -> None:
-        self.indices_path = indices_path
-        self.epochs = {int(e): (int(a), int(b)) for e, a, b in table["epochs"]}
-        self.max_index = int(table["max"])
-        with open(indices_path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            shape, _, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)(f)
-            self._data_offset = f.tell()
-        if dtype != np.dtype(np.int32) or shape != (int(table["count"]),):
-            raise ValueError(f"{indices_path}: holds {shape} {dtype}, expected ({table['count']},) int32; "
-                             f"delete it to rebuild the index")
-        self._fd, self._pid = -1, -1
-
-    @classmethod
-    def open(cls, json_path: str, cache_dir: str) -> "SamplerIndex":
-        digest = file_sha256(json_path)
-        stem = os.path.join(cache_dir, f"sampler_index-{digest[:24]}")
-        if not os.path.isfile(stem + ".json"):
-            build_sampler_index(json_path, stem, digest)
-        with open(stem + ".json") as f:
-            table = json.load(f)
-        return cls(stem + ".npy", table)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_fd": -1, "_pid": -1}
-
-    def __del__(self) -> None:
-        try:
-            if self._fd >= 0 and self._pid == os.getpid():
-                os.close(self._fd)
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-
-    def __contains__(self, epoch: int) -> bool:
-        return epoch in self.epochs
-
-    def length(self, epoch: int) -> int:
-        start, stop = self.epochs[epoch]
-        return stop - start
-
-    def take(self, epoch: int, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """int64 image indices ``json[epoch][start:stop]``."""
-        first, last = self.epochs[epoch]
-        stop = last - first if stop is None else min(stop, last - first)
-        count = max(stop - start, 0)
-        if self._pid != os.getpid():  # one descriptor per process (forked workers reopen)
-            self._fd, self._pid = os.open(self.indices_path, os.O_RDONLY), os.getpid()
-        data = os.pread(self._fd, 4 * count, self._data_offset + 4 * (first + start))
-        return torch.from_numpy(np.frombuffer(data, dtype=np.int32).astype(np.int64))
-
-
-
-_LIST = re.compile(rb'"(-?\d+)"\s*:\s*\[([^\]]*)\]')
-
-
-def _sampler_damaged(path: str, what: str) -> StoreDamagedError:
-    return StoreDamagedError(f"{path}: {what}; the file is damaged (an interrupted copy or download?). Download the "
-                             f"label archive again, or regenerate the labels")
-
-
-def _strict_orders(raw: Any, path: str) -> dict[int, np.ndarray]:
-    """``{epoch: int64 array}`` of parsed json, refusing anything but ``{"<int>": [int, ...]}``:
-    numpy would turn ``"7"`` into 7 and ``2.5`` into 2 without a word."""
-    if not isinstance(raw, dict):
-        raise _sampler_damaged(path, f"holds a JSON {type(raw).__name__}, not {{\"<epoch>\": [image indices]}}")
-    out: dict[int, np.ndarray] = {}
-    for key, values in raw.items():
-        try:
-            epoch = int(key)
-        except ValueError:
-            raise _sampler_damaged(path, f"key {key!r} is not an epoch number") from None
-        if not isinstance(values, list):
-            raise _sampler_damaged(path, f"epoch {key} maps to a {type(values).__name__}, not a list of image indices")
-        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
-        if bad:
-            raise _sampler_damaged(path, f"epoch {key} lists {bad[0]!r}, which is not an integer image index")
-        out[epoch] = np.asarray(values, dtype=np.int64)
-    return out
-
-
-def _parse_sampler_json(path: str) -> dict[int, np.ndarray]:
-    """``{epoch: int32 array}`` without building Python lists: each epoch's ``[...]`` is parsed by
-    numpy. Anything that does not look like a dict of integer lists goes through ``json``, strictly:
-    a truncated file, a string or fractional index is a :class:`StoreDamagedError` naming the file."""
-    with open(path, "rb") as f:
-        data = f.read()
-    out: dict[int, np.ndarray] = {}
-    consumed = 0
-    for m in _LIST.finditer(data):
-        body = m.group(2).strip()
-        try:
-            arr = np.fromstring(body.decode(), dtype=np.int64, sep=",") if body else np.empty(0, np.int64)
-        except ValueError:  # newer numpy raises where older versions stopped early with a warning
-            break  # not plain integers: let json decide
-        if body and arr.size != body.count(b",") + 1:
-            break
-        out[int(m.group(1))] = arr
-        consumed += 1
-    if consumed != data.count(b"[") or not _closed_object(data):
-        try:
-            raw = json.loads(data)
-        except ValueError as err:  # invalid JSON (a cut file) or bytes that are not UTF-8
-            raise _sampler_damaged(path, f"is not valid JSON ({err})") from None
-        out = _strict_orders(raw, path)
-    for epoch, arr in out.items():
-        if arr.size and (arr.min() < 0 or arr.max() >= 2**31):
-            raise _sampler_damaged(path, f"epoch {epoch} lists image index "
-                                         f"{int(arr.min() if arr.min() < 0 else arr.max())}, outside 0..2^31-1")
-    return out
-
-
-def _closed_object(data: bytes) -> bool:
-    """The fast path's lists are only trusted in a complete ``{...}`` (a file cut after a list
-    would otherwise read as a shorter one; json then reports where it ends)."""
-    text = data.strip()
-    return text.startswith(b"{") and text.endswith(b"}")
-
-
-def build_sampler_index(json_path: str, stem: str, digest: str) -> None:
-    """Write ``stem.npy`` (int32, every epoch's indices in epoch order) and then ``stem.json``
-    (epochs, offsets, max, sha256): the table appears only once the array is complete."""
-    orders = _parse_sampler_json(json_path)
-    epochs, offset = [], 0
-    for epoch in sorted(orders):
-        epochs.append([epoch, offset, offset + int(orders[epoch].size)])
-        offset += int(orders[epoch].size)
-    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
-    with atomic_path(stem + ".npy") as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.int32, shape=(offset,))
-        for (epoch, start, stop) in epochs:
-            arr[start:stop] = orders[epoch]
-        arr.flush()
-        del arr
-    top = max((int(a.max()) for a in orders.values() if a.size), default=-1)
-    atomic_json_dump({"epochs": epochs, "max": top, "count": offset, "sha256": digest,
-                      "source": os.path.abspath(json_path)}, stem + ".json")
-
-
-def default_index_dir() -> str:
-    """Where the index is cached when the caller names no place: the user's cache (content-
-    addressed, so sharing it is safe; the label folder itself is left untouched)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    path = os.path.join(base, "lpld", "sampler_index")
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError:
-        path = os.path.join(tempfile.gettempdir(), "lpld-sampler-index")
-    return path
 
 
 def read_side_manifest(path: str) -> dict[str, Any]:
@@ -340,14 +160,14 @@ class AuthorsLabelStore:
             raise FileNotFoundError(f"{path}: no epoch_0/ folder; not an FKD soft-label folder")
         meta_path = os.path.join(path, META)
         meta: dict[str, Any] = read_side_manifest(meta_path)
-        epochs = sorted(int(m.group(1)) for d in os.listdir(path) if (m := _EPOCH.match(d))
+        epochs = sorted(int(m.group(1)) for d in os.listdir(path) if (m := EPOCH_DIR.match(d))
                         and os.path.isdir(os.path.join(path, d)))
         counts = []
         for e in range(len(epochs)):
             if e not in epochs:
                 break
             counts.append(_count_batches(os.path.join(path, f"epoch_{e}")))
-        present = _present(path)
+        present = present_batches(path)
         per_epoch = batches_per_epoch or meta.get("batches_per_epoch") or (max(present.get(0, {-1})) + 1)
         if per_epoch <= 0:
             raise StoreDamagedError(f"{path}/epoch_0 holds no batch_0.tar")
@@ -356,8 +176,8 @@ class AuthorsLabelStore:
         if missing:
             raise StoreDamagedError(
                 f"soft-label folder {path} is missing {len(missing)} batch file(s) that later ones follow: "
-                f"{_describe_missing(missing)}. Regenerate them (lpld check-labels --store {path} --train-dir "
-                f"<images> --teacher-ckpt <teacher> --repair) or download the complete label archive again.")
+                f"{describe_files(missing)}. Regenerate them ({repair_command(path)}) or download the complete "
+                f"label archive again.")
         self.missing_planned = missing_batch_files(path, int(per_epoch), planned) if planned else []
         self._checksums = read_checksums(path)
         read_counts = []  # batch files read per epoch: a store is read up to its first incomplete epoch
@@ -406,7 +226,7 @@ class AuthorsLabelStore:
             if -(-listed // b) < files:
                 have = f"lists {listed} image indices ({-(-listed // b)} batches of {b})" if epoch in self._index \
                     else "has no entry"
-                raise _sampler_damaged(sampler, f"{have} for epoch {epoch}, but epoch_{epoch}/ holds {files} batch "
+                raise sampler_damaged(sampler, f"{have} for epoch {epoch}, but epoch_{epoch}/ holds {files} batch "
                                                 f"files (the json is cut short or belongs to another run)")
 
     def incomplete_reason(self) -> str:
@@ -414,7 +234,7 @@ class AuthorsLabelStore:
         if self.planned is None or self.num_batches >= self.planned:
             return ""
         return (f"it holds {self.num_batches} of the {self.planned} planned batches (missing "
-                f"{_describe_missing(self.missing_planned) or SAMPLER_JSON + ' entries'})")
+                f"{describe_files(self.missing_planned) or SAMPLER_JSON + ' entries'})")
 
     def _load(self, gid: int) -> list:
         file = batch_file(self.path, *divmod(gid, self.batches_per_epoch))
@@ -426,8 +246,7 @@ class AuthorsLabelStore:
         recorded = self._checksums.get(gid)
         if recorded is not None and hashlib.sha256(data).hexdigest() != recorded:
             raise StoreDamagedError(f"{file} does not match its checksum in {CHECKSUMS}: the file is damaged. "
-                                    f"Regenerate it with lpld check-labels --store {self.path} --train-dir <images> "
-                                    f"--teacher-ckpt <teacher> --repair")
+                                    f"Regenerate it with {repair_command(self.path)}")
         return load_batch_file(file, data)
 
     def verify(self, batch_ids: Iterable[int] | None = None) -> list[int]:
@@ -474,203 +293,3 @@ class AuthorsLabelStore:
         for root, _, files in os.walk(self.path):
             total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
         return total
-
-
-class AuthorsStoreWriter(OrderedBatchWriter):
-    """Write batches in the authors' layout, one atomic ``torch.save`` per batch.
-
-    Resumable: the batch files present (each complete, thanks to the atomic rename, and verified
-    against ``lpld_checksums.tsv`` when resuming) are the progress; the sampler json is written by
-    :meth:`close`. The writer holds the store's lock (``.<store>.lpld.lock`` beside it)."""
-
-    def __init__(self, path: str, manifest: dict[str, Any] | None, *, resume: bool = True,
-                 overwrite: bool = False, commit_every: int = 16, verify: bool = True, repair: bool = False) -> None:
-        self.path = path
-        self._lock = lock_output(path, "label store", beside=True)
-        try:
-            if repair:
-                self._open_for_repair()
-            else:
-                self._open(manifest, resume, overwrite, verify)
-        except BaseException:
-            self._lock.release()
-            raise
-
-    def _open_for_repair(self) -> None:
-        """Open a damaged folder in place; :attr:`damaged` lists the batches to regenerate: missing
-        files before the last present one, and files that fail their checksum or do not load."""
-        path = self.path
-        meta_path = os.path.join(path, META)
-        if not os.path.isfile(meta_path):
-            raise StoreDamagedError(f"{path} has no {META} (the authors' release): its settings are unknown, so "
-                                    f"damaged batches cannot be regenerated. Download the label archive again.")
-        with open(meta_path) as f:
-            self.manifest = {k: v for k, v in json.load(f).items() if k != "num_batches"}
-        self.per_epoch = int(self.manifest["batches_per_epoch"])
-        for d in [path] + [os.path.join(path, e) for e in os.listdir(path) if _EPOCH.match(e)]:
-            remove_stale_temporaries(d)
-        self._checksums = read_checksums(path)
-        self._indices = {}
-        missing = missing_batch_ids(path, self.per_epoch)
-        present_top = max((e * self.per_epoch + b for e, idx in _present(path).items() for b in idx), default=-1)
-        self.damaged = sorted(set(missing) | set(self._damaged(g for g in range(present_top + 1) if g not in missing)))
-        self.next_id = present_top + 1
-        self.committed = self.next_id
-
-    def _open(self, manifest, resume, overwrite, verify) -> None:
-        path = self.path
-        remove_stale_temporaries(os.path.dirname(os.path.abspath(path)), [os.path.basename(os.path.abspath(path))])
-        self.manifest = {**manifest, "format": FORMAT_NAME + "/authors", "format_version": FORMAT_VERSION}
-        self.manifest.pop("num_batches", None)
-        self.per_epoch = int(manifest["batches_per_epoch"])
-        meta_path = os.path.join(path, META)
-        if entries(path):
-            if not is_our_label_store(path):  # never write into nor delete a folder we did not write
-                raise ForeignFolderError(f"{path} is not empty and holds no soft labels written by lpld (no {META} "
-                                         f"or manifest.json of format {FORMAT_NAME}); it is never replaced, even "
-                                         f"with --overwrite: choose a new or empty output directory")
-            if overwrite:  # the folder stays (its owner, group and mode); only its content goes
-                clear_dir(path, is_our_label_store, "label store")
-            elif os.path.isfile(meta_path):
-                with open(meta_path) as f:
-                    old = json.load(f)
-                diffs = list(plan_diffs(old, self.manifest))
-                if diffs:
-                    raise StoreMismatchError(f"{path} holds labels with other settings ({', '.join(diffs)}); "
-                                             f"use another output directory or --overwrite")
-                fix = "Use another output directory, or --overwrite to regenerate the labels."
-                check_bound_inputs(old, path, images_sha256=self.manifest.get("images_sha256"),
-                                   teacher_sha256=self.manifest.get("teacher_sha256"), fix=fix)
-                if not resume:
-                    raise FileExistsError(f"{path} already holds labels; pass --resume or --overwrite")
-                self.manifest = {k: v for k, v in old.items() if k != "num_batches"}  # as created
-            else:
-                raise FileExistsError(f"{path} exists and holds no lpld labels; choose an empty output directory")
-        parent = os.path.dirname(os.path.abspath(path))
-        todo = max(0, self.planned - self._count_done())
-        require_free_space(parent, on_disk(parent, [self._batch_bytes()] * todo + [4096] * 5 +
-                                           [16 * int(self.manifest["batch_size"]) * todo, 80 * todo]), "label store")
-        os.makedirs(path, exist_ok=True)
-        for d in [path] + [os.path.join(path, e) for e in os.listdir(path) if _EPOCH.match(e)]:
-            remove_stale_temporaries(d)
-        atomic_json_dump(self.manifest, meta_path)
-        missing = missing_batch_files(path, self.per_epoch)
-        if missing:
-            raise StoreDamagedError(f"{path} is missing batch file(s) that later ones follow: "
-                                    f"{_describe_missing(missing)}. Regenerate them with lpld check-labels --store "
-                                    f"{path} --train-dir <images> --teacher-ckpt <teacher> --repair")
-        self.next_id = self._count_done()
-        self.committed = self.next_id
-        self._checksums = read_checksums(path)
-        if verify and self.next_id:
-            bad = self._damaged(range(self.next_id))
-            if bad:
-                raise StoreDamagedError(f"{path}: {len(bad)} batch file(s) are damaged "
-                                        f"({_describe_missing([batch_file(path, *divmod(g, self.per_epoch)) for g in bad])}). "
-                                        f"Regenerate them with lpld check-labels --store {path} --train-dir <images> "
-                                        f"--teacher-ckpt <teacher> --repair")
-        self._write_checksums()  # cleanly: a line torn by a kill would corrupt the next one
-        self._indices: dict[int, np.ndarray] = {}  # int32 per batch: 8x smaller than lists of ints
-
-    def _write_checksums(self) -> None:
-        atomic_write_text(os.path.join(self.path, CHECKSUMS),
-                          "".join(f"{g}\t{self._checksums[g]}\n" for g in sorted(self._checksums) if g < self.next_id))
-
-    def _batch_bytes(self) -> int:
-        """Upper estimate of one batch file (tensors plus the archive's overhead)."""
-        m = self.manifest
-        b, c = int(m["batch_size"]), int(m["num_classes"])
-        logit = 2 if m.get("logits_dtype", "float16") == "float16" else 4
-        return b * c * logit + b * (16 + 28 + 8) + 4096
-
-    def _damaged(self, gids: Iterable[int]) -> list[int]:
-        bad = []
-        for gid in gids:
-            file = batch_file(self.path, *divmod(gid, self.per_epoch))
-            try:
-                with open(file, "rb") as f:
-                    data = f.read()
-                recorded = self._checksums.get(gid)
-                if recorded is not None:
-                    if hashlib.sha256(data).hexdigest() != recorded:
-                        bad.append(gid)
-                        continue
-                else:
-                    load_batch_file(file, data)
-                    self._checksums[gid] = hashlib.sha256(data).hexdigest()
-            except (OSError, StoreDamagedError, UnsafeFileError):
-                bad.append(gid)
-        return bad
-
-    def _count_done(self) -> int:
-        n = 0
-        while n < self.planned and os.path.isfile(batch_file(self.path, *divmod(n, self.per_epoch))):
-            n += 1
-        return n
-
-    def _save(self, record: BatchRecord) -> str:
-        epoch, index = divmod(record.batch_id, self.per_epoch)
-        os.makedirs(os.path.join(self.path, f"epoch_{epoch}"), exist_ok=True)
-        second = record.flips if record.cutout is None else record.cutout
-        bbox = None if record.mix_bbox is None else [int(v) for v in record.mix_bbox]
-        lam = None if record.mix_lam is None else float(record.mix_lam)
-        logits = record.logits.detach().cpu()
-        if self.manifest.get("logits_dtype", "float16") == "float16":
-            logits = logits.half()
-        digest = save_batch_file([record.crops.float().contiguous(), second.contiguous(), record.mix_index, lam,
-                                  bbox, logits.contiguous()], batch_file(self.path, epoch, index))
-        self._checksums[record.batch_id] = digest
-        with open(os.path.join(self.path, CHECKSUMS), "a") as f:
-            f.write(f"{record.batch_id}\t{digest}\n")
-        return digest
-
-    def write(self, record: BatchRecord) -> None:
-        self.check_next(record.batch_id)
-        self._save(record)
-        self._indices[record.batch_id] = record.image_indices.numpy().astype(np.int32)
-        self.next_id += 1
-        self.committed = self.next_id
-
-    def rewrite(self, record: BatchRecord) -> None:
-        """Replace a damaged or missing batch file below the written count (repair)."""
-        if not 0 <= record.batch_id < self.planned:
-            raise ValueError(f"batch {record.batch_id} is outside the plan of {self.path}")
-        self._save(record)
-
-    def commit(self) -> None:
-        pass  # every batch file is committed by its atomic rename
-
-    def close(self, epoch_orders=None) -> None:
-        """Write ``sampler_indices_epoch.json`` for the batches present and release the lock.
-        Batches written by an earlier (interrupted) run take their images from ``epoch_orders``
-        (the full sampler order of each epoch: lists or arrays) or from the json that run left. The
-        json is written one epoch at a time, byte for byte what ``json.dumps`` of the lists gives."""
-        try:
-            self._write_sampler_json(epoch_orders)
-            self._write_checksums()  # in batch order, also after a repair
-        finally:
-            self._lock.release()
-
-    def _write_sampler_json(self, epoch_orders) -> None:
-        bs = int(self.manifest["batch_size"])
-        sampler = os.path.join(self.path, SAMPLER_JSON)
-        old = _parse_sampler_json(sampler) if os.path.isfile(sampler) else {}
-        epochs: dict[int, list[np.ndarray]] = {}
-        for gid in range(self.next_id):
-            epoch, index = divmod(gid, self.per_epoch)
-            if gid in self._indices:
-                images = self._indices[gid]
-            elif epoch_orders is not None:
-                images = np.asarray(epoch_orders[epoch][index * bs:(index + 1) * bs])
-            elif epoch in old and old[epoch].size > index * bs:
-                images = old[epoch][index * bs:(index + 1) * bs]
-            else:
-                raise ValueError(f"{self.path}: the images of batch {gid} are unknown (no sampler order given)")
-            epochs.setdefault(epoch, []).append(np.asarray(images, dtype=np.int64))
-        with atomic_path(sampler) as tmp:
-            with open(tmp, "w") as f:
-                f.write("{")
-                for k, (epoch, parts) in enumerate(epochs.items()):
-                    values = np.concatenate(parts) if parts else np.empty(0, np.int64)
-                    f.write(f'{", " if k else ""}"{epoch}": [{", ".join(map(str, values.tolist()))}]')
-                f.write("}")

@@ -11,11 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 from typing import Any, Sequence
 
 from ..utils.errors import InputValueError, LpldInputError, StoreDamagedError  # noqa: F401
 from ..utils.fingerprint import check_same
+from ..utils.log import get_logger
+from ..utils.owner import FILLING, ForeignFolderError, entries
+
+log = get_logger(__name__)
 
 FORMAT_NAME = "lpld-soft-labels"
 # 2: per-batch checksums and content hashes of the images and the teacher (version 1 stores load)
@@ -80,7 +83,6 @@ def is_our_label_store(path: str) -> bool:
     the fill marker of a store being created. Only such a folder may be replaced (``--overwrite``,
     the pipeline's ``--recompute``): the authors' downloaded labels, or a folder that merely holds
     a file called ``manifest.json``, are someone else's."""
-    from ..utils.owner import FILLING
     if os.path.isfile(os.path.join(path, FILLING)):
         return True
     for name in ("manifest.json", "lpld_manifest.json"):
@@ -98,6 +100,61 @@ class StoreMismatchError(LpldInputError, ValueError):
     """A label store and the images / settings it is used with disagree."""
 
 
+def repair_command(path: str) -> str:
+    """The command that regenerates exactly the damaged batches of the store at ``path``."""
+    return f"lpld check-labels --store {path} --train-dir <images> --teacher-ckpt <teacher> --repair"
+
+
+def repair_hint(path: str) -> str:
+    return (f"Regenerate exactly the damaged batches with: {repair_command(path)} (or regenerate the store with "
+            f"relabel --overwrite)")
+
+
+def continued_manifest(path: str, manifest: dict, meta: str, *, resume: bool, overwrite: bool) -> dict | None:
+    """What a store writer does with the folder ``path`` before it writes: the one resume /
+    overwrite policy of every format. ``meta``: the file the format keeps its manifest in.
+
+    * a folder that holds anything but lpld's soft labels is never written into nor replaced,
+      whatever ``overwrite`` says (:class:`~lpld.utils.owner.ForeignFolderError`);
+    * new, empty, being filled, or ours with ``overwrite``: None, the writer starts a new store
+      (replacing the old content);
+    * a store of ours with the same plan and inputs: with ``resume`` its manifest (as it was
+      created), which the writer continues; without, an error saying ``--resume`` or ``--overwrite``;
+    * other settings, other images / teacher, or our labels in another layout: an error naming the
+      difference."""
+    if entries(path) and not is_our_label_store(path):
+        raise ForeignFolderError(f"{path} is not empty and holds no soft labels written by lpld (no {meta} of "
+                                 f"format {FORMAT_NAME}); it is never replaced, even with --overwrite: choose a "
+                                 f"new or empty output directory")
+    if not entries(path) or os.path.isfile(os.path.join(path, FILLING)) or overwrite:
+        return None
+    file = os.path.join(path, meta)
+    if not os.path.isfile(file):
+        raise FileExistsError(f"{path} already holds soft labels in another layout; pass --overwrite to replace "
+                              f"them, or choose another output directory")
+    try:
+        with open(file) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as err:
+        raise StoreDamagedError(f"cannot read {file}: {err}") from err
+    diffs = plan_diffs(old, manifest)
+    if diffs:
+        detail = "; ".join(f"{k}: store {a!r} vs now {b!r}" for k, (a, b) in diffs.items())
+        raise StoreMismatchError(f"{path} already holds a soft-label store with other settings ({detail}). Use "
+                                 f"another output directory or --overwrite.")
+    fix = "Use another output directory, or --overwrite to regenerate the labels."
+    check_bound_inputs(old, path, images_sha256=manifest.get("images_sha256"),
+                       train_dir=manifest.get("train_dir", "the image folder"),
+                       teacher_sha256=manifest.get("teacher_sha256"),
+                       teacher=manifest.get("teacher_path", "the teacher"), fix=fix)
+    if old.get("classes") and manifest.get("classes") and old["classes"] != manifest["classes"]:
+        raise StoreMismatchError(f"{path} was made with a teacher of other classes than this one. {fix}")
+    if not resume:
+        raise FileExistsError(f"{path} already holds a soft-label store; pass --resume to continue it or "
+                              f"--overwrite to start again")
+    return {k: v for k, v in old.items() if k != "num_batches"}  # the store keeps the manifest it was created with
+
+
 _warned: set[tuple[str, str]] = set()
 
 
@@ -106,7 +163,7 @@ def warn_once(path: str, topic: str, message: str) -> None:
     key = (os.path.abspath(path), topic)
     if key not in _warned:
         _warned.add(key)
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        log.warning(message)
 
 
 def check_bound_inputs(manifest: dict, path: str, *, images_sha256: str | None = None, train_dir: str = "",
@@ -198,6 +255,11 @@ def check_compatible(store: Any, *, num_images: int | None = None, num_classes: 
             raise StoreMismatchError(
                 f"soft-label store {path} refers to image index {top}, but the image folder has "
                 f"only {num_images} images{ctx}. These labels belong to another image set.")
+
+
+def describe_ids(ids: list[int], limit: int = 12) -> str:
+    shown = ", ".join(map(str, ids[:limit]))
+    return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
 
 
 class OrderedBatchWriter:

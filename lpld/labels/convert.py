@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 
 
-from .authors import AuthorsLabelStore, AuthorsStoreWriter, is_authors_store
+from ..data import ImageFolder
+from ..utils.progress import progress_bar
+from .authors import AuthorsLabelStore, is_authors_store
+from .authors_writer import AuthorsStoreWriter
 from .common import FORMAT_VERSION, InputValueError, StoreDamagedError, plan_value
 from .lpqld_format import LPQLDLabelStore, LPQLDStoreWriter, is_lpqld_store
-from .store import LabelStore, LabelStoreWriter
-from ..utils.progress import progress_bar
+from .regen import image_sizes
+from .store import LabelStore
+from .store_writer import LabelStoreWriter
 
 FORMATS = ("ours", "authors", "lpqld")
 
@@ -28,8 +32,6 @@ def open_label_store(path: str, batches_per_epoch: int | None = None, index_dir:
     if os.path.isfile(os.path.join(path, "manifest.json")):
         store = LabelStore(path)
         if train_dir and store.regenerated:
-            from ..data import ImageFolder
-            from .regen import image_sizes
             store.attach_images(image_sizes([p for p, _ in ImageFolder(train_dir).samples]))
         return store
     if is_authors_store(path):

@@ -30,11 +30,11 @@ from typing import Any
 import torch
 
 from ..augment import BatchRecord
-from ..utils.io import atomic_json_dump, atomic_write_text
-from ..utils.owner import ForeignFolderError, entries
-from .authors import load_batch_file, read_side_manifest, record_from_entries, save_batch_file
+from ..utils.io import atomic_json_dump, atomic_torch_save, atomic_write_text
+from ..utils.owner import clear_dir, entries
+from .authors import load_batch_file, read_side_manifest, record_from_entries
 from .common import (FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError, StoreMismatchError,
-                     is_our_label_store, plan_diffs)
+                     continued_manifest, is_our_label_store)
 from .topk import check_topk, check_topk_pair, index_dtype
 
 SAMPLER_JSON = "sampler_indices_batch.json"
@@ -246,27 +246,10 @@ class LPQLDStoreWriter(OrderedBatchWriter):
                              f"cannot be written; use our format")
         meta_path = os.path.join(path, META)
         self._orders: dict[int, list[int]] = {}
-        if entries(path):
-            if not is_our_label_store(path):  # never write into nor replace a folder we did not write
-                raise ForeignFolderError(f"{path} is not empty and holds no soft labels written by lpld (no {META} of "
-                                         f"format {FORMAT_NAME}); it is never replaced, even with --overwrite: "
-                                         f"choose a new or empty output directory")
-            if not os.path.isfile(meta_path):
-                raise FileExistsError(f"{path} holds lpld labels in another layout; choose another output directory")
-            if overwrite:
-                for f in os.listdir(path):
-                    if _BATCH.match(f) or f in (SAMPLER_JSON, META):
-                        os.remove(os.path.join(path, f))
-            else:
-                with open(meta_path) as f:
-                    old = json.load(f)
-                diffs = list(plan_diffs(old, m))
-                if diffs:
-                    raise StoreMismatchError(f"{path} holds labels with other settings ({', '.join(diffs)}); "
-                                             f"use another output directory or --overwrite")
-                if not resume:
-                    raise FileExistsError(f"{path} already holds labels; pass --resume or --overwrite")
-                self._orders = self._listed_orders()
+        if continued_manifest(path, m, META, resume=resume, overwrite=overwrite) is not None:
+            self._orders = self._listed_orders()
+        elif entries(path):  # the folder stays (its owner, group and mode); only its content goes
+            clear_dir(path, is_our_label_store, "label store")
         os.makedirs(path, exist_ok=True)
         atomic_json_dump(self.manifest, meta_path)
         n = 0
@@ -303,7 +286,7 @@ class LPQLDStoreWriter(OrderedBatchWriter):
         mix_index = None if record.mix_index is None else record.mix_index.to(torch.uint8)
         lam = None if record.mix_lam is None else float(record.mix_lam)
         bbox = None if record.mix_bbox is None else [torch.tensor(int(v), dtype=torch.uint8) for v in record.mix_bbox]
-        save_batch_file([record.crops.half().contiguous(), second.contiguous(), mix_index, lam, bbox, *entries_tail],
+        atomic_torch_save([record.crops.half().contiguous(), second.contiguous(), mix_index, lam, bbox, *entries_tail],
                         batch_file(self.path, record.batch_id))
         self._orders[record.batch_id] = [int(i) for i in record.image_indices.tolist()]
         self.next_id += 1

@@ -2,7 +2,7 @@
 
 Relabel draws every batch's augmentation (image order, crops, flips / Cutout, CutMix / MixUp)
 from generators seeded by ``(seed, batch id)`` (:func:`lpld.augment.sample_batch_params`,
-:func:`lpld.relabel.generate.sampler_orders`). A store may therefore keep only the logits and,
+:func:`lpld.augment.sampler_orders`). A store may therefore keep only the logits and,
 per batch, a digest of those parameters: the trainer draws them again from the same settings
 and compares digests before it replays a batch. The draws depend on torch's and numpy's random
 algorithms, which neither library promises to keep across versions or devices; the digest makes
@@ -19,9 +19,10 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
-from ..augment import BatchRecord, sample_batch_params
+from ..augment import BatchRecord, sample_batch_params, sampler_orders
 from .common import StoreMismatchError
 
 DIGEST_BYTES = 8  # 64 bits: drift is not adversarial, a chance collision is 2^-64 per batch
@@ -94,7 +95,6 @@ class AugmentationRegenerator:
 
     def _epoch_order(self, epoch: int) -> np.ndarray:
         if self._orders is None:  # all planned epochs at once: one generator stream, as relabel
-            from ..relabel.generate import sampler_orders
             epochs = math.ceil(int(self.m["planned_batches"]) / int(self.m["batches_per_epoch"]))
             self._orders = sampler_orders(int(self.m["num_images"]), int(self.m["seed"]), max(epochs, 1))
         return self._orders[epoch]
@@ -126,7 +126,6 @@ class AugmentationRegenerator:
         """'(relabel: torch X, numpy Y; now: torch Z, numpy W) ' when the manifest records them."""
         if not self.m.get("torch_version"):
             return ""
-        import torch
         return (f"(relabel: torch {self.m['torch_version']}, numpy {self.m.get('numpy_version')}; now: torch "
                 f"{torch.__version__}, numpy {np.__version__}) ")
 

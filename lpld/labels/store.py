@@ -1,4 +1,5 @@
-"""Our soft-label store: fixed-size memory-mapped ``.npy`` arrays plus a JSON manifest.
+"""Our soft-label store: fixed-size memory-mapped ``.npy`` arrays plus a JSON manifest; its layout
+and its reader (:class:`LabelStore`). The writer is :mod:`lpld.labels.store_writer`.
 
 Layout of a store directory::
 
@@ -41,17 +42,10 @@ import numpy as np
 import torch
 
 from ..augment import BatchRecord
-from ..utils.errors import DiskSpaceError
-from ..utils.io import (atomic_dir, atomic_json_dump, free_bytes, human_bytes, is_disk_full, on_disk,
-                        remove_stale_temporaries, require_free_space, reserve_file)
-from ..utils.lock import lock_output
-from ..utils.owner import FILLING, ForeignFolderError, entries
-from .common import (BINDING_KEYS, FORMAT_NAME, FORMAT_VERSION, OrderedBatchWriter, StoreDamagedError,
-                     StoreMismatchError, check_bound_inputs, is_our_label_store, plan_batches, plan_diffs,
-                     plan_value, warn_once)
-from .common import AUGMENTATION_MODES, LABEL_CODECS, InputValueError, check_manifest_counts
-from .regen import DIGEST_BYTES, DIGEST_SCHEME, REGEN_KEYS, AugmentationRegenerator, augmentation_digest
-from .topk import Uint8Values, check_topk, decode_uint8, encode_uint8, index_dtype, select_topk
+from .common import (AUGMENTATION_MODES, FORMAT_NAME, FORMAT_VERSION, LABEL_CODECS, InputValueError, StoreDamagedError,
+                     StoreMismatchError, check_manifest_counts, plan_batches, plan_value, repair_hint, warn_once)
+from .regen import DIGEST_BYTES, DIGEST_SCHEME, REGEN_KEYS, AugmentationRegenerator
+from .topk import Uint8Values, check_topk, decode_uint8, index_dtype
 
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
@@ -169,7 +163,7 @@ def full_store_bytes(manifest: dict[str, Any], num_images: int | None = None) ->
     return arrays + manifest_bytes + progress_bytes
 
 
-def _read_json(path: str) -> dict:
+def read_json(path: str) -> dict:
     try:
         with open(path) as f:
             data = json.load(f)
@@ -183,16 +177,11 @@ def _read_json(path: str) -> dict:
 def _committed(path: str) -> int:
     """The committed batch count of ``progress.json``: an integer >= 0, else the store is damaged."""
     file = os.path.join(path, PROGRESS)
-    value = _read_json(file).get("committed")
+    value = read_json(file).get("committed")
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise StoreDamagedError(f"{file}: 'committed' is {value!r}, not a batch count (an integer >= 0); the store "
                                 f"is damaged. {repair_hint(path)}")
     return value
-
-
-def repair_hint(path: str) -> str:
-    return (f"Regenerate exactly the damaged batches with: lpld check-labels --store {path} --train-dir <images> "
-            f"--teacher-ckpt <teacher> --repair (or regenerate the store with relabel --overwrite)")
 
 
 def header_offsets(path: str, specs: dict) -> dict[str, int]:
@@ -237,11 +226,6 @@ def damaged_batches(arrays: dict[str, np.ndarray], batch_ids: Iterable[int]) -> 
     return [k for k in batch_ids if batch_checksum(arrays, k) != int(stored[k])]
 
 
-def describe_ids(ids: list[int], limit: int = 12) -> str:
-    shown = ", ".join(map(str, ids[:limit]))
-    return shown + (f", ... ({len(ids)} in all)" if len(ids) > limit else "")
-
-
 class LabelStore:
     """Read-only view of one of our stores; cheap to pickle (maps are reopened per process)."""
 
@@ -252,7 +236,7 @@ class LabelStore:
         manifest_path = os.path.join(path, MANIFEST)
         if not os.path.isfile(manifest_path):
             raise FileNotFoundError(f"{path}: no {MANIFEST}; not an lpld soft-label store")
-        self.manifest = _read_json(manifest_path)
+        self.manifest = read_json(manifest_path)
         if self.manifest.get("format") != FORMAT_NAME:
             raise StoreMismatchError(f"{manifest_path}: format is {self.manifest.get('format')!r}, "
                                      f"expected {FORMAT_NAME!r}")
@@ -396,258 +380,3 @@ class LabelStore:
     def nbytes(self) -> int:
         return sum(os.path.getsize(os.path.join(self.path, f)) for f in os.listdir(self.path)
                    if os.path.isfile(os.path.join(self.path, f)))
-
-
-class LabelStoreWriter(OrderedBatchWriter):
-    """Append batches in generation order to a (new or partly written) store.
-
-    ``resume=True`` continues a store with the same plan and inputs after its committed count
-    (first verifying every committed batch, ``verify=True``); a store with another plan is an
-    error unless ``overwrite=True``. Commits every ``commit_every`` batches and on :meth:`close`.
-    The writer holds the store's lock (``.<store>.lpld.lock`` beside it) until :meth:`close`."""
-
-    def __init__(self, path: str, manifest: dict[str, Any] | None, *, resume: bool = True,
-                 overwrite: bool = False, commit_every: int = 16, verify: bool = True, repair: bool = False) -> None:
-        self.path = path
-        self._maps: dict[str, np.ndarray] = {}
-        self._lock = lock_output(path, "label store", beside=True)
-        try:
-            if repair:
-                self._open_for_repair()
-            else:
-                self._open(manifest, resume, overwrite, commit_every, verify)
-        except BaseException:
-            self._lock.release()
-            raise
-
-    def _open_for_repair(self) -> None:
-        """Open a damaged store in place: restore every array's header and size (zeros where a file
-        was cut), and list in :attr:`damaged` the committed batches that fail their checksum."""
-        path = self.path
-        remove_stale_temporaries(path)
-        self.manifest = {k: v for k, v in _read_json(os.path.join(path, MANIFEST)).items() if k != "num_batches"}
-        self.commit_every = 16
-        self.specs = array_specs(self.manifest)
-        if CHECKSUMS not in self.specs:
-            raise StoreDamagedError(f"{path} has no batch checksums (written by an older lpld): damaged batches "
-                                    f"cannot be told apart. Regenerate the store with relabel --overwrite.")
-        try:
-            self.committed = int(_read_json(os.path.join(path, PROGRESS))["committed"])
-        except (StoreDamagedError, KeyError, ValueError, TypeError):
-            self.committed = 0  # nothing is known to be complete: generation restarts
-            atomic_json_dump({"committed": 0}, os.path.join(path, PROGRESS))
-        self.next_id = self.committed
-        for name, (shape, dtype) in self.specs.items():
-            file = os.path.join(path, name + ".npy")
-            try:
-                offset = header_offsets(path, {name: (shape, dtype)})[name]
-            except StoreDamagedError:
-                offset = None
-            row = int(np.prod(shape[1:])) * dtype.itemsize
-            if offset is None:
-                if os.path.isfile(file) and os.path.getsize(file) >= 128:  # keep a readable header
-                    with open(file, "rb") as f:
-                        try:
-                            np.lib.format.read_magic(f)
-                            np.lib.format.read_array_header_1_0(f)
-                            offset = f.tell()
-                        except ValueError:
-                            offset = None
-                if offset is None:
-                    arr = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
-                    offset, first_bad_row = arr.offset, 0
-                    del arr
-                else:
-                    first_bad_row = max(0, (os.path.getsize(file) - offset) // row)
-                    os.truncate(file, offset + int(np.prod(shape)) * dtype.itemsize)
-                arr = np.memmap(file, dtype=dtype, mode="r+", offset=offset, shape=shape)
-                arr[first_bad_row:] = -1 if name in PADDED else 0
-                arr.flush()
-                del arr
-        offsets = header_offsets(path, self.specs)
-        self._maps = {name: np.memmap(os.path.join(path, name + ".npy"), dtype=dtype, mode="r+",
-                                      offset=offsets[name], shape=shape)
-                      for name, (shape, dtype) in self.specs.items()}
-        self.damaged = damaged_batches(self._maps, range(self.committed))
-
-    def _open(self, manifest, resume, overwrite, commit_every, verify) -> None:
-        path = self.path
-        remove_stale_temporaries(os.path.dirname(os.path.abspath(path)), [os.path.basename(os.path.abspath(path))])
-        remove_stale_temporaries(path)
-        self.manifest = label_manifest({**manifest, "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-                                        "checksums": "crc32"}, path)
-        self.manifest.pop("num_batches", None)
-        self.commit_every = max(1, int(commit_every))
-        existing = os.path.join(path, MANIFEST)
-        if entries(path) and not is_our_label_store(path):
-            # never write into, nor replace, a folder we did not write, even with overwrite
-            raise ForeignFolderError(f"{path} is not empty and holds no soft-label store written by lpld (no "
-                                     f"{MANIFEST} of format {FORMAT_NAME}); it is never replaced, even with "
-                                     f"--overwrite: choose a new or empty output directory")
-        if os.path.isfile(existing) and not overwrite:
-            old = _read_json(existing)
-            diffs = plan_diffs(old, self.manifest)
-            if diffs:
-                detail = "; ".join(f"{k}: store {a!r} vs now {b!r}" for k, (a, b) in diffs.items())
-                raise StoreMismatchError(f"{path} already holds a soft-label store with other settings "
-                                         f"({detail}). Use another output directory or --overwrite.")
-            fix = "Use another output directory, or --overwrite to regenerate the labels."
-            check_bound_inputs(old, path, images_sha256=self.manifest.get("images_sha256"),
-                               train_dir=self.manifest.get("train_dir", "the image folder"),
-                               teacher_sha256=self.manifest.get("teacher_sha256"),
-                               teacher=self.manifest.get("teacher_path", "the teacher"), fix=fix)
-            if old.get("classes") and self.manifest.get("classes") and old["classes"] != self.manifest["classes"]:
-                raise StoreMismatchError(f"{path} was made with a teacher of other classes than this one. {fix}")
-            if not resume:
-                raise FileExistsError(f"{path} already holds a soft-label store; pass --resume to continue it "
-                                      f"or --overwrite to start again")
-            # the store keeps the manifest it was created with (an older store: no checksums array)
-            self.manifest = {k: v for k, v in old.items() if k != "num_batches"}
-            for key in BINDING_KEYS + ("classes",):
-                self.manifest.setdefault(key, None)
-        elif entries(path) and not overwrite and not os.path.isfile(os.path.join(path, FILLING)):
-            raise FileExistsError(f"{path} already holds soft labels in another layout; pass --overwrite to "
-                                  f"replace them, or choose another output directory")
-        else:
-            self._create()
-        self.specs = array_specs(self.manifest)
-        offsets = header_offsets(path, self.specs)
-        self.committed = int(_read_json(os.path.join(path, PROGRESS))["committed"])
-        self.next_id = self.committed
-        for name, (shape, dtype) in self.specs.items():  # stores made before space was reserved
-            reserve_file(os.path.join(path, name + ".npy"), offsets[name] + int(np.prod(shape)) * dtype.itemsize,
-                         "label store")
-        self._maps = {name: np.memmap(os.path.join(path, name + ".npy"), dtype=dtype, mode="r+",
-                                      offset=offsets[name], shape=shape)
-                      for name, (shape, dtype) in self.specs.items()}
-        if verify and self.committed and CHECKSUMS in self._maps:
-            bad = damaged_batches(self._maps, range(self.committed))
-            if bad:
-                raise StoreDamagedError(f"{path}: {len(bad)} committed batch(es) do not match their checksums "
-                                        f"(batches {describe_ids(bad)}); the store is damaged. {repair_hint(path)}")
-
-    def _create(self) -> None:
-        specs = array_specs(self.manifest)
-        parent = os.path.dirname(os.path.abspath(self.path))
-        needed = on_disk(parent, [int(np.prod(shape)) * dtype.itemsize + 128 for shape, dtype in specs.values()]
-                         + [len(json.dumps(self.manifest, indent=2)) + 64, 64, 64])  # + manifest, progress, lock
-        require_free_space(parent, needed, "label store")
-        try:
-            self._create_files(specs)
-        except OSError as err:
-            if not is_disk_full(err) or isinstance(err, DiskSpaceError):
-                raise
-            raise DiskSpaceError(err.errno, f"not enough disk space for the label store at {self.path}: it needs "
-                                            f"{human_bytes(needed)} ({needed:,} bytes) on disk, "
-                                            f"{human_bytes(free_bytes(parent))} are free. Free some space or choose "
-                                            f"another output directory.") from err
-
-    def _create_files(self, specs) -> None:
-        # progress and manifest last: a reader (and a resumed writer) sees a store only once its
-        # arrays are all there; an existing (empty or our) folder is kept with its owner and mode
-        with atomic_dir(self.path, owned=is_our_label_store, last=(PROGRESS, MANIFEST), what="label store") as tmp:
-            for name, (shape, dtype) in specs.items():
-                file = os.path.join(tmp, name + ".npy")
-                arr = np.lib.format.open_memmap(file, mode="w+", dtype=dtype, shape=shape)
-                offset = arr.offset
-                del arr
-                reserve_file(file, offset + int(np.prod(shape)) * dtype.itemsize, "label store")
-                if name in PADDED:
-                    arr = np.lib.format.open_memmap(file, mode="r+")
-                    arr[...] = -1  # padding of short batches is recognisable
-                    arr.flush()
-                    del arr
-            atomic_json_dump(self.manifest, os.path.join(tmp, MANIFEST))
-            atomic_json_dump({"committed": 0}, os.path.join(tmp, PROGRESS))
-
-    def _fill(self, record: BatchRecord) -> None:
-        k, n = record.batch_id, record.batch_size
-        m = self._maps
-        m["batch_sizes"][k] = n
-        self._fill_labels(k, n, record)
-        if "aug_digest" in m:
-            m["aug_digest"][k] = np.frombuffer(augmentation_digest(record), dtype=np.uint8)
-        else:
-            m["image_indices"][k, :n] = record.image_indices.numpy()
-            m["crops"][k, :n] = record.crops.numpy()
-            if "flips" in m:
-                m["flips"][k, :n] = record.flips.numpy()
-            if "cutout" in m:
-                m["cutout"][k, :n] = record.cutout.numpy()
-            if "mix_index" in m:
-                m["mix_index"][k, :n] = record.mix_index.numpy()
-                m["mix_lam"][k] = record.mix_lam
-            if "mix_bbox" in m:
-                m["mix_bbox"][k] = np.asarray(record.mix_bbox, dtype=np.int64)
-        if CHECKSUMS in m:
-            m[CHECKSUMS][k] = batch_checksum(m, k)
-
-    def _fill_labels(self, k: int, n: int, record: BatchRecord) -> None:
-        """Full logits as they are; for a top-k store the record's top-k pair, or the top k of its
-        full logits (ranked in their own precision, before any cast)."""
-        m, classes, topk = self._maps, int(self.manifest["num_classes"]), self.manifest.get("label_topk")
-        logits = None if record.logits is None else record.logits.detach().cpu()
-        if topk is None:
-            if logits is None or record.topk_indices is not None or tuple(logits.shape) != (n, classes):
-                raise ValueError(f"batch {k}: logits must be [{n}, {classes}] (this store holds full labels)")
-            m["logits"][k, :n] = logits.numpy().astype(m["logits"].dtype)
-            return
-        if logits is not None and record.topk_indices is None and tuple(logits.shape) == (n, classes):
-            values, indices = select_topk(logits, int(topk), values_dtype=logits.dtype)
-        elif logits is not None and record.topk_indices is not None and tuple(logits.shape) == (n, int(topk)):
-            values, indices = logits, record.topk_indices.detach().cpu()
-        else:
-            raise ValueError(f"batch {k}: need full logits [{n}, {classes}] or top-{topk} values and indices "
-                             f"[{n}, {topk}]; got {None if logits is None else tuple(logits.shape)}")
-        m["topk_indices"][k, :n] = indices.numpy().astype(m["topk_indices"].dtype)
-        if "topk_codes" in m:
-            coded = encode_uint8(values)
-            m["topk_codes"][k, :n] = coded.codes.numpy()
-            m["topk_row_max"][k, :n] = coded.row_max.numpy()
-            m["topk_row_min"][k, :n] = coded.row_min.numpy()
-        else:
-            m["topk_values"][k, :n] = values.float().numpy().astype(m["topk_values"].dtype)
-
-    def write(self, record: BatchRecord) -> None:
-        self.check_next(record.batch_id)
-        self._fill(record)
-        self.next_id += 1
-        if self.next_id - self.committed >= self.commit_every or self.done:
-            self.commit()
-
-    def rewrite(self, record: BatchRecord) -> None:
-        """Replace a committed batch (repair): the row is reset to its initial state, then written."""
-        k = record.batch_id
-        if not 0 <= k < self.committed:
-            raise ValueError(f"batch {k} is not committed in {self.path}; only committed batches are rewritten")
-        for name, arr in self._maps.items():
-            if name != CHECKSUMS:
-                arr[k] = -1 if name in PADDED else 0
-        self._fill(record)
-        for arr in self._maps.values():
-            arr.flush()
-
-    def commit(self) -> None:
-        """Make every written batch durable, then publish the new count (the order matters)."""
-        if self.next_id == self.committed:
-            return
-        for arr in self._maps.values():
-            arr.flush()
-        atomic_json_dump({"committed": self.next_id}, os.path.join(self.path, PROGRESS))
-        self.committed = self.next_id
-
-    def close(self) -> None:
-        try:
-            if getattr(self, "_maps", None):
-                self.commit()
-        finally:
-            self._maps = {}
-            self._lock.release()
-
-    def __enter__(self) -> "LabelStoreWriter":
-        return self
-
-    def __exit__(self, exc_type, *exc) -> None:
-        # next_id only counts batches whose every array was written, so committing them is safe
-        # even when an error interrupted the following batch half-way
-        self.close()

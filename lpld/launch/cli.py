@@ -16,11 +16,14 @@ import os
 import sys
 from typing import Any, Sequence
 
-from ..config import ArgumentParser, ConfigError, add_schema_arguments, flatten_yaml, read_yaml, resolve
+from ..config import ArgumentParser, ConfigError, add_schema_arguments, flatten_yaml, parse_config, read_yaml, resolve
+from ..pipeline import PIPELINE_SCHEMA, run_stage
+from ..recover import RECOVER_SCHEMA
+from ..relabel import RELABEL_SCHEMA
 from .launcher import Launcher
 from .resources import LAUNCH_SCHEMA
 
-STAGES = ("recover", "relabel")
+STAGES = {"recover": RECOVER_SCHEMA, "relabel": RELABEL_SCHEMA}
 
 
 def split_yaml(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -88,50 +91,34 @@ class StagePipeline:
         return False  # the stage itself skips finished classes / batches
 
     def run_step(self, cfg, name: str, shard: tuple[int, int] | None = None) -> None:
-        from .shards import has_shards, merge_shards, run_shard
-        if shard is not None:
-            run_shard(self.kind, cfg, shard)
-        elif self.kind == "relabel" and has_shards(cfg):
-            merge_shards(cfg)
-        elif self.kind == "relabel":
-            from ..relabel import run_relabel
-            run_relabel(cfg)
-        else:
-            from ..recover import run_recovery
-            run_recovery(cfg)
+        run_stage(self.kind, cfg, shard)
 
 
 def main(argv: Sequence[str] | None = None) -> Any:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in STAGES:
         return main_stage(argv[0], argv[1:])
-    from .. import pipeline
-    cfg, lcfg, args = parse(pipeline.PIPELINE_SCHEMA, argv, "lpld launch")
+    cfg, lcfg, args = parse(PIPELINE_SCHEMA, argv, "lpld launch")
     launcher = Launcher(cfg, lcfg, "lpld.pipeline")
     if args.dry_run:
-        print(launcher.describe())
+        print(launcher.describe())  # the command's output: the jobs it would submit
         return None
     return launcher.run(lcfg.wait)
 
 
 def main_stage(kind: str, argv: list[str]) -> Any:
-    from ..config import parse_config
     if "--" in argv:
         cut = argv.index("--")
         launch_argv, stage_argv = argv[:cut], argv[cut + 1:]
     else:
         launch_argv, stage_argv = argv, []
     _, lcfg, args = parse({}, launch_argv, f"lpld launch {kind}")
-    if kind == "recover":
-        from ..recover import RECOVER_SCHEMA as schema
-    else:
-        from ..relabel import RELABEL_SCHEMA as schema
-    cfg = parse_config(schema, stage_argv, sections=("common", kind), description=f"lpld launch {kind} -- ...")
+    cfg = parse_config(STAGES[kind], stage_argv, sections=("common", kind), description=f"lpld launch {kind} -- ...")
     out = cfg.output_dir or getattr(cfg, "fkd_path", None) or "."
     # a label store's folder holds the store alone: its job logs go beside it
     launcher = Launcher(cfg, lcfg, StagePipeline(kind), os.path.normpath(out) + ".launch" if kind == "relabel"
                         else os.path.join(out, "launch"))
     if args.dry_run:
-        print(launcher.describe())
+        print(launcher.describe())  # the command's output: the jobs it would submit
         return None
     return launcher.run(lcfg.wait)

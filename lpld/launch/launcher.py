@@ -27,9 +27,14 @@ import time
 from typing import Any, Sequence
 
 import submitit
+import torch
+from submitit.slurm.slurm import _make_sbatch_string
 
 from ..utils.errors import InputValueError
+from ..utils.log import get_logger
 from .resources import Resources, local_parameters, resources_for, slurm_parameters
+
+log = get_logger(__name__)
 
 
 # ---- the job ------------------------------------------------------------------------------------
@@ -49,7 +54,7 @@ class StepJob(submitit.helpers.Checkpointable):
         if self.distributed:
             export_distributed()
         where = "" if self.shard is None else f" shard {self.shard[0]} of {self.shard[1]}"
-        print(f"[job] {self.name}{where}", flush=True)
+        log.info(f"[job] {self.name}{where}")
         load_pipeline(self.pipeline).run_step(self.cfg, self.name, self.shard)
         return self.name
 
@@ -120,7 +125,7 @@ class Launcher:
         plan = pipe.plan(self.cfg)
         done = {s.name for s in plan if pipe.step_done(self.cfg, s.name)}
         for name in sorted(done):
-            print(f"[skip] {name}: already complete")
+            log.info(f"[skip] {name}: already complete")
         return expand(plan, done, self.lcfg)
 
     def resources(self, unit: Unit) -> Resources:
@@ -172,7 +177,7 @@ class Launcher:
             jobs = [self.local_executor(unit, self._local_gpus(unit)).submit(c) for c in calls]
         unit.jobs = jobs
         ids = ", ".join(j.job_id for j in jobs)
-        print(f"[submit] {unit.key}: job {ids}" + (f" after {dependency}" if dependency else ""), flush=True)
+        log.info(f"[submit] {unit.key}: job {ids}" + (f" after {dependency}" if dependency else ""))
         return jobs
 
     def run(self, wait: bool | None = None) -> dict[str, list[Any]]:
@@ -223,7 +228,7 @@ class Launcher:
             except Exception as err:  # submitit's FailedJobState carries the job's traceback
                 raise JobFailedError(f"step {unit.key} failed (job {job.job_id}; log {job.paths.stderr}):\n"
                                      f"{err}") from None
-        print(f"[done] {unit.key}", flush=True)
+        log.info(f"[done] {unit.key}")
 
     def _wait_all(self, units: list[Unit]) -> None:
         for unit in units:
@@ -250,7 +255,6 @@ class Launcher:
 def sbatch_script(res: Resources, lcfg: argparse.Namespace, job_name: str, folder: str,
                   dependency: list[str] | None = None, array: int | None = None) -> str:
     """The sbatch file submitit writes for a job with these resources (``array``: task count)."""
-    from submitit.slurm.slurm import _make_sbatch_string
     params = slurm_parameters(res, lcfg, job_name, dependency)
     if array:
         params["map_count"] = array
@@ -263,5 +267,4 @@ class JobFailedError(RuntimeError):
 
 
 def _visible_gpus() -> list[int]:
-    import torch
     return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []

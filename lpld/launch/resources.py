@@ -43,8 +43,10 @@ LAUNCH_SCHEMA = {
     "poll_s": Option(5.0, float, "local executor: seconds between checks of the running jobs", min=0, min_open=True),
 }
 
-# Steps whose function trains with DistributedDataParallel when RANK/WORLD_SIZE are set
-# (lpld.validate.distributed); teacher training (squeeze) runs in one process.
+# A step is known to the launcher by its name and kind alone (any pipeline object with plan /
+# step_done / run_step can be launched); a step's name starts with its stage's folder
+# (lpld.pipeline.plan names them so). Students (validate/...) train with DistributedDataParallel
+# when RANK/WORLD_SIZE are set (lpld.validate.distributed); teacher training runs in one process.
 DDP_STEP_PREFIXES = ("validate/",)
 # Steps that never touch a model (dataset generation, the report) run without a GPU; every other
 # step -- class statistics and diversity are a teacher pass over images -- gets one.

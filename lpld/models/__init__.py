@@ -4,7 +4,8 @@
   (``weights=None``), optionally with the Tiny-ImageNet stem and class-aware BatchNorm.
 * ``build_model("timm/resnet18", 10450)``: a timm model (ImageNet-21K-P uses timm's resnet18).
 * Checkpoints are dicts ``{"model": state_dict, ...}`` as in torchvision's reference scripts and
-  the authors' released ``resnet18_0.pth`` / ``resnet18_tiny_0.pth``.
+  the authors' released ``resnet18_0.pth`` / ``resnet18_tiny_0.pth``; their content hash
+  (:func:`checkpoint_sha256`) and their size before they are written (:func:`checkpoint_bytes`).
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import torchvision
 from torch import nn
 
 from ..utils.errors import InputValueError, UnreadableFileError, UnsafeFileError
+from ..utils.fingerprint import state_dict_sha256
+from ..utils.io import atomic_torch_save
 from ..utils.safe_load import safe_torch_load
 from .class_bn import (ClassAwareBatchNorm2d, class_bn_layers, class_labels,  # noqa: F401
                        convert_to_class_aware, finalize_exact_class_stats, per_class_mean_var,
@@ -46,7 +49,7 @@ def build_model(arch: str, num_classes: int, *, tiny_stem: bool = False, class_a
     is built (nothing is ever fetched from the internet).
     """
     if arch.startswith("timm/"):
-        import timm
+        import timm  # heavy to import (its whole model zoo); only timm models need it
         model = timm.create_model(arch[len("timm/"):], pretrained=False, num_classes=num_classes)
     else:
         try:
@@ -123,7 +126,23 @@ def checkpoint_has_class_stats(path: str) -> bool:
 
 def save_checkpoint(path: str, model: nn.Module, **extra: Any) -> None:
     """Atomically write ``{"model": state_dict, **extra}`` (the authors' layout)."""
-    from ..utils.io import atomic_torch_save
     module = getattr(model, "module", model)
     module = getattr(module, "_orig_mod", module)
     atomic_torch_save({"model": module.state_dict(), **extra}, path)
+
+
+def checkpoint_sha256(path: str) -> str:
+    """The state-dict hash of a checkpoint file (any layout :func:`read_state_dict` reads):
+    :func:`lpld.utils.fingerprint.state_dict_sha256` of its tensors."""
+    return state_dict_sha256(read_state_dict(path))
+
+
+def checkpoint_bytes(arch: str, num_classes: int, copies: float, tiny_stem: bool = False) -> int:
+    """``copies`` x the size of the model's tensors (counted on the meta device: nothing is allocated)."""
+    try:
+        with torch.device("meta"):
+            model = build_model(arch, num_classes, tiny_stem=tiny_stem)
+    except Exception:  # noqa: BLE001 - an unknown architecture is reported by the stage itself
+        return 0
+    tensors = list(model.parameters()) + list(model.buffers())
+    return int(copies * sum(t.numel() * t.element_size() for t in tensors))

@@ -40,8 +40,11 @@ from ..config import Option, at_most, parse_config
 from ..data import DATASET_ALIASES, build_dataset, load_rgb
 from ..utils.errors import InputValueError
 from ..utils.io import atomic_dir, atomic_json_dump, ensure_writable_dir
+from ..utils.log import get_logger
 from ..utils.progress import progress_bar
 from .io import class_complete, class_dir, image_name, remove_stale_temporaries
+
+log = get_logger(__name__)
 
 SOURCE = "arXiv 2502.06434 (Rethinking Large-scale Dataset Compression) random baseline"
 
@@ -173,14 +176,14 @@ def run_random_real(cfg: argparse.Namespace) -> str:
         "sources": {str(c): [os.path.relpath(p, data_root) for p in paths] for c, paths in enumerate(chosen)}})
     remove_stale_temporaries(root, classes)
     todo = [c for c in classes if not class_complete(root, c, cfg.ipc)]
-    print(f"random-real: {dataset} classes [{classes.start}, {classes.stop}) of {len(real.classes)}, ipc "
-          f"{cfg.ipc}, seed {cfg.seed}, {len(classes) - len(todo)} already complete -> {root}", flush=True)
+    log.info(f"random-real: {dataset} classes [{classes.start}, {classes.stop}) of {len(real.classes)}, ipc "
+             f"{cfg.ipc}, seed {cfg.seed}, {len(classes) - len(todo)} already complete -> {root}")
     copied = 0
     for c in progress_bar(todo, desc="random-real", disable=not cfg.progress):
         copied += write_class(root, c, chosen[c], image_size, cfg.jpeg_quality)
     if todo:
-        print(f"random-real: wrote {len(todo)} classes ({copied} of {len(todo) * cfg.ipc} images copied byte "
-              f"for byte, the others re-encoded as JPEG quality {cfg.jpeg_quality})", flush=True)
+        log.info(f"random-real: wrote {len(todo)} classes ({copied} of {len(todo) * cfg.ipc} images copied byte "
+                 f"for byte, the others re-encoded as JPEG quality {cfg.jpeg_quality})")
     return root
 
 
@@ -189,5 +192,5 @@ def main(argv: Sequence[str] | None = None) -> str:
                        description="Random real subset: ipc real training images per class, drawn with a "
                                    "seed, in the recovered-image layout.")
     root = run_random_real(cfg)
-    print(root)
+    print(root)  # the command's output: the image folder
     return root

@@ -63,17 +63,19 @@ from torchvision.transforms import functional as TF
 from ..augment import sample_crop
 from ..config import Option, at_most, parse_config
 from ..data import DATASET_ALIASES, build_dataset, load_rgb, normalization
-from ..models import build_model, read_state_dict
+from ..models import build_model, checkpoint_sha256, read_state_dict
+from ..models.teacher import infer_num_classes
 from ..utils.errors import InputValueError
 from ..utils.io import ensure_writable_dir
+from ..utils.log import get_logger
 from ..utils.metrics import MetricsLog
 from ..utils.progress import progress_bar
 from ..utils.runtime import resolve_device
 from .io import class_complete, remove_stale_temporaries, save_class
-from ..utils.fingerprint import checkpoint_sha256
 from .random_real import class_range, draw_images, images_by_class, write_or_check_manifest
-from .run import infer_num_classes
 from .synthesize import denormalize_to_uint8
+
+log = get_logger(__name__)
 
 RDED = "RDED argument.py"
 SYN = "RDED synthesize/utils.py"
@@ -307,15 +309,15 @@ def run_rded(cfg: argparse.Namespace) -> str:
     per_class = images_by_class(real.samples, num_classes)
     todo = [c for c in classes if not class_complete(root, c, cfg.ipc)]
     check_pools(per_class, todo, cfg)
-    log = MetricsLog(os.path.join(root, f"rded_log_{classes.start:05d}-{classes.stop:05d}"))
-    print(f"rded: {dataset} classes [{classes.start}, {classes.stop}) of {num_classes}, ipc {cfg.ipc}, factor "
-          f"{cfg.factor}, {cfg.mipc} images x {cfg.num_crop} crops per class, {len(classes) - len(todo)} already "
-          f"complete -> {root}", flush=True)
+    metrics_log = MetricsLog(os.path.join(root, f"rded_log_{classes.start:05d}-{classes.stop:05d}"))
+    log.info(f"rded: {dataset} classes [{classes.start}, {classes.stop}) of {num_classes}, ipc {cfg.ipc}, factor "
+             f"{cfg.factor}, {cfg.mipc} images x {cfg.num_crop} crops per class, {len(classes) - len(todo)} already "
+             f"complete -> {root}")
     for c in progress_bar(todo, desc="rded", disable=not cfg.progress):
         t0 = time.perf_counter()
         pixels, record = make_class(teacher, per_class[c], c, cfg, mean, std, device)
         save_class(root, c, pixels, cfg.jpeg_quality)
-        log.append({**record, "seconds": round(time.perf_counter() - t0, 3)})
+        metrics_log.append({**record, "seconds": round(time.perf_counter() - t0, 3)})
     return root
 
 
@@ -324,5 +326,5 @@ def main(argv: Sequence[str] | None = None) -> str:
                        description="RDED images: teacher-scored patches of real training images, stitched "
                                    "factor x factor, in the recovered-image layout.")
     root = run_rded(cfg)
-    print(root)
+    print(root)  # the command's output: the image folder
     return root

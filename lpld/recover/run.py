@@ -30,23 +30,25 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import time
 
 import torch
 
 from ..data.transforms import normalization
 from ..models import read_state_dict
-from ..models.teacher import TeacherInfo, infer_num_classes, load_teacher as load_checkpoint_teacher  # noqa: F401
+from ..models.teacher import TeacherInfo, load_teacher as load_checkpoint_teacher
 from ..utils.errors import InputValueError
 from ..utils.fingerprint import short
 from ..utils.io import atomic_json_dump, ensure_writable_dir, human_bytes, on_disk, require_free_space
 from ..utils.lock import lock_output
+from ..utils.log import get_logger
 from ..utils.metrics import MetricsLog
 from ..utils.progress import progress_bar, write
 from ..utils.runtime import resolve_device
 from .io import class_complete, remove_stale_temporaries, save_class
 from .synthesize import Group, Recoverer, RecoverySettings, denormalize_to_uint8
+
+log = get_logger(__name__)
 
 DEFINING_KEYS = ("mode", "bn_target", "dataset", "model", "tiny_stem", "num_classes", "image_size", "ipc", "batch_size",
                  "iterations", "lr", "r_bn", "first_bn_multiplier", "adam_beta1", "adam_beta2", "adam_eps",
@@ -132,8 +134,7 @@ def write_manifest(root: str, cfg: argparse.Namespace, teacher: TeacherInfo, bat
         with open(path) as f:
             old = json.load(f)
         if "teacher_sha256" not in old:  # written before content hashes: compare what it has
-            print(f"warning: {path} records no content hash of its teacher; checking the teacher by path only",
-                  file=sys.stderr)
+            log.warning(f"{path} records no content hash of its teacher; checking the teacher by path only")
             values = {k: v for k, v in values.items() if k in old}
             values["teacher"] = manifest["teacher"]
         if old.get("teacher_sha256") and old["teacher_sha256"] != teacher.sha256:
@@ -211,11 +212,11 @@ def run_recovery(cfg: argparse.Namespace) -> str:
     require_free_space(root, needed, "recovered images")
     recoverer = Recoverer(teacher.to(device), settings, bn_target(cfg), device,
                           compile_model=cfg.compile)
-    log = MetricsLog(os.path.join(root, f"recover_log_{cfg.class_start:05d}-{end:05d}"))
-    print(f"recover: {cfg.mode} mode, classes [{cfg.class_start}, {end}) of {num_classes}, ipc {cfg.ipc}, "
-          f"{done_before} already complete, {len(units)} steps of up to {cfg.groups_per_step} groups, "
-          f"about {human_bytes(needed)} to write "
-          f"-> {root}", flush=True)
+    metrics_log = MetricsLog(os.path.join(root, f"recover_log_{cfg.class_start:05d}-{end:05d}"))
+    log.info(f"recover: {cfg.mode} mode, classes [{cfg.class_start}, {end}) of {num_classes}, ipc {cfg.ipc}, "
+             f"{done_before} already complete, {len(units)} steps of up to {cfg.groups_per_step} groups, "
+             f"about {human_bytes(needed)} to write "
+             f"-> {root}")
     block_store: dict[int, torch.Tensor] = {}  # sre2l: class -> [ipc, H, W, 3] uint8 being filled
     block_stats: dict[int, list] = {}
     try:
@@ -231,12 +232,12 @@ def run_recovery(cfg: argparse.Namespace) -> str:
                 pixels = denormalize_to_uint8(result.images, settings.mean, settings.std)
                 seconds = time.time() - t0
                 if cfg.mode == "class":
-                    _write_class_mode(root, cfg, groups, to_write, result, pixels, seconds, log)
+                    _write_class_mode(root, cfg, groups, to_write, result, pixels, seconds, metrics_log)
                 else:
                     _collect_sre2l(cfg, groups, block, result, pixels, seconds, block_store, block_stats)
                     for c in to_write:
                         save_class(root, c, block_store.pop(c), cfg.jpeg_quality)
-                        log.append(_sre2l_record(c, block_stats.pop(c), cfg))
+                        metrics_log.append(_sre2l_record(c, block_stats.pop(c), cfg))
                     if to_write or (groups[-1].key[2] == cfg.ipc - 1):
                         block_store.clear()
                         block_stats.clear()
@@ -254,7 +255,7 @@ def _record(c: int, cfg, ce, correct, bn, ce_last, bn_last, seconds: float) -> d
     return rec
 
 
-def _write_class_mode(root, cfg, groups, classes, result, pixels, seconds, log) -> None:
+def _write_class_mode(root, cfg, groups, classes, result, pixels, seconds, metrics_log) -> None:
     """Save the classes ``classes`` of a step (its groups are contiguous per class, in class order)."""
     per_class = cfg.ipc
     per_group = len(groups[0].labels)
@@ -265,7 +266,7 @@ def _write_class_mode(root, cfg, groups, classes, result, pixels, seconds, log) 
         sl = slice(idx * per_class, (idx + 1) * per_class)
         gs = slice(idx * groups_per_class, (idx + 1) * groups_per_class)
         save_class(root, c, pixels[sl], cfg.jpeg_quality)
-        log.append(_record(c, cfg, result.ce[sl], result.correct[sl], result.bn[gs], result.ce_last[gs],
+        metrics_log.append(_record(c, cfg, result.ce[sl], result.correct[sl], result.bn[gs], result.ce_last[gs],
                            result.bn_last[gs], seconds / len(classes)))
 
 

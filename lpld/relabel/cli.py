@@ -6,8 +6,15 @@ import sys
 from typing import Sequence
 
 from ..config import ArgumentParser, Option, argument_type, parse_config
+from ..labels import convert, open_label_store
+from ..labels.common import describe_ids
 from ..utils.errors import InputValueError
+from ..utils.log import get_logger
+from .generate import repair_store, run_relabel
+from .replay import digest_failures, replay_check
 from .schema import RELABEL_SCHEMA
+
+log = get_logger(__name__)
 
 # Ranges of the plain flags of check-labels and convert-labels (the relabel stage's are in its schema).
 CLASSES = argument_type(Option(None, int, min=1))
@@ -29,7 +36,6 @@ def _dashed(argv: Sequence[str], names) -> list[str]:
 
 
 def main_relabel(argv: Sequence[str] | None = None) -> str:
-    from .generate import run_relabel
     argv = _dashed(sys.argv[1:] if argv is None else argv, RELABEL_SCHEMA)
     cfg = parse_config(RELABEL_SCHEMA, argv, sections=("common", "relabel"),
                        description="Generate FKD soft labels (stage 3a). Reads the common and relabel "
@@ -38,10 +44,6 @@ def main_relabel(argv: Sequence[str] | None = None) -> str:
 
 
 def main_check(argv: Sequence[str] | None = None) -> int:
-    from ..labels import open_label_store
-    from ..labels.store import describe_ids
-    from .generate import repair_store
-    from .replay import replay_check
     p = ArgumentParser(description="Check a label store: the checksum of every batch, then (with "
                                             "--train-dir and --teacher-ckpt) the content hashes of the images and "
                                             "teacher, and a replay: re-apply the recorded crop/flip/mix to the "
@@ -77,29 +79,28 @@ def main_check(argv: Sequence[str] | None = None) -> int:
                               f"how many to replay)")
     damaged = store.verify()
     if damaged:
-        print(f"[check_labels] {args.store}: {len(damaged)} of {store.num_batches} batches fail their checksum "
-              f"({describe_ids(damaged)}) -> DAMAGED. Regenerate them with --repair --train-dir <images> "
-              f"--teacher-ckpt <teacher>.")
+        log.info(f"[check_labels] {args.store}: {len(damaged)} of {store.num_batches} batches fail their checksum "
+                 f"({describe_ids(damaged)}) -> DAMAGED. Regenerate them with --repair --train-dir <images> "
+                 f"--teacher-ckpt <teacher>.")
         return 1
-    print(f"[check_labels] {args.store}: {store.num_batches} batches, every checksum verified"
-          if getattr(store, "has_checksums", True) else f"[check_labels] {args.store}: {store.num_batches} batches "
-          f"(no checksums recorded)")
+    log.info(f"[check_labels] {args.store}: {store.num_batches} batches, every checksum verified"
+             if getattr(store, "has_checksums", True) else f"[check_labels] {args.store}: {store.num_batches} batches "
+             f"(no checksums recorded)")
     if getattr(store, "regenerated", False):
         if not args.train_dir:
-            print("[check_labels] the store regenerates its augmentation: pass --train-dir to check every "
-                  "batch's augmentation digest")
+            log.info("[check_labels] the store regenerates its augmentation: pass --train-dir to check every "
+                     "batch's augmentation digest")
         else:
-            from .replay import digest_failures
             bad = digest_failures(store)
             if bad:
-                print(f"[check_labels] {args.store}: {len(bad)} of {store.num_batches} batches draw another "
-                      f"augmentation than their digest ({describe_ids(bad)}) -> DRIFT (another torch version or "
-                      f"device than the relabel run, or other images). Train with the relabel run's torch version "
-                      f"or relabel with --augmentation recorded.")
+                log.info(f"[check_labels] {args.store}: {len(bad)} of {store.num_batches} batches draw another "
+                         f"augmentation than their digest ({describe_ids(bad)}) -> DRIFT (another torch version or "
+                         f"device than the relabel run, or other images). Train with the relabel run's torch version "
+                         f"or relabel with --augmentation recorded.")
                 return 1
-            print(f"[check_labels] {args.store}: every batch's regenerated augmentation matches its digest")
+            log.info(f"[check_labels] {args.store}: every batch's regenerated augmentation matches its digest")
     if not (args.train_dir and args.teacher_ckpt):
-        print("[check_labels] pass --train-dir and --teacher-ckpt to also check the images and teacher")
+        log.info("[check_labels] pass --train-dir and --teacher-ckpt to also check the images and teacher")
         return 0
     batches = args.batches
     if batches is not None and len(batches) == 1:
@@ -111,13 +112,12 @@ def main_check(argv: Sequence[str] | None = None) -> int:
     ok = rep.max_abs_diff <= tol and rep.topk_misses == 0
     what = "teacher at the stored classes" if store.manifest.get("label_topk") else "teacher"
     misses = f", {rep.topk_misses} rows whose stored classes are not the teacher's top k" if rep.topk_misses else ""
-    print(f"[check_labels] batches {rep.batches}: max |{what} - stored| = {rep.max_abs_diff:.3g} "
-          f"(largest logit {rep.max_abs_logit:.3g}, tolerance {tol:.3g}{misses}) -> {'OK' if ok else 'MISMATCH'}")
+    log.info(f"[check_labels] batches {rep.batches}: max |{what} - stored| = {rep.max_abs_diff:.3g} "
+             f"(largest logit {rep.max_abs_logit:.3g}, tolerance {tol:.3g}{misses}) -> {'OK' if ok else 'MISMATCH'}")
     return 0 if ok else 1
 
 
 def main_convert(argv: Sequence[str] | None = None) -> str:
-    from ..labels import convert
     p = ArgumentParser(description="Convert a soft-label store between our format and the authors'.")
     p.add_argument("--src", required=True, help="store to read (either format, auto-detected)")
     p.add_argument("--dst", required=True, help="store to write")
@@ -134,7 +134,6 @@ def main_convert(argv: Sequence[str] | None = None) -> str:
     out = convert(args.src, args.dst, to=args.to, overwrite=args.overwrite, num_classes=args.num_classes,
                   train_dir=args.train_dir, label_topk=args.label_topk, label_codec=args.label_codec,
                   augmentation=args.augmentation)
-    from ..labels import open_label_store
     store = open_label_store(out, num_classes=args.num_classes)
-    print(f"[convert_labels] {args.src} -> {out} ({args.to}): {store.num_batches} batches, {store.nbytes():,} bytes")
+    log.info(f"[convert_labels] {args.src} -> {out} ({args.to}): {store.num_batches} batches, {store.nbytes():,} bytes")
     return out

@@ -3,7 +3,8 @@
 Reproduces the authors' ``generate_soft_label_pruning.py``:
 
 * image order: ``RandomSampler`` with a generator seeded by ``fkd_seed``, iterated epoch after
-  epoch (bit-identical to theirs, so their ``sampler_indices_epoch.json`` and ours agree);
+  epoch (:func:`lpld.augment.sampler_orders`: bit-identical to theirs, so their
+  ``sampler_indices_epoch.json`` and ours agree);
 * batches of ``batch_size``; ``drop_last = prune_ratio > 0``;
 * ``total = int(epochs * batches_per_epoch * (1 - prune_ratio))`` batches, then stop ("less label").
   Their loop runs one epoch past ``epochs`` whenever ``total`` is a multiple of the epoch length
@@ -32,28 +33,33 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
-from ..augment import normalize_mix_type, replay_batch, sample_batch_params
+from ..augment import normalize_mix_type, replay_batch, sample_batch_params, sampler_orders
 from ..config import resolve
 from ..data import DATASET_NUM_CLASSES, ImageFolder, canonical_dataset, load_rgb
-from ..data.transforms import normalization
+from ..data.transforms import stored_normalization
+from ..device_views import ImageBank, replay_batch_on_device
 from ..labels import (StoreDamagedError, check_bound_inputs, image_list_fingerprint, open_label_store,
                       plan_batches, writer_for)
 from ..labels.authors import META as AUTHORS_META
+from ..labels.common import describe_ids, is_our_label_store
 from ..labels.store import MANIFEST as OURS_MANIFEST
-from ..labels.store import describe_ids
+from ..labels.topk import parse_label_quantization, select_topk
 from ..models.teacher import TeacherInfo, describe_module
 from ..utils.classes import check_distilled_folders, check_same_classes
 from ..utils.errors import InputValueError
 from ..utils.fingerprint import scan_images
 from ..utils.io import ensure_writable_dir
-from ..device_views import ImageBank, replay_batch_on_device
+from ..utils.log import get_logger
 from ..utils.progress import progress_bar
-from ..utils.signals import quiet_broken_handoffs
 from ..utils.runtime import resolve_device, set_cudnn_benchmark
+from ..utils.signals import quiet_broken_handoffs
 from .schema import RELABEL_SCHEMA
+from .shards import check_shardable, relabel_shard_plan
 from .teacher import load_relabel_teacher, teacher_logits, teacher_summary
+
+log = get_logger(__name__)
 
 
 def normalize_config(cfg: Any) -> argparse.Namespace:
@@ -84,7 +90,6 @@ def normalize_config(cfg: Any) -> argparse.Namespace:
 def resolve_label_topk(cfg) -> int | None:
     """k from ``label_topk`` or the authors' ``label_quantization: MR-k`` (both given: they must agree);
     0 / None: all classes."""
-    from ..labels.topk import parse_label_quantization
     try:
         from_q = parse_label_quantization(getattr(cfg, "label_quantization", None))
     except ValueError as err:
@@ -98,22 +103,6 @@ def resolve_label_topk(cfg) -> int | None:
     if k is None and cfg.label_codec not in (None, "float16"):
         raise InputValueError(f"label_codec {cfg.label_codec} codes top-k values: set --label-topk as well")
     return None if k is None else int(k)
-
-
-def sampler_orders(num_images: int, seed: int, epochs: int) -> np.ndarray:
-    """[epochs, num_images] image order of each epoch: the authors' RandomSampler, iterated in turn."""
-    gen = torch.Generator()
-    gen.manual_seed(seed)
-    sampler = RandomSampler(range(num_images), generator=gen)
-    dtype = np.int32 if num_images < 2**31 else np.int64
-    return np.stack([np.asarray(list(sampler), dtype=dtype) for _ in range(epochs)])
-
-
-def dataset_normalization(dataset: str) -> tuple[list[float] | None, list[float] | None]:
-    if dataset == "in21k":
-        return None, None  # the authors train and relabel ImageNet-21K-P without normalisation
-    mean, std = normalization(dataset)
-    return list(mean), list(std)
 
 
 class AugmentedBatches(Dataset):
@@ -157,7 +146,7 @@ def build_manifest(cfg: argparse.Namespace, dataset: ImageFolder, num_classes: i
                    teacher: TeacherInfo | None = None, images_sha256: str | None = None) -> dict[str, Any]:
     per_epoch, planned, drop_last = plan_batches(len(dataset), cfg.batch_size, cfg.epochs, cfg.prune_ratio,
                                                  cfg.drop_last)
-    mean, std = dataset_normalization(cfg.dataset)
+    mean, std = stored_normalization(cfg.dataset)
     rel = [os.path.relpath(p, dataset.root) for p, _ in dataset.samples]
     return {
         "dataset": cfg.dataset, "teacher": teacher_summary(cfg.model, cfg.teacher_ckpt, cfg.tiny_stem, num_classes),
@@ -181,7 +170,6 @@ def build_manifest(cfg: argparse.Namespace, dataset: ImageFolder, num_classes: i
 def existing_manifest(path: str) -> dict | None:
     """The manifest of a store of ours already at ``path`` (either format), or None (a folder that
     merely holds a file of that name is someone else's: the writer refuses it)."""
-    from ..labels.common import is_our_label_store
     if not is_our_label_store(path):
         return None
     for name in (OURS_MANIFEST, AUTHORS_META):
@@ -236,7 +224,6 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
     manifest = build_manifest(cfg, dataset, num_classes, info, fingerprint_images(dataset, cfg.workers))
     first = 0  # global id of the store's row 0 (a batch-range shard holds a slice of the plan)
     if cfg.batch_shard:
-        from ..launch.shards import relabel_shard_plan
         manifest, first, cfg.output_dir = relabel_shard_plan(manifest, cfg.batch_shard, cfg.output_dir)
     old = None if cfg.overwrite else existing_manifest(cfg.output_dir)
     if old is not None:
@@ -282,9 +269,17 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
             writer.close()
     store = open_label_store(cfg.output_dir)
     state = "complete" if store.num_batches >= planned else f"partial: {store.num_batches}/{planned} batches"
-    print(f"[relabel] {cfg.output_dir}: {store.num_batches} batches of {cfg.batch_size} x {num_classes} "
+    log.info(f"[relabel] {cfg.output_dir}: {store.num_batches} batches of {cfg.batch_size} x {num_classes} "
           f"({state}), {store.nbytes():,} bytes on disk")
     return cfg.output_dir
+
+
+def run_relabel_shard(cfg: Any, shard: tuple[int, int], teacher: nn.Module | None = None) -> str:
+    """Shard ``shard = (index, count)`` of the relabel run ``cfg``: a contiguous range of its planned
+    batches into its own store beside the output (:mod:`lpld.relabel.shards`, which merges them)."""
+    check_shardable(cfg)
+    index, count = shard
+    return run_relabel(argparse.Namespace(**{**vars(cfg), "batch_shard": [index, count]}), teacher)
 
 
 def store_labels(record, logits: torch.Tensor, manifest: dict[str, Any]) -> None:
@@ -296,7 +291,6 @@ def store_labels(record, logits: torch.Tensor, manifest: dict[str, Any]) -> None
         record.logits = logits.half() if manifest.get("logits_dtype") == "float16" else logits.float()
         _check_finite(record.logits, record.batch_id, manifest)
         return
-    from ..labels.topk import select_topk
     record.logits, record.topk_indices = select_topk(logits.float(), int(k), values_dtype=torch.float32)
     _check_finite(record.logits.half(), record.batch_id, manifest)  # the values are stored as fp16 or coded
 
@@ -357,9 +351,9 @@ def repair_store(store_path: str, train_dir: str, teacher_ckpt: str, *, model: s
         else:
             writer.close()
     if damaged:
-        print(f"[repair] {store_path}: regenerated batches {describe_ids(damaged)}")
+        log.info(f"[repair] {store_path}: regenerated batches {describe_ids(damaged)}")
     else:
-        print(f"[repair] {store_path}: no damaged batch")
+        log.info(f"[repair] {store_path}: no damaged batch")
     return damaged
 
 

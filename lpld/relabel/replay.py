@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from ..augment import replay_batch
-from ..data import ImageFolder, canonical_dataset, load_rgb
+from ..data import ImageFolder, canonical_dataset, load_rgb, stored_normalization
 from ..labels import check_bound_inputs, check_compatible, image_list_fingerprint, open_label_store
 from ..labels.common import StoreMismatchError
+from ..labels.regen import AugmentationDriftError
 from ..models.teacher import describe_module
 from ..utils.errors import InputValueError
 from ..utils.runtime import resolve_device
-from .generate import dataset_normalization, fingerprint_images, prepare_teacher
+from .generate import fingerprint_images, prepare_teacher
 from .teacher import load_relabel_teacher, teacher_logits
 
 
@@ -73,7 +74,7 @@ def replay_check(store_path: str, train_dir: str, teacher: nn.Module | None = No
     if dataset is None or size is None:
         raise InputValueError(f"{store_path} does not record its dataset / input size: pass dataset= and "
                               f"input_size=")
-    mean, std = m["normalize"] if m.get("normalize") else dataset_normalization(dataset)
+    mean, std = m["normalize"] if m.get("normalize") else stored_normalization(dataset)
     if teacher is None:
         info = m.get("teacher") or {}
         arch = model or info.get("arch")
@@ -127,7 +128,6 @@ def topk_misses(teacher: torch.Tensor, values: torch.Tensor, indices: torch.Tens
 def digest_failures(store) -> list[int]:
     """Ids of the batches of a store with regenerated augmentation whose digest differs from the
     augmentation drawn again now (the store must have its images attached)."""
-    from ..labels.regen import AugmentationDriftError
     bad = []
     for gid in range(store.num_batches):
         try:

@@ -18,12 +18,15 @@ from ..data import build_dataset, train_transform, val_transform
 from ..engine import evaluate
 from ..models import build_model, class_labels, finalize_exact_class_stats, save_checkpoint, set_class_stats_mode
 from ..models.class_bn import check_labels
-from ..utils import preflight
 from ..utils.errors import InputValueError
+from ..utils.log import get_logger
 from ..utils.progress import progress_bar
 from ..utils.runtime import autocast, on_for_cuda, resolve_device, seed_everything, to_channels_last
+from . import preflight
 from .sampling import SeededEpochSampler
 from .train import build_loader, require_data_path
+
+log = get_logger(__name__)
 
 
 @torch.no_grad()
@@ -85,6 +88,6 @@ def run_class_stats(cfg: argparse.Namespace) -> dict:
     info = {"mode": cfg.stats_mode, "amp": bool(cfg.amp), "images": seen, "seconds": round(seconds, 2),
             "val_top1": after["top1"], "val_top5": after["top5"], "source_weights": cfg.weights}
     save_checkpoint(output, model, class_stats=info, num_classes=num_classes, classes=train_set.classes)
-    print(f"class statistics over {seen} images in {seconds:.1f}s; val top-1 {after['top1']:.2f} "
-          f"top-5 {after['top5']:.2f}; wrote {output}")
+    log.info(f"class statistics over {seen} images in {seconds:.1f}s; val top-1 {after['top1']:.2f} "
+             f"top-5 {after['top5']:.2f}; wrote {output}")
     return {**info, "output": output}

@@ -21,7 +21,7 @@ from ..data import build_dataset, train_transform, val_transform
 from ..engine import evaluate, hits
 from ..models import build_model, save_checkpoint
 from ..utils.io import atomic_torch_save, ensure_writable_dir
-from ..utils import preflight
+from ..utils.log import get_logger
 from ..utils.errors import InputValueError
 from ..utils.metrics import DeviceSums, MetricsLog
 from ..utils.progress import progress_bar
@@ -29,7 +29,10 @@ from ..utils.runtime import (autocast, on_for_cuda, resolve_device, rng_state, s
                              set_rng_state, to_channels_last)
 from ..utils.safe_load import RESUME_FIX, safe_torch_load
 from ..utils.schedule import warmup_cosine
+from . import preflight
 from .sampling import SeededEpochSampler, SeededItems
+
+log = get_logger(__name__)
 
 
 def require_data_path(cfg: argparse.Namespace) -> str:
@@ -109,9 +112,9 @@ def run_teacher_training(cfg: argparse.Namespace) -> dict:
             for _ in range(start_epoch):
                 scheduler.step()
         rng = state["rng"] if isinstance(state["rng"], dict) else {"torch": state["rng"]}
-        print(f"resumed from {ckpt_path} at epoch {start_epoch}")
+        log.info(f"resumed from {ckpt_path} at epoch {start_epoch}")
 
-    log = MetricsLog(os.path.join(cfg.output_dir, "metrics"))
+    metrics_log = MetricsLog(os.path.join(cfg.output_dir, "metrics"))
     sampler = SeededEpochSampler(len(train_set), cfg.seed)
     train_loader = build_loader(train_set, cfg, device, shuffle=True, sampler=sampler)
     val_loader = build_loader(val_set, cfg, device, shuffle=False)
@@ -129,8 +132,8 @@ def run_teacher_training(cfg: argparse.Namespace) -> dict:
                            progress=cfg.progress)
             record.update({"val_top1": val["top1"], "val_top5": val["top5"], "val_loss": val["loss"]})
         record["epoch_seconds"] = round(time.time() - t0, 2)
-        log.append(record)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        metrics_log.append(record)
+        log.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
         atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                            "lr_scheduler": scheduler.state_dict(), "epoch": epoch,
                            "rng": rng_state(), "config": vars(cfg), "classes": train_set.classes}, ckpt_path)

@@ -54,3 +54,8 @@ class UnreadableImageError(LpldInputError, RuntimeError):
 
 class ClassListError(LpldInputError, ValueError):
     """Two class lists (dataset splits, teacher, label store, distilled images) that disagree."""
+
+
+class FetcherPatchError(RuntimeError):
+    """The installed torch's DataLoader internals differ from what the label-batch fetcher
+    (:mod:`lpld.validate.fetcher_patch`) patches; the message names the version and the way out."""

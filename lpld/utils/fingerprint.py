@@ -21,6 +21,7 @@ import os
 from typing import Mapping, Sequence
 
 import torch
+from PIL import Image
 
 from .errors import BadImagesError, InputValueError
 
@@ -47,7 +48,6 @@ class ImageScan:
 
 
 def _decode_error(data: bytes) -> str | None:
-    from PIL import Image
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format == "JPEG":
@@ -118,12 +118,6 @@ def model_sha256(model: torch.nn.Module) -> str:
     module = getattr(model, "module", model)
     module = getattr(module, "_orig_mod", module)
     return state_dict_sha256(module.state_dict())
-
-
-def checkpoint_sha256(path: str) -> str:
-    """The state-dict hash of a checkpoint file (any layout :func:`lpld.models.read_state_dict` reads)."""
-    from ..models import read_state_dict
-    return state_dict_sha256(read_state_dict(path))
 
 
 def check_same(kind: str, recorded: str | None, actual: str, *, recorded_in: str, actual_at: str,

@@ -1,50 +1,29 @@
-"""Crash-safe writes: nothing half-written is ever visible under its final name.
+"""Crash-safe writes and disk space: nothing half-written is ever visible under its final name.
 
-Every helper writes to a temporary sibling (same directory, so the final ``os.replace`` is an
-atomic rename on POSIX) and renames only once the content is complete.
+The single-file primitives (:func:`atomic_path`, :func:`atomic_write_text`,
+:func:`atomic_json_dump`, :func:`remove_stale_temporaries`) live in :mod:`lpld.utils.atomic` and
+are handed on here, so a stage imports every write from this one module. Built on them:
+:func:`atomic_dir` (a folder filled, then swapped in -- only a folder of ours,
+:mod:`lpld.utils.owner`), :func:`atomic_torch_save` (checkpoints and batch files), the writable
+output folder, and the disk-space checks made before any work.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import io
-import json
 import os
-import re
 import shutil
 import tempfile
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
+from .atomic import (TEMPORARY, _umask, atomic_json_dump, atomic_path, atomic_write_text,  # noqa: F401
+                     is_temporary, remove_stale_temporaries)
 from .errors import DiskSpaceError
-
-# The names atomic_path / atomic_dir give their temporaries: "." + final name + "." + mkstemp's
-# 8 random characters + ".tmp".
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary file path; on success it replaces ``path``, on error it is removed."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-        raise
+from .owner import FILLING, claim_dir, clear_dir, entries, foreign_error
 
 
 @contextlib.contextmanager
@@ -64,8 +43,6 @@ def atomic_dir(path: str, *, owned: Callable[[str], bool] | None = None, last: S
     Only an empty folder or one of ours (``owned(path)``, or a fill marker) is filled; any other
     raises :class:`~lpld.utils.owner.ForeignFolderError` before anything is written, and nothing
     in it is touched."""
-    from .owner import FILLING, clear_dir, entries, foreign_error
-
     def check() -> None:
         if os.path.exists(path) and not os.path.isdir(path):
             raise foreign_error(path, what, "it is a file: choose a folder")
@@ -101,25 +78,17 @@ def atomic_dir(path: str, *, owned: Callable[[str], bool] | None = None, last: S
         raise
 
 
-def atomic_torch_save(obj: Any, path: str) -> None:
-    """``torch.save`` into memory, then an ordinary atomic file write: a full disk then raises a
-    plain ``OSError(ENOSPC)`` naming the file (torch's own writer reports an opaque RuntimeError),
-    and the previous file stays intact."""
+def atomic_torch_save(obj: Any, path: str) -> str:
+    """``torch.save`` into memory, then an ordinary atomic file write; returns the sha256 of the
+    bytes written. A full disk raises a plain ``OSError(ENOSPC)`` naming the file (torch's own
+    writer reports an opaque RuntimeError) and the previous file stays intact; the bytes do not
+    depend on the temporary file's name (torch names the archive after the file it writes)."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(buffer.getbuffer())
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-
-def atomic_json_dump(obj: Any, path: str) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return hashlib.sha256(buffer.getbuffer()).hexdigest()
 
 
 def ensure_writable_dir(path: str, what: str = "output directory", owner: str | None = None) -> str:
@@ -128,7 +97,6 @@ def ensure_writable_dir(path: str, what: str = "output directory", owner: str | 
     ``owner``: the kind of output folder (``validate``, ``images`` ...): the folder is then claimed
     (:func:`lpld.utils.owner.claim_dir`), so a non-empty folder that lpld did not make is refused."""
     if owner is not None:
-        from .owner import claim_dir
         return claim_dir(path, owner, what)
     try:
         os.makedirs(path, exist_ok=True)
@@ -138,28 +106,6 @@ def ensure_writable_dir(path: str, what: str = "output directory", owner: str | 
     if not os.access(path, os.W_OK | os.X_OK):
         raise PermissionError(f"the {what} {path} is not writable. Choose a writable location.")
     return path
-
-
-def remove_stale_temporaries(directory: str, names: Iterable[str] | None = None) -> list[str]:
-    """Delete the temporaries of :func:`atomic_path` / :func:`atomic_dir` that a killed run left in
-    ``directory`` (only those of the final ``names``, when given). Call it only while holding the
-    directory's lock: another writer's temporaries are in use."""
-    if not os.path.isdir(directory):
-        return []
-    wanted = None if names is None else set(names)
-    removed = []
-    for entry in os.listdir(directory):
-        match = _TEMPORARY.match(entry)
-        if not match or (wanted is not None and match.group("name") not in wanted):
-            continue
-        path = os.path.join(directory, entry)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
-        removed.append(path)
-    return removed
 
 
 def human_bytes(n: float) -> str:

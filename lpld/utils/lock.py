@@ -27,7 +27,9 @@ import socket
 import sys
 import threading
 
+from .atomic import remove_stale_temporaries
 from .errors import OutputLockedError
+from .runtime import is_main_process
 
 _held: dict[str, list] = {}  # lock file (real path) -> [fd, handle count]
 _guard = threading.Lock()
@@ -138,3 +140,14 @@ class OutputLock:
 def lock_output(path: str, what: str, *, key: str | None = None, beside: bool = False) -> OutputLock:
     """Take the exclusive lock of the output ``path`` (see the module docstring)."""
     return OutputLock(lock_file_for(path, key, beside), what).acquire()
+
+
+def lock_run_dir(path: str, what: str) -> OutputLock | None:
+    """Lock an output directory (the main process only: the others write nothing there) and clear
+    the temporaries a killed run left in it."""
+    if not is_main_process():
+        return None
+    os.makedirs(path, exist_ok=True)
+    lock = lock_output(path, what)
+    remove_stale_temporaries(path)
+    return lock

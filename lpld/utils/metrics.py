@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import torch
+from .io import atomic_write_text
 
 
 class DeviceSums:
@@ -47,7 +48,6 @@ class MetricsLog:
         kept = [r for r in old if not (isinstance(r.get("epoch"), int) and r["epoch"] >= epoch)]
         if len(kept) == len(old):
             return
-        from .io import atomic_write_text
         fields: list[str] = []
         for r in kept:
             fields += [k for k in r if k not in fields]

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from typing import Callable, Iterable
 
+from .atomic import atomic_json_dump, is_temporary
 from .errors import LpldInputError
 
 MARKER = ".lpld.json"
@@ -42,18 +42,13 @@ LEGACY = {
     "report": ("results.json",),
     "pipeline": ("results.json", "data/demo.json", "squeeze/teacher.pth", "students"),
 }
-# the temporaries of lpld's atomic writes (lpld.utils.io: "." + final name + "." + 8 random
-# characters + ".tmp"), which a killed run leaves and the next one removes
-_OURS_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
-
-
 class ForeignFolderError(LpldInputError, FileExistsError):
     """A folder lpld did not make stands where a stage would write, replace or clear."""
 
 
 def is_bookkeeping(name: str) -> bool:
     """lpld's own lock, marker and temporary files: they do not make a folder non-empty."""
-    return name.startswith(".lpld") or bool(_OURS_TEMPORARY.match(name))
+    return name.startswith(".lpld") or is_temporary(name)
 
 
 def entries(path: str) -> list[str]:
@@ -95,7 +90,6 @@ def foreign_error(path: str, what: str, fix: str = "") -> ForeignFolderError:
 
 
 def write_marker(path: str, kind: str) -> None:
-    from .io import atomic_json_dump
     if marker_kind(path) is None:
         atomic_json_dump({"by": "lpld", "kind": kind}, os.path.join(path, MARKER))
 

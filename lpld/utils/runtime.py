@@ -1,4 +1,5 @@
-"""Device selection, seeding, RNG checkpoints and the speed settings (AMP, channels_last).
+"""Device selection, seeding, RNG checkpoints, the speed settings (AMP, channels_last), and which
+process of a distributed run this is (:func:`world_info`, :func:`is_main_process`).
 
 Every speed setting is device-agnostic: the same code path runs on a GPU and, when asked, on the
 CPU (CPU autocast in bfloat16, channels_last convolutions through oneDNN), so CI exercises it.
@@ -7,6 +8,7 @@ CPU (CPU autocast in bfloat16, channels_last convolutions through oneDNN), so CI
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 
 import numpy as np
@@ -95,3 +97,19 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+# ---- processes ---------------------------------------------------------------------------------
+def world_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) of this process: torch.distributed's once its process group
+    is joined, before that the variables torchrun (or :func:`lpld.launch.launcher.export_distributed`)
+    sets, ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK``; (0, 1, 0) for a single process."""
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size(), local
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")), local
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or a single process): the one that writes shared files and prints."""
+    return world_info()[0] == 0

@@ -1,18 +1,18 @@
 """torch.distributed plumbing for ``torchrun relabel_and_validate/validate.py ...``.
 
 One process per GPU (NCCL) or per CPU worker (gloo); the environment variables torchrun sets
-(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``) decide. Without them the run is
-a single process and nothing here does anything.
+(``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``) decide, read once by
+:func:`lpld.utils.runtime.world_info` for every part of lpld that asks which process it is. Without
+them the run is a single process and nothing here does anything.
 """
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import torch
 import torch.distributed as dist
 
-from ..utils.runtime import resolve_device
+from ..utils.runtime import resolve_device, world_info
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,10 +32,9 @@ class DistInfo:
 
 def init_distributed(device_name: str = "auto") -> tuple[DistInfo, torch.device]:
     """Join the process group torchrun describes (if any) and pick this process's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, world, local = world_info()
     if world <= 1:
         return DistInfo(), resolve_device(device_name)
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name)
     if device.type == "cuda":
         device = torch.device("cuda", local)

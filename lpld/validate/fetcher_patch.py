@@ -30,14 +30,11 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils import fetch as torch_fetch
 
+from ..utils.errors import FetcherPatchError
 from ..utils.signals import quiet_broken_handoffs
 
 _ORIGINAL_FETCHER = torch_fetch._MapDatasetFetcher
 _CHECKED: list[bool] = []
-
-
-class FetcherPatchError(RuntimeError):
-    pass
 
 
 class LabelBatchFetcher(_ORIGINAL_FETCHER):
@@ -67,7 +64,7 @@ def _problem() -> str | None:
         return f"_MapDatasetFetcher.__init__ takes {init_params[1:]}"
     if len(fetch_params) != 2:
         return f"_MapDatasetFetcher.fetch takes {fetch_params[1:]}"
-    try:
+    try:  # torch internals, probed here: a version without them is reported, not an import error
         from torch.utils.data.dataloader import _DatasetKind
     except ImportError:
         return "torch.utils.data.dataloader._DatasetKind is missing"
@@ -79,7 +76,7 @@ def _problem() -> str | None:
             return f"_DatasetKind.create_fetcher failed: {err}"
     if not isinstance(made, LabelBatchFetcher):
         return "_DatasetKind.create_fetcher does not look up _utils.fetch._MapDatasetFetcher at call time"
-    try:
+    try:  # likewise probed
         from torch.utils.data._utils import worker
         src = inspect.getsource(worker._worker_loop)
     except (ImportError, AttributeError):

@@ -23,6 +23,8 @@ from torch.utils.data import Dataset, Sampler
 
 from ..augment import BatchRecord, apply_mix, normalize_views, views_uint8
 from ..data import load_rgb
+from ..labels import open_label_store
+from ..labels.regen import image_sizes
 from ..utils.runtime import to_channels_last
 from .fetcher_patch import SoftLabelDataLoader, patched_worker_init
 from .loss import TopkLabels
@@ -110,10 +112,8 @@ class SoftLabelBatches(Dataset):
     @property
     def store(self):
         if self._store is None:
-            from ..labels import open_label_store
             self._store = open_label_store(self.label_dir)
             if getattr(self._store, "regenerated", False):  # its crops are drawn for these images
-                from ..labels.regen import image_sizes
                 self._store.attach_images(image_sizes([os.fsdecode(p) for p in self.paths]))
         return self._store
 

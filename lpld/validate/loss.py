@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from ..labels.topk import check_topk_pair, scatter_topk_logits, smooth_topk_values, topk_mask, topk_target
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float,
@@ -66,7 +67,6 @@ def topk_kd_loss(student_logits: torch.Tensor, values: torch.Tensor, indices: to
     ``reduction="sum"``: summed over the rows (0 for an empty batch), as :func:`kd_loss`, for the
     trainer's DDP scaling.
     """
-    from ..labels.topk import check_topk_pair, scatter_topk_logits, smooth_topk_values, topk_mask
 
     num_classes = int(student_logits.shape[1])
     # shapes only: index ranges are checked where the store is read (a min/max here would be a
@@ -95,7 +95,6 @@ def probability_target(soft, temperature: float, label_smoothing: float = 0.0) -
     """The [B, C] probability target the loss compares with (what calibration fits the student
     temperature to): ``softmax(t / T)`` of full logits, or the top-k target scattered into zeros."""
     if isinstance(soft, TopkLabels):
-        from ..labels.topk import topk_target
         return topk_target(soft.values, soft.indices, soft.num_classes, temperature, label_smoothing)
     t = soft.float()
     if label_smoothing > 0:

@@ -45,6 +45,7 @@ import dataclasses
 from typing import Sequence
 
 import numpy as np
+from ..config import compression_name
 
 GRANULARITIES = ("epoch", "batch", "batch_to_epoch")
 # score metrics: the pool is chosen by a score per stored unit (lpld.validate.selection)
@@ -247,7 +248,6 @@ class PruningPlan:
         return batch_id - 1 if (batch_id + 1) % self.batches_per_epoch == 0 else batch_id
 
     def describe(self) -> str:
-        from ..config import compression_name
         ratio = compression_name(self.prune_ratio)
         which = (f"the {self.pool_items} {'highest' if self.keep == 'high' else 'lowest'}-{self.metric} of "
                  f"{len(self.candidate_ids)} stored" if self.by_score else f"first {self.pool_items} stored")

@@ -28,6 +28,7 @@ metric is a function of them, so all five scores come out of one pass.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -35,10 +36,20 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ..augment import BatchRecord
 from ..config import ConfigError, Option
+from ..data import DATASET_IMAGE_SIZE, DATASET_NUM_CLASSES, ImageFolder, canonical_dataset, normalization
+from ..models import apply_tiny_stem, build_model
+from ..utils.io import atomic_json_dump
+from ..utils.log import get_logger
+from ..utils.runtime import resolve_device, seed_everything
+from .loader import BatchInputs, BatchRequest, SoftLabelBatches
+from .loss import kd_loss, resolve_loss_variant
 from .pruning import SCORE_METRICS, PruningPlan
+
+log = get_logger(__name__)
 
 TRAJECTORY_METRICS = ("forgetting", "yoco")  # need several snapshots
 SOURCES = ("auto", "teacher", "proxy")
@@ -179,7 +190,6 @@ def train_proxy(model: torch.nn.Module, batch_ids_per_epoch: Sequence[Sequence[i
                 weight_decay: float, device: torch.device) -> list[torch.nn.Module]:
     """KD-train ``model`` on the stored batches, one list of batch ids per proxy epoch; a frozen copy
     after each epoch. ``load(b)`` -> (images, teacher logits)."""
-    import copy
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     snapshots = []
@@ -221,7 +231,6 @@ def plan_scores(cfg: argparse.Namespace, store) -> tuple[float, ...]:
     """Scores of every stored unit the plan may choose (validate's ``make_plan``), computed once per
     output directory and recorded in ``<output_dir>/label_selection.json`` with the chosen pool.
     Under torch.distributed rank 0 computes and broadcasts, so every rank builds the same pool."""
-    import torch.distributed as dist
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         box = [_plan_scores(cfg, store) if dist.get_rank() == 0 else None]
         dist.broadcast_object_list(box, src=0)
@@ -262,7 +271,6 @@ def _plan_scores(cfg: argparse.Namespace, store) -> tuple[float, ...]:
     plan = PruningPlan(batches_per_epoch=bpe, train_epochs=cfg.train_epochs, prune_ratio=cfg.prune_ratio,
                        metric=metric, granularity=cfg.granularity, remap_last_batch=cfg.remap_last_batch,
                        scores=scores, keep=cfg.prune_keep)
-    from ..utils.io import atomic_json_dump
     os.makedirs(cfg.output_dir, exist_ok=True)
     atomic_json_dump({"settings": settings, "unit": unit, "unit_scores": list(scores), "pool": plan.pool_ids},
                      record_path)
@@ -270,13 +278,11 @@ def _plan_scores(cfg: argparse.Namespace, store) -> tuple[float, ...]:
 
 
 def _labels(cfg) -> tuple[Any, torch.Tensor]:
-    from ..data import ImageFolder
     images = ImageFolder(cfg.train_dir)
     return images, torch.tensor(images.targets, dtype=torch.int64)
 
 
 def _compute_stats(cfg, store, source: str, batch_ids: Sequence[int]) -> list[BatchStats]:
-    from ..data import DATASET_IMAGE_SIZE, DATASET_NUM_CLASSES, canonical_dataset
     dataset = canonical_dataset(cfg.dataset)
     images, labels = _labels(cfg)
     num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or store.num_classes
@@ -288,11 +294,6 @@ def _compute_stats(cfg, store, source: str, batch_ids: Sequence[int]) -> list[Ba
 
 def _proxy_stats(cfg, store, images, labels, num_classes: int, size: int, dataset: str,
                  batch_ids: Sequence[int]) -> list[BatchStats]:
-    from ..data import normalization
-    from ..models import apply_tiny_stem, build_model
-    from ..utils.runtime import resolve_device, seed_everything
-    from .loader import BatchInputs, BatchRequest, SoftLabelBatches
-    from .loss import kd_loss, resolve_loss_variant
     bpe = store.batches_per_epoch
     if not 1 <= cfg.proxy_epochs <= cfg.train_epochs:
         raise ConfigError(f"proxy_epochs must be in 1..train_epochs ({cfg.train_epochs}); got {cfg.proxy_epochs}")
@@ -312,8 +313,8 @@ def _proxy_stats(cfg, store, images, labels, num_classes: int, size: int, datase
     if tiny:
         apply_tiny_stem(model)
     variant = resolve_loss_variant(cfg.loss, dataset)
-    print(f"label selection: training a proxy {cfg.model} for {cfg.proxy_epochs} stored epochs, then scoring "
-          f"{len(batch_ids)} stored batches with its {cfg.proxy_epochs} snapshots", flush=True)
+    log.info(f"label selection: training a proxy {cfg.model} for {cfg.proxy_epochs} stored epochs, then scoring "
+             f"{len(batch_ids)} stored batches with its {cfg.proxy_epochs} snapshots")
     snapshots = train_proxy(
         model, [range(e * bpe, (e + 1) * bpe) for e in range(cfg.proxy_epochs)], load,
         lambda out, soft: kd_loss(out, soft, cfg.temperature, variant, cfg.label_smoothing),

@@ -2,11 +2,16 @@
 
 Reproduces the authors' ``train_FKD_label_pruning_batch.py``: per training epoch the pruning plan
 picks stored batches; each batch's images are replayed with the recorded crop/flip/mix; the student
-minimises KL(teacher || student) at temperature T; the LR schedule steps once per epoch; the real
-validation set is evaluated after epoch 1, every ``val_interval`` epochs and after the last.
-One checkpoint per epoch (``checkpoint.pth``: model, optimizer, scheduler, EMA, every rank's RNG
-state) makes ``--resume`` continue exactly where it stopped: the batches of an epoch depend only
-on ``(seed, epoch)``, and dropout continues its random stream.
+minimises KL(teacher || student) at temperature T (:func:`train_one_epoch`); the LR schedule steps
+once per epoch; the real validation set is evaluated after epoch 1, every ``val_interval`` epochs
+and after the last. A checkpoint per epoch (:mod:`lpld.validate.checkpoint`) makes ``--resume``
+continue exactly where it stopped: the batches of an epoch depend only on ``(seed, epoch)``, and
+dropout continues its random stream.
+
+The run is built once (:func:`build_student`), then trained epoch by epoch. Each epoch has a kind
+(:func:`epoch_kinds`; every epoch is ``soft``, knowledge distillation on the stored labels, so
+far) and :func:`train_epoch` runs an epoch of its kind with the run's one model, optimizer,
+scheduler and EMA: another kind of epoch is one more function beside :func:`train_one_epoch`.
 """
 from __future__ import annotations
 
@@ -20,44 +25,35 @@ import time
 from typing import Any, Mapping
 
 import torch
-import torchvision.transforms as T
 from timm.utils import accuracy
 from torch.utils.data import DataLoader, Subset
 
-from ..augment import normalize_mix_type
 from ..config import ConfigError, resolve
-from ..data import DATASET_NUM_CLASSES, ImageFolder, TinyImageNet, canonical_dataset, normalization, val_transform
+from ..data import ImageFolder, build_val_dataset, canonical_dataset, normalization, val_transform
 from ..device_views import ImageBank
 from ..engine import evaluate, hits
-from ..models import apply_tiny_stem, build_model, save_checkpoint
-from ..utils import preflight
+from ..models import apply_tiny_stem, build_model
 from ..utils.io import atomic_json_dump, ensure_writable_dir
+from ..utils.log import get_logger
 from ..utils.metrics import DeviceSums, MetricsLog
 from ..utils.progress import progress_bar
 from ..utils.runtime import (autocast, keep_logits_fp32, on_for_cuda, rng_state, seed_everything,
                              set_cudnn_benchmark, set_rng_state, to_channels_last)
-from ..utils.safe_load import RESUME_FIX, safe_torch_load
+from . import preflight
+from .checkpoint import Progress, StudentCheckpoints
 from .distributed import (DistInfo, all_reduce_, barrier, broadcast_buffers, gather_objects, init_distributed,
                           shard_indices)
+from .inputs import label_bytes, make_plan, open_store_checked
 from .loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader
 from .loss import distillation_loss, probability_target, resolve_loss_variant
 from .optim import ModelEma, build_optimizer, build_scheduler
-from .pruning import SCORE_METRICS, PruningPlan
+from .pruning import PruningPlan
 from .schema import PRUNE_RATIOS, VALIDATE_SCHEMA
 from .temperature import StudentTemperature, TemperatureSchedule
 
-CHECKPOINT = "checkpoint.pth"
-BEST = "model_best.pth"
+log = get_logger(__name__)
 FINAL = "final.json"
-# Settings a resumed run must share with the checkpoint it continues.
-RESUME_KEYS = ("dataset", "model", "num_classes", "batch_size", "epochs", "train_epochs", "prune_ratio",
-               "prune_metric", "granularity", "replacement", "remap_last_batch", "seed", "sgd",
-               "temperature", "label_dir", "train_dir", "gradient_accumulation_steps",
-               "temp_scheduler", "temp_step_size", "temp_step_gamma", "temp_min", "temp_stu", "temp_stu_dynamic",
-               "prune_mode")
-# Resume keys added later, with the value a checkpoint that lacks them was trained with.
-RESUME_DEFAULTS = {"temp_scheduler": "none", "temp_step_size": 30, "temp_step_gamma": 0.7, "temp_min": 2.0,
-                   "temp_stu": 0.0, "temp_stu_dynamic": 0.0, "prune_mode": "lpld"}
+EPOCH_KINDS = ("soft",)  # soft: knowledge distillation on the stored soft labels (train_one_epoch)
 
 
 def as_config(cfg: argparse.Namespace | Mapping[str, Any]) -> argparse.Namespace:
@@ -99,104 +95,6 @@ def temperatures(cfg) -> tuple[TemperatureSchedule, StudentTemperature]:
     else:
         student = StudentTemperature("teacher")
     return schedule, student
-
-
-# --- data ---------------------------------------------------------------------------------------
-def student_val_transform(dataset: str, size: int):
-    """Authors' ``load_dataset``: ImageNet-1K Resize(256) + CenterCrop(224); Tiny-ImageNet
-    ToTensor + normalise (64 px as stored); ImageNet-21K-P Resize((224, 224)), no normalisation."""
-    if dataset == "in21k":
-        return T.Compose([T.Resize((size, size)), T.ToTensor()])
-    return val_transform(size, dataset)
-
-
-def build_val_dataset(dataset: str, val_dir: str, transform):
-    """``val_dir`` as in the authors' configs: the split folder itself. Tiny-ImageNet's val/ (with
-    ``val_annotations.txt``) or its root (with ``wnids.txt``) is read in the original layout;
-    anything with class sub-folders as an ImageFolder."""
-    if not os.path.isdir(val_dir):
-        raise FileNotFoundError(f"val_dir {val_dir} is not a directory")
-    if os.path.isfile(os.path.join(val_dir, "val_annotations.txt")):
-        return TinyImageNet(os.path.dirname(os.path.abspath(val_dir)), "val", transform)
-    if os.path.isfile(os.path.join(val_dir, "wnids.txt")):
-        return TinyImageNet(val_dir, "val", transform)
-    if dataset == "demo" and os.path.isdir(os.path.join(val_dir, "val")):
-        val_dir = os.path.join(val_dir, "val")
-    return ImageFolder(val_dir, transform)
-
-
-def open_store_checked(cfg, dataset: str, num_images: int):
-    from ..labels import open_label_store
-    from ..labels.common import StoreMismatchError, check_compatible
-    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset)
-    # the label folder may be read-only; a regenerated store draws its crops for these images
-    store = open_label_store(cfg.label_dir, index_dir=cfg.output_dir, num_classes=num_classes,
-                             train_dir=cfg.train_dir)
-    per_epoch = num_images // cfg.batch_size  # the authors' trainer: len(images) // batch_size
-    if _records_no_epoch_size(cfg.label_dir) and 0 < store.batches_per_epoch < per_epoch:
-        # A pruned ("less label") folder of theirs holds only part of its first epoch, so the files
-        # cannot tell the epoch size: take it from the images, as their trainer does.
-        store = open_label_store(cfg.label_dir, batches_per_epoch=per_epoch, index_dir=cfg.output_dir,
-                                 num_classes=num_classes, train_dir=cfg.train_dir)
-    man = store.manifest
-    num_classes = num_classes or store.num_classes
-    if getattr(store, "regenerated", False) and store.num_batches:
-        # drift (another torch version or device) changes every batch: report it here, in one line,
-        # rather than from inside a DataLoader worker
-        store.read(0)
-    if cfg.label_quantization is not None:
-        from ..labels.topk import parse_label_quantization
-        want = parse_label_quantization(cfg.label_quantization)
-        if want != man.get("label_topk"):
-            have = man.get("label_topk")
-            raise StoreMismatchError(f"label_quantization {cfg.label_quantization!r} asks for "
-                                     f"{'top-%d' % want if want else 'full'} labels, but {cfg.label_dir} holds "
-                                     f"{'top-%d' % have if have else 'full'} labels; relabel with --label-topk "
-                                     f"{want or 0} or drop label_quantization")
-    check_compatible(store, num_images=num_images, num_classes=num_classes, batch_size=cfg.batch_size,
-                     where=f"train_dir {cfg.train_dir}")
-    if cfg.mix_type is not None and "mix_type" in man:
-        want, have = normalize_mix_type(cfg.mix_type), normalize_mix_type(man["mix_type"])
-        if want != have:
-            raise StoreMismatchError(f"soft-label store {cfg.label_dir} was generated with mix_type "
-                                     f"{have!r}, but mix_type {want!r} is requested; the mix is replayed "
-                                     f"from the store, so set --mix-type {have} (or leave it unset)")
-    from ..data import DATASET_IMAGE_SIZE
-    size = cfg.image_size or man.get("image_size") or DATASET_IMAGE_SIZE.get(dataset)
-    if size is None:
-        raise StoreMismatchError(f"soft-label store {cfg.label_dir} does not record image_size and dataset "
-                                 f"{dataset!r} has no preset size; pass --image-size")
-    if cfg.image_size and man.get("image_size") and int(man["image_size"]) != cfg.image_size:
-        raise StoreMismatchError(f"soft-label store {cfg.label_dir} holds {man['image_size']} px crops, "
-                                 f"but image_size {cfg.image_size} is requested")
-    return store, num_classes, int(size)
-
-
-def _records_no_epoch_size(label_dir: str) -> bool:
-    """An authors' or LPQLD folder without our side manifest (ours record batches_per_epoch)."""
-    from ..labels.authors import META
-    return not any(os.path.isfile(os.path.join(label_dir, name)) for name in ("manifest.json", META))
-
-
-def make_plan(cfg, store) -> PruningPlan:
-    scores = None
-    if cfg.prune_metric in SCORE_METRICS:  # the pool is chosen by a label-selection score
-        from .selection import plan_scores
-        scores = plan_scores(cfg, store)
-    plan = PruningPlan(batches_per_epoch=store.batches_per_epoch, train_epochs=cfg.train_epochs,
-                       prune_ratio=cfg.prune_ratio, metric=cfg.prune_metric, granularity=cfg.granularity,
-                       replacement=cfg.replacement, remap_last_batch=cfg.remap_last_batch, seed=cfg.seed,
-                       scores=scores, keep=cfg.prune_keep, mode=cfg.prune_mode,
-                       stored_batches=store.num_batches if cfg.prune_mode == "lpqld" else None)
-    if plan.required_batches > store.num_batches:
-        from ..labels.common import StoreMismatchError
-        man = store.manifest
-        raise StoreMismatchError(
-            f"{plan.describe()}: training needs stored batches 0..{plan.required_batches - 1}, but "
-            f"{cfg.label_dir} holds {store.num_batches} (generated with prune_ratio "
-            f"{man.get('prune_ratio')}, epochs {man.get('epochs')}). Use a prune ratio of at least "
-            f"the store's, fewer --train-epochs, or regenerate the labels.")
-    return plan
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -286,43 +184,11 @@ def calibrate(student: StudentTemperature, last_pass, temperature: float, label_
     return student.end_epoch(logits, torch.cat([p[1] for p in pieces]))
 
 
-def label_bytes(cfg, store, plan: PruningPlan, num_images: int, batches_used: int) -> dict[str, Any]:
-    """What the labels cost: ``label_bytes_actual`` (every file of the store on disk, manifests
-    included), ``label_bytes_full`` (the full fp16 store of the same relabel run: prune 0, all
-    classes, recorded augmentation; from the array specs), ``compression_actual`` (their ratio),
-    ``compression_nominal`` (1 / (1 - prune_ratio) times full / stored bytes of one view's labels:
-    the figure a method's name claims), the pool against one epoch's batches, and
-    ``label_bytes_used`` (label bytes of the batches a run can touch)."""
-    from ..labels.store import full_store_bytes, label_row_bytes
-    man = store.manifest
-    row = label_row_bytes(man)
-    full_row = int(man["num_classes"]) * 2
-    actual = store.nbytes()
-    try:
-        full = full_store_bytes({**man, "epochs": man.get("epochs") or cfg.epochs}, num_images=num_images)
-    except (KeyError, ValueError, TypeError):
-        full = None
-    return {
-        "label_topk": man.get("label_topk"), "label_codec": man.get("label_codec"),
-        "augmentation": man.get("augmentation", "recorded"),
-        "label_bytes_used": batches_used * store.batch_size * row,
-        "label_bytes_actual": actual, "label_bytes_full": full,
-        "compression_nominal": round(full_row / row / (1 - cfg.prune_ratio), 6),
-        "compression_actual": None if full is None else round(full / actual, 3),
-        "pool_batches": plan.pool_batches, "batches_per_epoch": store.batches_per_epoch,
-        "small_pool": plan.pool_batches < store.batches_per_epoch,
-    }
-
-
 def _unwrap(model):
     """The student itself, under DDP and/or torch.compile wrappers."""
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
         model = getattr(model, "_orig_mod", None) or model.module
     return model
-
-
-def _resume_state(cfg) -> dict[str, Any]:
-    return {k: getattr(cfg, k) for k in RESUME_KEYS}
 
 
 def run_validate(cfg: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
@@ -347,10 +213,60 @@ def run_validate(cfg: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
-    dataset = canonical_dataset(cfg.dataset)
-    ensure_writable_dir(cfg.output_dir, "student output directory", owner="validate")
-    checked = preflight.validate(cfg, dataset)  # lock, labels bound to these images, class lists
+# --- the run ------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Student:
+    """Everything one student run trains and evaluates with, built once by :func:`build_student`."""
+    cfg: argparse.Namespace
+    info: DistInfo
+    device: torch.device
+    images: ImageFolder
+    store: Any
+    plan: PruningPlan
+    num_classes: int
+    tiny_stem: bool
+    variant: str
+    model: torch.nn.Module           # the student itself (what checkpoints hold)
+    train_model: torch.nn.Module     # the one trained: under DDP and/or torch.compile
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ema: ModelEma | None
+    schedule: TemperatureSchedule
+    temperature: StudentTemperature  # the student's
+    sampler: PlannedBatchSampler
+    loader: DataLoader
+    inputs: BatchInputs
+    val_loader: DataLoader
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The model evaluated and kept as the best one: the EMA when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def evaluate(self) -> dict:
+        cfg = self.cfg
+        return evaluate(self.evaluated, self.val_loader, self.device, amp=cfg.amp,
+                        channels_last=self.inputs.channels_last, progress=cfg.progress and self.info.is_main)
+
+
+def epoch_kinds(cfg) -> list[str]:
+    """The kind of each training epoch, in order (:data:`EPOCH_KINDS`)."""
+    return ["soft"] * cfg.train_epochs
+
+
+def train_epoch(kind: str, run: Student, epoch: int) -> dict[str, float]:
+    """One training epoch of kind ``kind`` (:data:`EPOCH_KINDS`) with the run's model and optimizer."""
+    if kind == "soft":
+        return train_one_epoch(run.train_model, run.ema, run.optimizer, run.loader, run.device, run.cfg,
+                               run.variant, epoch, run.info, run.inputs, temperature=run.schedule.at(epoch),
+                               student=run.temperature)
+    raise ValueError(f"unknown epoch kind {kind!r}; expected one of {EPOCH_KINDS}")
+
+
+def build_student(cfg, info: DistInfo, device: torch.device, dataset: str, checkpoints: StudentCheckpoints
+                  ) -> tuple[Student, Progress]:
+    """The run's data, model, optimizer, schedules and loaders, resumed from its checkpoint when
+    asked; the random streams are restored last (building drew from the global RNG)."""
     images = ImageFolder(cfg.train_dir)
     store, num_classes, size = open_store_checked(cfg, dataset, len(images))
     plan = make_plan(cfg, store)
@@ -374,35 +290,8 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     optimizer = build_optimizer(model, cfg, device)
     scheduler = build_scheduler(optimizer, cfg, dataset)
     ema = ModelEma(model, beta=cfg.ema_decay) if cfg.ema else None
-
     schedule, student = temperatures(cfg)
-    start_epoch, best_top1, last_val = 0, 0.0, None
-    ckpt_path = os.path.join(cfg.output_dir, CHECKPOINT)
-    rng = None
-    if cfg.resume and os.path.isfile(ckpt_path):
-        state = safe_torch_load(ckpt_path, what="--resume: checkpoint", fix=RESUME_FIX)
-        saved = state.get("resume_state", {})
-        diff = {k: (saved.get(k, RESUME_DEFAULTS.get(k)), v) for k, v in _resume_state(cfg).items()
-                if saved.get(k, RESUME_DEFAULTS.get(k)) != v}
-        if diff:
-            raise ConfigError(f"--resume: {ckpt_path} was written with other settings "
-                              f"(option: checkpoint value, current value) {diff}; use another --output-dir")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, best_top1, last_val = int(state["epoch"]), float(state["best_top1"]), state.get("last_val")
-        if state.get("lr_scheduler"):
-            scheduler.load_state_dict(state["lr_scheduler"])
-        else:  # a checkpoint from before the scheduler was saved: replay its epochs
-            for _ in range(start_epoch):
-                scheduler.step()
-        if ema is not None and state.get("ema"):
-            ema.restore(state["ema"])
-        if state.get("student_temperature"):  # the calibrated value the next epoch uses
-            student.load_state_dict(state["student_temperature"])
-        rngs = state.get("rng") or []
-        rng = rngs[info.rank] if info.rank < len(rngs) else (rngs[0] if rngs else None)
-    elif cfg.resume and info.is_main:
-        print(f"--resume: no {ckpt_path} yet; starting from scratch")
+    progress = checkpoints.resume(model, optimizer, scheduler, ema, student, info.rank, info.is_main)
 
     train_model = model
     if info.enabled:
@@ -411,9 +300,7 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     if cfg.compile:
         train_model = torch.compile(train_model, backend=cfg.compile_backend)
 
-    bank = None
-    if cfg.input_path == "device":
-        bank = ImageBank.from_folder(images, device, size)
+    bank = ImageBank.from_folder(images, device, size) if cfg.input_path == "device" else None
     train_ds = SoftLabelBatches(images, store, size, mean, std, cache_images=cfg.cache_images,
                                 views_on_device=bank is not None)
     sampler = PlannedBatchSampler(plan, info.rank, info.world_size, cfg.max_steps_per_epoch)
@@ -421,81 +308,89 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     loader = build_train_loader(train_ds, sampler, workers=cfg.workers, pin_memory=pin,
                                 fetcher=cfg.fetcher, prefetch_factor=cfg.prefetch_factor, seed=cfg.seed)
     inputs = BatchInputs(device, mean, std, channels_last=channels_last, bank=bank, num_classes=num_classes)
-    val_ds = build_val_dataset(dataset, cfg.val_dir, student_val_transform(dataset, size))
+    val_ds = build_val_dataset(dataset, cfg.val_dir, val_transform(size, dataset))
     if info.enabled:
         val_ds = Subset(val_ds, shard_indices(len(val_ds), info))
     val_bs = cfg.batch_size // 4 if cfg.batch_size > 64 else 64  # authors' val batch size
     val_workers = min(cfg.workers, 8)
     val_loader = DataLoader(val_ds, batch_size=val_bs, shuffle=False, num_workers=val_workers, pin_memory=pin,
                             persistent_workers=val_workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
+    run = Student(cfg, info, device, images, store, plan, num_classes, tiny_stem, variant, model, train_model,
+                  optimizer, scheduler, ema, schedule, student, sampler, loader, inputs, val_loader)
+    return run, progress
 
-    def validate_now() -> dict:
-        return evaluate(ema.module if ema is not None else model, val_loader, device, amp=cfg.amp,
-                        channels_last=channels_last, progress=cfg.progress and info.is_main)
 
-    log = MetricsLog(os.path.join(cfg.output_dir, "metrics")) if info.is_main else None
+def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
+    dataset = canonical_dataset(cfg.dataset)
+    ensure_writable_dir(cfg.output_dir, "student output directory", owner="validate")
+    checked = preflight.validate(cfg, dataset)  # lock, labels bound to these images, class lists
+    checkpoints = StudentCheckpoints(cfg, cfg.output_dir)
+    run, progress = build_student(cfg, info, device, dataset, checkpoints)
+    log_file = MetricsLog(os.path.join(cfg.output_dir, "metrics")) if info.is_main else None
     if info.is_main:
-        print(f"validate: {plan.describe()}; student {cfg.model} ({num_classes} classes, tiny stem "
-              f"{tiny_stem}); loss {variant}, {schedule.describe()}, student T {student.mode}"
-              f"{'' if student.mode == 'teacher' else ' ' + format(student.value, 'g')}; {len(images)} images, "
-              f"{store.batches_per_epoch} batches/epoch; world size {info.world_size}; device {device}")
-    if rng is not None:
-        set_rng_state(rng)  # last: building the model and the loaders drew from the global RNG
+        log.info(f"validate: {run.plan.describe()}; student {cfg.model} ({run.num_classes} classes, tiny stem "
+                 f"{run.tiny_stem}); loss {run.variant}, {run.schedule.describe()}, student T {run.temperature.mode}"
+                 f"{'' if run.temperature.mode == 'teacher' else ' ' + format(run.temperature.value, 'g')}; "
+                 f"{len(run.images)} images, {run.store.batches_per_epoch} batches/epoch; world size "
+                 f"{info.world_size}; device {device}")
+    if progress.rng is not None:
+        set_rng_state(progress.rng)  # last: building the model and the loaders drew from the global RNG
+    kinds = epoch_kinds(cfg)
     epoch_stats: dict[str, Any] = {}
-    for epoch in range(start_epoch, cfg.train_epochs):
-        lr = optimizer.param_groups[0]["lr"]
-        sampler.set_epoch(epoch)
-        epoch_stats = train_one_epoch(train_model, ema, optimizer, loader, device, cfg, variant, epoch, info, inputs,
-                                      temperature=schedule.at(epoch), student=student)
-        scheduler.step()
+    for epoch in range(progress.epoch, cfg.train_epochs):
+        lr = run.optimizer.param_groups[0]["lr"]
+        run.sampler.set_epoch(epoch)
+        epoch_stats = train_epoch(kinds[epoch], run, epoch)
+        run.scheduler.step()
         # every rank evaluates (its shard of) the very model rank 0 saves
-        broadcast_buffers(model, info)
-        if ema is not None:
-            broadcast_buffers(ema.module, info)
+        broadcast_buffers(run.model, info)
+        if run.ema is not None:
+            broadcast_buffers(run.ema.module, info)
         record = {"epoch": epoch + 1, "lr": lr, **epoch_stats}
-        last = epoch == cfg.train_epochs - 1
-        if epoch % cfg.val_interval == 0 or last:
-            last_val = validate_now()
-            record.update({"val_top1": last_val["top1"], "val_top5": last_val["top5"],
-                           "val_loss": last_val["loss"]})
-            best_top1 = max(best_top1, last_val["top1"])
-        save = (epoch + 1) % cfg.checkpoint_interval == 0 or last
+        progress.epoch = epoch + 1
+        if epoch % cfg.val_interval == 0 or epoch == cfg.train_epochs - 1:
+            progress.last_val = run.evaluate()
+            record.update({"val_top1": progress.last_val["top1"], "val_top5": progress.last_val["top5"],
+                           "val_loss": progress.last_val["loss"]})
+            progress.best_top1 = max(progress.best_top1, progress.last_val["top1"])
+        save = checkpoints.due(epoch)
         rngs = gather_objects(rng_state(), info) if save else None
         if info.is_main:
-            log.append(record)
-            extra = dict(optimizer=optimizer.state_dict(), lr_scheduler=scheduler.state_dict(), epoch=epoch + 1,
-                         best_top1=best_top1, last_val=last_val, rng=rngs,
-                         ema=ema.checkpoint() if ema is not None else None,
-                         plan=dataclasses.asdict(plan), resume_state=_resume_state(cfg), classes=checked.classes,
-                         student_temperature=student.state_dict())
+            log_file.append(record)
             if save:
-                save_checkpoint(ckpt_path, model, **extra)
-            if last_val is not None and "val_top1" in record and record["val_top1"] >= best_top1:
-                save_checkpoint(os.path.join(cfg.output_dir, BEST),
-                                ema.module if ema is not None else model, epoch=epoch + 1, top1=best_top1)
+                checkpoints.save(run.model, run.optimizer, run.scheduler, run.ema, run.temperature, progress, rngs,
+                                 dataclasses.asdict(run.plan), checked.classes)
+            if "val_top1" in record and record["val_top1"] >= progress.best_top1:
+                checkpoints.save_best(run.evaluated, progress)
             msg = (f"epoch {epoch + 1}/{cfg.train_epochs} lr {lr:.5f} loss {record['train_loss']:.4f} "
                    f"{record['images_per_s']:.0f} img/s")
             if "val_top1" in record:
                 msg += f" | val top1 {record['val_top1']:.2f} top5 {record['val_top5']:.2f}"
-            print(msg, flush=True)
+            log.info(msg)
+    return finish(run, progress, epoch_stats)
 
-    if last_val is None:  # resumed a finished run without a stored evaluation
-        last_val = validate_now()
-        best_top1 = max(best_top1, last_val["top1"])
-    used = plan.used_batch_ids()
+
+def finish(run: Student, progress: Progress, epoch_stats: dict[str, Any]) -> dict[str, Any]:
+    """The final metrics (``final.json``, written by the main process)."""
+    cfg = run.cfg
+    if progress.last_val is None:  # resumed a finished run without a stored evaluation
+        progress.last_val = run.evaluate()
+        progress.best_top1 = max(progress.best_top1, progress.last_val["top1"])
+    last_val = progress.last_val
+    used = run.plan.used_batch_ids()
     result = {
         "top1": last_val["top1"], "top5": last_val["top5"], "val_loss": last_val["loss"],
         "train_loss": epoch_stats.get("train_loss"),
-        "best_top1": best_top1, "dataset": cfg.dataset, "model": cfg.model, "epochs": cfg.train_epochs,
+        "best_top1": progress.best_top1, "dataset": cfg.dataset, "model": cfg.model, "epochs": cfg.train_epochs,
         "prune_ratio": cfg.prune_ratio, "compression": PRUNE_RATIOS.get(cfg.prune_ratio, ""),
         "prune_metric": cfg.prune_metric, "granularity": cfg.granularity,
         "label_batches_used": len(used),
-        "label_bytes_store": store.nbytes(), "world_size": info.world_size,
+        "label_bytes_store": run.store.nbytes(), "world_size": run.info.world_size,
         "images_per_s": epoch_stats.get("images_per_s"), "output_dir": cfg.output_dir,
-        **label_bytes(cfg, store, plan, len(images), len(used)),
+        **label_bytes(cfg, run.store, run.plan, len(run.images), len(used)),
         "temp_scheduler": cfg.temp_scheduler, "temperature_last": epoch_stats.get("temperature"),
         "student_temperature_last": epoch_stats.get("student_temperature"), "prune_mode": cfg.prune_mode,
     }
-    if info.is_main:
+    if run.info.is_main:
         atomic_json_dump(result, os.path.join(cfg.output_dir, FINAL))
     return result

@@ -3,7 +3,7 @@
 #
 #   reproduce DATASET TABLE [PIPELINE FLAGS...] [--smoke SMOKE FLAGS...] -- "$@"
 #
-# which runs the one orchestrator, lpld/pipeline.py, with configs/pipeline/DATASET.yaml, the table's
+# which runs the one orchestrator, lpld/pipeline/, with configs/pipeline/DATASET.yaml, the table's
 # grid (methods, IPCs, prune ratios, students ...) and the caller's extra flags (last, so they win:
 # e.g. --ipcs 50 --seeds 0 1 2 --device cuda). Everything else -- skipping finished steps, resuming an
 # interrupted one, the results table -- is the pipeline's: run the same command again after a stop

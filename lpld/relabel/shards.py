@@ -1,19 +1,11 @@
-"""Sharded stages: recovery over class ranges, relabelling over batch ranges, and the merge.
+"""Relabelling over batch ranges, and the merge: the output never depends on the sharding.
 
-The output never depends on the sharding:
-
-* recover: shard ``i`` of ``n`` synthesises a contiguous range of classes into the one image folder
-  (:func:`recover_range`). Each class draws from its own generator seeded by (seed, class) and
-  units are fixed by the class ids (:mod:`lpld.recover.run`), so any split writes the same JPEG
-  bytes; boundaries fall on unit boundaries so no shard recomputes another's classes.
-* relabel: shard ``i`` of ``n`` generates a contiguous range of the planned batches into its own
-  small store ``<output_dir>.shards/<i>-of-<n>`` (:func:`relabel_shard_plan`; every batch draws
-  from a generator seeded by (fkd_seed, batch id), so a batch is the same whoever makes it).
-  :func:`merge_shards` then writes them, in batch order and through the same writer, into
-  ``<output_dir>``: the merged store is byte-identical to a single-process run.
-
-The pipeline calls :func:`run_shard` for a sharded step and, when the unsharded step finds shard
-outputs (:func:`has_shards`), :func:`merge_shards` instead of generating again.
+Shard ``i`` of ``n`` generates a contiguous range of the planned batches into its own small store
+``<output_dir>.shards/<i>-of-<n>`` (:func:`relabel_shard_plan`; every batch draws from a generator
+seeded by (fkd_seed, batch id), so a batch is the same whoever makes it).
+:func:`merge_shards` then writes them, in batch order and through the same writer, into
+``<output_dir>``: the merged store is byte-identical to a single-process run. A relabel step that
+finds shard outputs (:func:`has_shards`) merges them instead of generating again.
 """
 from __future__ import annotations
 
@@ -23,70 +15,30 @@ import re
 import shutil
 from typing import Any
 
+from ..labels import LabelStore, LabelStoreWriter
 from ..utils.errors import InputValueError
+from ..utils.log import get_logger
+from ..utils.owner import entries
+from ..utils.ranges import split_range
+
+log = get_logger(__name__)
 
 SHARDS_SUFFIX = ".shards"
 SHARD_KEY = "shard"  # manifest entry of a relabel shard store (absent from a merged / single-run store)
 _SHARD_DIR = re.compile(r"^(\d{5})-of-(\d{5})$")
 
 
-def split_range(start: int, end: int, index: int, count: int, align: int = 1) -> tuple[int, int]:
-    """The ``index``-th of ``count`` contiguous, near-equal parts of ``[start, end)``; inner
-    boundaries are rounded to multiples of ``align`` (a part may then be empty)."""
-    if not 0 <= index < count:
-        raise InputValueError(f"shard {index} of {count} does not exist: need 0 <= index < count")
+def check_shardable(cfg: argparse.Namespace) -> None:
+    """A relabel run that can be split into batch-range shards: our format, recorded augmentation."""
+    if getattr(cfg, "format", "ours") != "ours":
+        raise InputValueError("sharded relabelling writes our store format; convert the merged store with "
+                              "lpld convert-labels --to authors")
+    if getattr(cfg, "augmentation", "recorded") == "regenerated":
+        # its batches are checked by regenerating their augmentation, which the merge cannot do
+        # from a shard alone: write it in one job
+        raise InputValueError(f"{cfg.output_dir}: a store with augmentation 'regenerated' is written "
+                              f"in one job; run relabel without --relabel-shards (or with 1)")
 
-    def cut(k: int) -> int:
-        if k in (0, count):
-            return start if k == 0 else end
-        b = start + (end - start) * k // count
-        return min(end, max(start, (b + align // 2) // align * align))
-    return cut(index), cut(index + 1)
-
-
-def run_shard(kind: str, stage_cfg: argparse.Namespace, shard: tuple[int, int], **stage_kwargs: Any) -> Any:
-    """Run shard ``shard = (index, count)`` of a recover or relabel stage config (the config the
-    stage would run unsharded). ``stage_kwargs`` go to the stage function (relabel: ``teacher``)."""
-    index, count = shard
-    if kind == "recover":
-        from ..recover import run_recovery
-        start, end = recover_range(stage_cfg, index, count)
-        if start >= end:
-            print(f"[shard {index}/{count}] no class in this shard")
-            return None
-        return run_recovery(argparse.Namespace(**{**vars(stage_cfg), "class_start": start, "class_end": end}),
-                            **stage_kwargs)
-    if kind == "relabel":
-        from ..relabel import run_relabel
-        if getattr(stage_cfg, "format", "ours") != "ours":
-            raise InputValueError("sharded relabelling writes our store format; convert the merged store with "
-                                  "lpld convert-labels --to authors")
-        if getattr(stage_cfg, "augmentation", "recorded") == "regenerated":
-            # its batches are checked by regenerating their augmentation, which the merge cannot do
-            # from a shard alone: write it in one job
-            raise InputValueError(f"{stage_cfg.output_dir}: a store with augmentation 'regenerated' is written "
-                                  f"in one job; run relabel without --relabel-shards (or with 1)")
-        return run_relabel(argparse.Namespace(**{**vars(stage_cfg), "batch_shard": [index, count]}), **stage_kwargs)
-    raise InputValueError(f"a step of kind {kind!r} cannot be sharded; only recover (classes) and relabel "
-                          f"(batches) are")
-
-
-# ---- recover ------------------------------------------------------------------------------------
-
-def recover_range(cfg: argparse.Namespace, index: int, count: int) -> tuple[int, int]:
-    """Classes ``[start, end)`` of shard ``index`` of ``count`` within the config's class range,
-    boundaries on unit boundaries (class mode: groups_per_step classes; sre2l: batch_size blocks)."""
-    num_classes = cfg.num_classes
-    if num_classes is None:
-        from ..models import read_state_dict
-        from ..models.teacher import infer_num_classes
-        num_classes = infer_num_classes(read_state_dict(cfg.teacher), cfg.teacher)
-    end = num_classes if cfg.class_end is None else cfg.class_end
-    align = cfg.groups_per_step if cfg.mode == "class" else (cfg.batch_size or 100)
-    return split_range(cfg.class_start, end, index, count, align)
-
-
-# ---- relabel ------------------------------------------------------------------------------------
 
 def shards_dir(output_dir: str) -> str:
     return os.path.normpath(output_dir) + SHARDS_SUFFIX
@@ -130,8 +82,6 @@ def merge_shards(stage_cfg: argparse.Namespace, count: int | None = None) -> str
     """Write the ``count`` shard stores of ``stage_cfg``'s relabel run into ``output_dir``, in
     batch order, through the store writer (so the manifest, arrays, checksums and progress file
     are byte for byte those of a single-process run); then remove the shards. Returns the store."""
-    from ..labels import LabelStore
-    from ..labels.store import LabelStoreWriter
     out = stage_cfg.output_dir or stage_cfg.fkd_path
     count = count or has_shards(stage_cfg)
     if not count:
@@ -174,10 +124,9 @@ def merge_shards(stage_cfg: argparse.Namespace, count: int | None = None) -> str
         writer.close()
     for _, store in stores:  # each one checked above to be a shard store of ours
         shutil.rmtree(store.path)
-    from ..utils.owner import entries
     if not entries(shards_dir(out)):  # only lpld's lock files are left; anything else stays
         shutil.rmtree(shards_dir(out))
-    print(f"[relabel] merged {count} shards into {out}")
+    log.info(f"[relabel] merged {count} shards into {out}")
     return out
 
 

@@ -34,9 +34,22 @@ import json
 import os
 from typing import Any
 
-from .utils.errors import LpldInputError
-from .utils.io import atomic_json_dump
-from .utils.owner import clear_dir, is_ours
+from ..analysis.diversity import SCHEMA as DIVERSITY_SCHEMA
+from ..data import ImageFolder
+from ..data.demo import demo_spec, is_demo_dataset
+from ..labels import incomplete_reason, open_label_store
+from ..labels.common import is_our_label_store
+from ..recover.io import class_complete
+from ..relabel import RELABEL_SCHEMA
+from ..squeeze import CLASS_STATS_SCHEMA, TRAIN_SCHEMA
+from ..utils.errors import LpldInputError
+from ..utils.fingerprint import file_sha256, scan_images
+from ..utils.io import atomic_json_dump
+from ..utils.owner import clear_dir, entries, foreign_error, is_ours
+from ..validate import VALIDATE_SCHEMA
+from .layout import data_path, image_dir, label_dir, run_dir, squeeze_dir, student_dir, teacher_path, val_dir
+from .plan import Job, Step
+from .stages import IMAGE_SOURCES, demo_settings, diversity_stage, image_source, num_classes, step_settings
 
 RECORD_VERSION = 1
 # Keys that never change what a step writes: where and how fast it runs, what it prints, how often it
@@ -82,7 +95,6 @@ def _digest(*parts: Any) -> str:
 
 def file_digest(path: str) -> str:
     """sha256 of a file, computed once per process for the same size and mtime."""
-    from .utils.fingerprint import file_sha256
     st = os.stat(path)
     key = ("file", os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key not in _memo:
@@ -107,8 +119,6 @@ def folder_identity(root: str) -> str:
 
 def images_digest(root: str) -> str:
     """Content hash of an image set: the ``images_sha256`` relabel binds its store to."""
-    from .data import ImageFolder
-    from .utils.fingerprint import scan_images
     paths = [p for p, _ in ImageFolder(root).samples]
     listing = [(os.path.relpath(p, root), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths]
     key = ("images", os.path.realpath(root), _digest(listing))
@@ -134,60 +144,53 @@ def store_digest(path: str) -> str:
 
 
 # ---- where each step's output and record live ------------------------------------------------------------
-def artifact(cfg, name: str) -> str:
-    from . import pipeline as P
-    head = name.partition("/")[0]
-    if name == "data/demo":
-        return P.data_path(cfg)
-    if name == "squeeze/teacher":
-        return os.path.join(P.squeeze_dir(cfg), "teacher.pth")
-    if name == "squeeze/class_stats":
-        return P.teacher_path(cfg)
-    if head == "images":
-        method, _, ipc = name.partition("/")[2].rpartition("_ipc")
-        return P.image_dir(cfg, method, int(ipc))
-    if name == "analysis/diversity":
-        return os.path.join(P._out(cfg), "diversity")
-    row = P._find(cfg, name)
-    if head == "relabel" and row is not None:
-        return P.label_dir(cfg, row)
-    if head == "validate" and row is not None:
-        return P.student_dir(cfg, row, int(name.rpartition("/seed")[2]))
-    raise KeyError(f"no step {name!r} in this plan")
+def artifact(job: Job, step: Step) -> str:
+    cfg = job.cfg
+    if step.stage == "data":
+        return data_path(cfg)
+    if step.stage == "teacher":
+        return os.path.join(squeeze_dir(cfg), "teacher.pth")
+    if step.stage == "class_stats":
+        return teacher_path(cfg)
+    if step.stage == "images":
+        return image_dir(cfg, step.method, step.ipc)
+    if step.stage == "diversity":
+        return os.path.join(run_dir(cfg), "diversity")
+    if step.stage == "relabel":
+        return label_dir(cfg, step.row)
+    if step.stage == "validate":
+        return student_dir(cfg, step.row, step.seed)
+    raise KeyError(f"step {step.name!r} has no output of its own")
 
 
-def record_path(cfg, name: str) -> str:
+def record_path(job: Job, step: Step) -> str:
     """Beside the output, not in it: a label store holds its store files only (every byte counts)."""
-    path = os.path.abspath(artifact(cfg, name))
+    path = os.path.abspath(artifact(job, step))
     return os.path.join(os.path.dirname(path), f".lpld.{os.path.basename(path)}.step.json")
 
 
-def read_record(cfg, name: str) -> dict | None:
+def read_record(job: Job, step: Step) -> dict | None:
     try:
-        with open(record_path(cfg, name)) as f:
+        with open(record_path(job, step)) as f:
             rec = json.load(f)
     except (OSError, ValueError):
         return None
-    return rec if isinstance(rec, dict) and rec.get("step") == name else None
+    return rec if isinstance(rec, dict) and rec.get("step") == step.name else None
 
 
-def outputs_complete(cfg, name: str) -> bool:
-    """Every output file of step ``name`` is there (complete by construction of each writer)."""
-    from . import pipeline as P
-    from .labels.convert import incomplete_reason, open_label_store
-    from .recover.io import class_complete
-    head, path = name.partition("/")[0], artifact(cfg, name)
-    if name == "data/demo":
+def outputs_complete(job: Job, step: Step) -> bool:
+    """Every output file of ``step`` is there (complete by construction of each writer)."""
+    path = artifact(job, step)
+    if step.stage == "data":
         return os.path.isfile(os.path.join(path, "demo.json"))
-    if head == "squeeze":
+    if step.stage in ("teacher", "class_stats"):
         return os.path.isfile(path)
-    if head == "images":
-        ipc = int(name.rpartition("_ipc")[2])
-        return (os.path.isdir(path) and os.path.isfile(P.teacher_path(cfg))
-                and all(class_complete(path, c, ipc) for c in range(P.num_classes(cfg))))
-    if name == "analysis/diversity":
+    if step.stage == "images":
+        return (os.path.isdir(path) and os.path.isfile(teacher_path(job.cfg))
+                and all(class_complete(path, c, step.ipc) for c in range(num_classes(job.cfg))))
+    if step.stage == "diversity":
         return os.path.isfile(os.path.join(path, "diversity_summary.json"))
-    if head == "relabel":
+    if step.stage == "relabel":
         try:
             return os.path.isdir(path) and incomplete_reason(open_label_store(path)) == ""
         except (FileNotFoundError, ValueError):
@@ -195,43 +198,21 @@ def outputs_complete(cfg, name: str) -> bool:
     return os.path.isfile(os.path.join(path, "final.json"))  # validate
 
 
-def output_fingerprint(cfg, name: str) -> str:
-    head, path = name.partition("/")[0], artifact(cfg, name)
-    if name == "data/demo":
+def output_fingerprint(job: Job, step: Step) -> str:
+    path = artifact(job, step)
+    if step.stage == "data":
         with open(os.path.join(path, "demo.json")) as f:
             return _digest(json.load(f))
-    if head == "squeeze":
+    if step.stage in ("teacher", "class_stats"):
         return file_digest(path)
-    if head == "images":
+    if step.stage == "images":
         return images_digest(path)
-    if head == "relabel":
+    if step.stage == "relabel":
         return store_digest(path)
-    return file_digest(os.path.join(path, "diversity_summary.json" if head == "analysis" else "final.json"))
+    return file_digest(os.path.join(path, "diversity_summary.json" if step.stage == "diversity" else "final.json"))
 
 
 # ---- what a step runs with ----------------------------------------------------------------------------
-def _schema(cfg, name: str):
-    from . import pipeline as P
-    head = name.partition("/")[0]
-    if head == "squeeze":
-        from .squeeze import CLASS_STATS_SCHEMA, TRAIN_SCHEMA
-        return TRAIN_SCHEMA if name == "squeeze/teacher" else CLASS_STATS_SCHEMA
-    if head == "images":
-        source = P.METHODS[name.partition("/")[2].rpartition("_ipc")[0]][0]
-        from .recover import RECOVER_SCHEMA
-        from .recover.rded import RDED_SCHEMA
-        from .recover.random_real import RANDOM_REAL_SCHEMA
-        return {"recover": RECOVER_SCHEMA, "rded": RDED_SCHEMA, "random_real": RANDOM_REAL_SCHEMA}[source]
-    if head == "relabel":
-        from .relabel import RELABEL_SCHEMA
-        return RELABEL_SCHEMA
-    if head == "validate":
-        from .validate import VALIDATE_SCHEMA
-        return VALIDATE_SCHEMA
-    from .analysis.diversity import SCHEMA
-    return SCHEMA
-
-
 def clean_settings(schema, ns) -> dict[str, Any]:
     """The settings of a stage namespace that decide its result (JSON values)."""
     values = {k: v for k, v in vars(ns).items() if k not in VOLATILE and k not in INPUT_PATHS
@@ -239,51 +220,52 @@ def clean_settings(schema, ns) -> dict[str, Any]:
     return json.loads(json.dumps(values, sort_keys=True, default=str))
 
 
-def settings_of(cfg, name: str) -> dict[str, Any]:
-    from . import pipeline as P
-    if name == "data/demo":
-        from .data.demo import demo_spec
-        return {"demo_data": demo_spec(**{k: int(v) for k, v in P._pairs(cfg.demo_data, "demo_data").items()})}
-    ns = P.diversity_stage(cfg) if name == "analysis/diversity" else P.step_settings(cfg, name)[1]
-    return clean_settings(_schema(cfg, name), ns)
+def settings_of(job: Job, step: Step) -> dict[str, Any]:
+    if step.stage == "data":
+        return {"demo_data": demo_spec(**demo_settings(job.cfg))}
+    if step.stage == "diversity":
+        return clean_settings(DIVERSITY_SCHEMA, diversity_stage(job))
+    if step.stage == "images":
+        schema = IMAGE_SOURCES[image_source(step.method)][0]
+    else:
+        schema = {"teacher": TRAIN_SCHEMA, "class_stats": CLASS_STATS_SCHEMA, "relabel": RELABEL_SCHEMA,
+                  "validate": VALIDATE_SCHEMA}[step.stage]
+    return clean_settings(schema, step_settings(job, step)[1])
 
 
-def _teacher_input(cfg, memo) -> str:
-    if cfg.teacher is None:
-        return status(cfg, "squeeze/class_stats", memo).output
-    return file_digest(cfg.teacher)
+def _teacher_input(job: Job) -> str:
+    if job.cfg.teacher is None:
+        return status(job, job["squeeze/class_stats"]).output
+    return file_digest(job.cfg.teacher)
 
 
-def _data_input(cfg, memo) -> str:
-    from . import pipeline as P
-    return status(cfg, "data/demo", memo).output if cfg.dataset == "demo" else folder_identity(P.data_path(cfg))
+def _data_input(job: Job) -> str:
+    cfg = job.cfg
+    return status(job, job["data/demo"]).output if cfg.dataset == "demo" else folder_identity(data_path(cfg))
 
 
-def inputs_of(cfg, name: str, memo: dict) -> dict[str, str]:
-    """The fingerprint of every input of step ``name`` (its upstream steps are current)."""
-    from . import pipeline as P
-    head = name.partition("/")[0]
-    if name == "data/demo":
+def inputs_of(job: Job, step: Step) -> dict[str, str]:
+    """The fingerprint of every input of ``step`` (its upstream steps are current)."""
+    cfg = job.cfg
+    if step.stage == "data":
         return {}
-    if name == "squeeze/teacher":
-        return {"data": _data_input(cfg, memo)}
-    if name == "squeeze/class_stats":
-        return {"data": _data_input(cfg, memo), "squeeze/teacher": status(cfg, "squeeze/teacher", memo).output}
-    if head == "images":
-        source = P.METHODS[name.partition("/")[2].rpartition("_ipc")[0]][0]
-        return {"teacher": _teacher_input(cfg, memo), **({"data": _data_input(cfg, memo)} if source != "recover" else {})}
-    step = memo["steps"][name]
-    out = {up: status(cfg, up, memo).output for up in step.after if up.partition("/")[0] in ("images", "relabel")}
-    if head == "relabel":
-        out["teacher"] = file_digest(cfg.relabel_teacher) if cfg.relabel_teacher else _teacher_input(cfg, memo)
-    elif head == "validate":
-        row = P._find(cfg, name)
-        out[f"images/{row.method}_ipc{row.ipc}"] = status(cfg, f"images/{row.method}_ipc{row.ipc}", memo).output
-        data, val = os.path.abspath(P.data_path(cfg)), os.path.abspath(P.val_dir(cfg))
+    if step.stage == "teacher":
+        return {"data": _data_input(job)}
+    if step.stage == "class_stats":
+        return {"data": _data_input(job), "squeeze/teacher": status(job, job["squeeze/teacher"]).output}
+    if step.stage == "images":
+        return {"teacher": _teacher_input(job),
+                **({"data": _data_input(job)} if image_source(step.method) != "recover" else {})}
+    out = {up: status(job, job[up]).output for up in step.after if job[up].stage in ("images", "relabel")}
+    if step.stage == "relabel":
+        out["teacher"] = file_digest(cfg.relabel_teacher) if cfg.relabel_teacher else _teacher_input(job)
+    elif step.stage == "validate":
+        out[step.images] = status(job, job[step.images]).output
+        data, val = os.path.abspath(data_path(cfg)), os.path.abspath(val_dir(cfg))
         inside = os.path.commonpath([data, val]) == data  # the default: <data_path>/val, or the Tiny root
-        out["val"] = _data_input(cfg, memo) if inside else folder_identity(P.val_dir(cfg))
-    else:  # analysis/diversity
-        out.update(teacher=_teacher_input(cfg, memo), data=_data_input(cfg, memo))
+        out["val"] = _data_input(job) if inside else folder_identity(val_dir(cfg))
+    else:  # diversity
+        out.update(teacher=_teacher_input(job), data=_data_input(job))
     return out
 
 
@@ -301,51 +283,43 @@ def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
     return [f"{prefix}{k}: {_short(old[k])} -> {_short(new[k])}" for k in sorted(new) if k in old and old[k] != new[k]]
 
 
-def new_memo(cfg) -> dict:
-    from . import pipeline as P
-    steps = P.plan(cfg)
-    return {"plan": steps, "steps": {s.name: s for s in steps}, "ran": set(), "status": {}}
-
-
-def status(cfg, name: str, memo: dict | None = None) -> Status:
-    """Whether step ``name`` is current (see the module docstring); ``memo`` (:func:`new_memo`)
-    keeps the statuses computed so far and the steps run in this invocation."""
-    memo = new_memo(cfg) if memo is None else memo
-    known = memo["status"]
-    if name in known:
-        return known[name]
-    step = memo["steps"][name]
-    if name == "report":
+def status(job: Job, step: Step) -> Status:
+    """Whether ``step`` is current (see the module docstring); the job keeps the statuses computed
+    so far and the steps run in this invocation."""
+    known = job.status
+    if step.name in known:
+        return known[step.name]
+    if step.stage == "report":
         return Status("todo", "always rewritten")
     for up in step.after:
-        up_status = status(cfg, up, memo)
+        up_status = status(job, job[up])
         if up_status.state not in CURRENT:
-            known[name] = Status("todo", f"after {up}", waiting=True)
-            return known[name]
-    rec = read_record(cfg, name)
+            known[step.name] = Status("todo", f"after {up}", waiting=True)
+            return known[step.name]
+    rec = read_record(job, step)
     if rec is not None and rec.get("state") == "clearing":
-        known[name] = Status("changed", "a recompute was interrupted while it cleared the old output")
-        return known[name]
-    complete = outputs_complete(cfg, name)
-    if rec is None and name == "data/demo" and complete:  # demo.json records the demo's settings
-        with open(os.path.join(artifact(cfg, name), "demo.json")) as f:
+        known[step.name] = Status("changed", "a recompute was interrupted while it cleared the old output")
+        return known[step.name]
+    complete = outputs_complete(job, step)
+    if rec is None and step.stage == "data" and complete:  # demo.json records the demo's settings
+        with open(os.path.join(artifact(job, step), "demo.json")) as f:
             rec = {"state": "done", "settings": {"demo_data": json.load(f)}, "inputs": {}}
     if rec is None:
-        rerun = [up for up in step.after if up in memo["ran"]]
+        rerun = [up for up in step.after if up in job.ran]
         if complete and rerun:
             result = Status("changed", f"{rerun[0]} was recomputed and this output has no record to check it against")
         else:
-            result = Status("external", output=output_fingerprint(cfg, name)) if complete else Status("todo")
+            result = Status("external", output=output_fingerprint(job, step)) if complete else Status("todo")
     else:
-        diffs = differences(rec.get("settings", {}), settings_of(cfg, name))
-        diffs += differences(rec.get("inputs", {}), inputs_of(cfg, name, memo), prefix="input ")
+        diffs = differences(rec.get("settings", {}), settings_of(job, step))
+        diffs += differences(rec.get("inputs", {}), inputs_of(job, step), prefix="input ")
         if diffs:
             result = Status("changed", "; ".join(diffs))
         elif complete:
-            result = Status("done", output=rec.get("output") or output_fingerprint(cfg, name))
+            result = Status("done", output=rec.get("output") or output_fingerprint(job, step))
         else:
             result = Status("todo", "resumes" if rec.get("state") == "started" else "")
-    known[name] = result
+    known[step.name] = result
     return result
 
 
@@ -358,37 +332,38 @@ def stale_error(name: str, st: Status, more: int = 0, shard: bool = False) -> St
 
 
 # ---- writing ----------------------------------------------------------------------------------------------
-def write_record(cfg, name: str, state: str, memo: dict) -> dict:
-    rec = {"version": RECORD_VERSION, "step": name, "state": state, "settings": settings_of(cfg, name),
-           "inputs": inputs_of(cfg, name, memo),
-           "output": output_fingerprint(cfg, name) if state == "done" else None,
+def write_record(job: Job, step: Step, state: str) -> dict:
+    rec = {"version": RECORD_VERSION, "step": step.name, "state": state, "settings": settings_of(job, step),
+           "inputs": inputs_of(job, step),
+           "output": output_fingerprint(job, step) if state == "done" else None,
            "written": datetime.datetime.now().isoformat(timespec="seconds")}
-    atomic_json_dump(rec, record_path(cfg, name))
+    atomic_json_dump(rec, record_path(job, step))
     return rec
 
 
-def clear(cfg, name: str) -> None:
+# step stage -> (is this folder ours?, what it is called in an error)
+_OWNED = {"teacher": (lambda p: is_ours(p, ["squeeze"]), "teacher output directory"),
+          "data": (is_demo_dataset, "demo dataset"), "relabel": (is_our_label_store, "label store"),
+          "images": (lambda p: is_ours(p, ["images"]), "image set"),
+          "diversity": (lambda p: is_ours(p, ["diversity"]), "diversity folder"),
+          "validate": (lambda p: is_ours(p, ["validate"]), "student run")}
+
+
+def clear(job: Job, step: Step) -> None:
     """Remove the output of a changed step before it runs again: only our own (marker-checked);
     the folder itself stays (its owner, group and mode)."""
-    from . import pipeline as P
-    from .data.demo import is_demo_dataset
-    from .labels.common import is_our_label_store
-    from .utils.owner import entries, foreign_error
-    head, path = name.partition("/")[0], artifact(cfg, name)
-    folder = P.squeeze_dir(cfg) if head == "squeeze" else path
-    owned, what = {"squeeze": (lambda p: is_ours(p, ["squeeze"]), "teacher output directory"),
-                   "data": (is_demo_dataset, "demo dataset"), "relabel": (is_our_label_store, "label store"),
-                   "images": (lambda p: is_ours(p, ["images"]), "image set"),
-                   "analysis": (lambda p: is_ours(p, ["diversity"]), "diversity folder"),
-                   "validate": (lambda p: is_ours(p, ["validate"]), "student run")}[head]
+    squeeze = step.stage in ("teacher", "class_stats")
+    path = artifact(job, step)
+    folder = squeeze_dir(job.cfg) if squeeze else path
+    owned, what = _OWNED["teacher" if squeeze else step.stage]
     if entries(folder) and not owned(folder):
         raise foreign_error(folder, what, "it is left as it is; move it away yourself to recompute it")
     # a kill while clearing leaves this state: the next run knows the old output is half gone
-    atomic_json_dump({"version": RECORD_VERSION, "step": name, "state": "clearing"}, record_path(cfg, name))
-    if head != "squeeze":
+    atomic_json_dump({"version": RECORD_VERSION, "step": step.name, "state": "clearing"}, record_path(job, step))
+    if not squeeze:
         clear_dir(path, owned, what)
         return
-    doomed = [path] if name == "squeeze/class_stats" else [os.path.join(folder, f) for f in entries(folder)]
+    doomed = [path] if step.stage == "class_stats" else [os.path.join(folder, f) for f in entries(folder)]
     for f in doomed:  # the teacher's folder keeps its marker and the steps' records
         if os.path.isfile(f):
             os.remove(f)

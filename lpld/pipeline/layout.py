@@ -1,6 +1,6 @@
 """Where the pipeline's job puts things: its rows (:class:`Row`, :func:`rows`) and the folder of
 every output (data, teacher, image sets, label stores, students), from the pipeline config alone.
-:mod:`lpld.pipeline` runs the steps; :mod:`lpld.pipeline_records` records them."""
+:mod:`lpld.pipeline.plan` makes the job's steps of them."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +8,8 @@ import dataclasses
 import itertools
 import os
 
-from .config import compression_name
-from .utils.errors import InputValueError
+from ..config import compression_name
+from ..utils.errors import InputValueError
 
 # method -> (image source, recovery settings). "recover": model inversion (lpld.recover), the others
 # select real images (lpld.recover.rded, lpld.recover.random_real).
@@ -26,7 +26,8 @@ METHODS = {
 UNPRUNED_REPLAY = ("order", "epoch")
 
 
-def _pairs(items: list[str], what: str) -> dict[str, str]:
+def pairs(items: list[str], what: str) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` as a dict."""
     out = {}
     for item in items:
         key, sep, value = str(item).partition("=")
@@ -85,16 +86,17 @@ def rows(cfg: argparse.Namespace) -> list[Row]:
     return grid
 
 
-def _out(cfg) -> str:
+def run_dir(cfg) -> str:
+    """The job's output folder (``output_dir``), absolute."""
     return os.path.abspath(cfg.output_dir)
 
 
 def data_path(cfg) -> str:
-    return cfg.data_path or os.path.join(_out(cfg), "data")
+    return cfg.data_path or os.path.join(run_dir(cfg), "data")
 
 
 def squeeze_dir(cfg) -> str:
-    return os.path.abspath(cfg.squeeze_dir or os.path.join(_out(cfg), "squeeze"))
+    return os.path.abspath(cfg.squeeze_dir or os.path.join(run_dir(cfg), "squeeze"))
 
 
 def teacher_path(cfg) -> str:
@@ -102,15 +104,15 @@ def teacher_path(cfg) -> str:
 
 
 def image_dir(cfg, method: str, ipc: int) -> str:
-    root = cfg.images_root or os.path.join(_out(cfg), "images")
-    name = _pairs(cfg.image_names, "image_names").get(method, f"{method}_ipc{{ipc}}")
+    root = cfg.images_root or os.path.join(run_dir(cfg), "images")
+    name = pairs(cfg.image_names, "image_names").get(method, f"{method}_ipc{{ipc}}")
     return os.path.join(os.path.abspath(root), name.format(ipc=ipc))
 
 
 def label_dir(cfg, row: Row) -> str:
-    root = os.path.abspath(cfg.labels_root or os.path.join(_out(cfg), "labels"))
+    root = os.path.abspath(cfg.labels_root or os.path.join(run_dir(cfg), "labels"))
     less = cfg.label_mode == "less" and row.prune_ratio > 0
-    name = _pairs(cfg.label_names, "label_names").get(row.method)
+    name = pairs(cfg.label_names, "label_names").get(row.method)
     if name:
         # the authors' less_label_*.sh suffix: _ratio975 for 0.975 (sed 's/0\.//g')
         suffix = f"_ratio{str(row.prune_ratio).replace('0.', '')}" if less else ""
@@ -120,18 +122,7 @@ def label_dir(cfg, row: Row) -> str:
 
 
 def student_dir(cfg, row: Row, seed: int) -> str:
-    return os.path.join(_out(cfg), "students", row.tag, f"seed{seed}")
-
-
-def _relabel_name(cfg, row: Row) -> str:
-    return "relabel/" + os.path.basename(label_dir(cfg, row))
-
-
-def _find(cfg, name: str) -> Row | tuple[str, int] | None:
-    for row in rows(cfg):
-        if name == _relabel_name(cfg, row) or name.startswith(f"validate/{row.tag}/seed"):
-            return row
-    return None
+    return os.path.join(run_dir(cfg), "students", row.tag, f"seed{seed}")
 
 
 def val_dir(cfg) -> str:

@@ -1,0 +1,4 @@
+"""``python -m lpld.pipeline``: the whole pipeline from a config."""
+from . import main
+
+main()
