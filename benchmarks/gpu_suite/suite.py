@@ -2,15 +2,15 @@
 every measurement; ``measure`` and ``placeholders``, the way every timed row gets into it."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-import tempfile
 import time
 import traceback
 
 import torch
+
+from lpld.utils.atomic import atomic_write_text
 
 from .common import (BUDGET, DEFAULT_ORDER, ENTRY, NOT_MEASURED, NOT_REACHED, SCHEMA, SECTIONS, clean, is_number,
                      now_iso, unmeasured)
@@ -97,22 +97,9 @@ class Suite:
         self.doc["suite"]["elapsed_s"] = self.elapsed()
         self.doc["environment"]["imported"] = imported_optional()
         doc = clean(self.doc)
-        atomic_write(os.path.join(self.out, "gpu_suite.json"), json.dumps(doc, indent=1, allow_nan=False) + "\n")
-        atomic_write(os.path.join(self.out, "gpu_suite.md"), render_markdown(doc))
-
-
-def atomic_write(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary sibling: a reader (or a kill) never sees half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; results are meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+        # through a temporary sibling renamed into place: a reader (or a kill) never sees half a file
+        atomic_write_text(os.path.join(self.out, "gpu_suite.json"), json.dumps(doc, indent=1, allow_nan=False) + "\n")
+        atomic_write_text(os.path.join(self.out, "gpu_suite.md"), render_markdown(doc))
 
 
 def pointer_get(doc: dict, pointer: str):
