@@ -149,3 +149,187 @@ def test_other_seeds_draw_other_permutations():
     assert _pool_epochs(a) != _pool_epochs(b)
     assert sorted(a.epoch_batches(0) + a.epoch_batches(1)) == list(range(8))  # without replacement within one
     assert a.slot(3) == ("hard", math.ceil(3 / 2), 0)  # a new segment: the next permutation, from its start
+
+
+# --- hard epochs: CutMix and label smoothing are timm's Mixup ---------------------------------------------
+@pytest.mark.parametrize("size, batch, smoothing", [(16, 8, 0.8), (15, 6, 0.1), (224, 16, 0.8), (7, 2, 0.0)])
+def test_hard_cutmix_equals_timm_mixup_on_the_same_draws(size, batch, smoothing):
+    """Their ``timm.data.Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing, num_classes)``
+    (train_fkd.py:449-454) draws from the global np.random; ours from a RandomState seeded by
+    (seed, epoch, batch). Seeded alike, the mixed images and the targets are identical."""
+    import numpy as np
+    from timm.data import Mixup
+    from lpld.validate.hard import hard_cutmix, mix_generator, mix_seed
+    theirs = Mixup(mixup_alpha=0.0, cutmix_alpha=1.0, label_smoothing=smoothing, num_classes=10)
+    boxes = 0
+    for seed, epoch, b in itertools.product((0, 3), (0, 1, 7), range(4)):
+        g = torch.Generator().manual_seed(b)
+        x, y = torch.randn(batch, 3, size, size, generator=g), torch.randint(0, 10, (batch,), generator=g)
+        np.random.seed(mix_seed(seed, epoch, b))
+        tx, ty = theirs(x.clone(), y.clone())
+        ox, oy = hard_cutmix(x, y, 10, mix_generator(seed, epoch, b), smoothing=smoothing)
+        assert torch.equal(ox, tx) and torch.equal(oy, ty), (seed, epoch, b)
+        boxes += int(not torch.equal(ox, x))
+    assert boxes > 20  # CutMix did paste boxes (Beta(1, 1): almost every batch)
+
+
+def test_hard_targets_smooth_as_the_standard_formula_and_the_loss_is_timms():
+    from timm.loss import SoftTargetCrossEntropy
+    from lpld.validate.hard import hard_label_loss, mix_rows, smooth_one_hot
+    y = torch.tensor([0, 3, 999])
+    t = smooth_one_hot(y, 1000, 0.8)
+    assert torch.allclose(t[0, 0], torch.tensor(0.2008)) and torch.allclose(t[0, 1], torch.tensor(0.0008))
+    torch.testing.assert_close(t, (1 - 0.8) * torch.nn.functional.one_hot(y, 1000).float() + 0.8 / 1000)
+    torch.testing.assert_close(t.sum(1), torch.ones(3))
+    x = torch.randn(4, 3, 8, 8)
+    labels = torch.tensor([1, 2, 3, 0])
+    mixed, target = mix_rows(x, x.flip(0), labels, labels.flip(0), 0.75, (2, 6, 0, 8), 4, 0.1)  # half the rows
+    assert torch.equal(mixed[0, :, 2:6], x[3, :, 2:6]) and torch.equal(mixed[0, :, :2], x[0, :, :2])
+    torch.testing.assert_close(target[0], 0.75 * smooth_one_hot(labels[:1], 4, 0.1)[0]
+                               + 0.25 * smooth_one_hot(labels[3:], 4, 0.1)[0])
+    logits = torch.randn(4, 4)
+    torch.testing.assert_close(hard_label_loss(logits, target, "mean"), SoftTargetCrossEntropy()(logits, target))
+    torch.testing.assert_close(hard_label_loss(logits, target), SoftTargetCrossEntropy()(logits, target) * 4)
+    assert float(hard_label_loss(logits[:0], target[:0])) == 0.0
+
+
+def test_hard_batches_are_seeded_split_over_ranks_and_drop_an_odd_row():
+    from lpld.validate.hard import hard_steps
+    steps = hard_steps(37, 16, seed=1, epoch=2)
+    assert [s.global_rows for s in steps] == [16, 16, 4]  # 37 = 16 + 16 + 5: the odd row of the last is dropped
+    assert steps == hard_steps(37, 16, seed=1, epoch=2) != hard_steps(37, 16, seed=1, epoch=3)
+    order = [i for s in steps for i, _ in s.keys]
+    assert len(set(order)) == 36 and set(order) <= set(range(37))
+    for world in (2, 3):
+        parts = [hard_steps(37, 16, 1, 2, rank, world) for rank in range(world)]
+        for k, step in enumerate(steps):
+            mine = [p[k] for p in parts]
+            assert all(m.keys == step.keys for m in mine)  # every rank builds the same global batch
+            assert sorted(r for m in mine for r in m.rows) == list(range(step.global_rows))
+            for m in mine:  # and loads its rows with their CutMix partners (the reversed batch)
+                assert set(m.needed) == set(m.rows) | {step.global_rows - 1 - r for r in m.rows}
+    assert [s.global_rows for s in hard_steps(17, 16, 0, 0)] == [16]  # a last batch of 1 is no step
+
+
+def test_authors_class_folders_label_by_their_number(tmp_path):
+    from lpld.data import ImageFolder
+    from lpld.validate.hard import class_targets
+    for c in (0, 1, 101, 1000):
+        (tmp_path / f"new{c:03d}").mkdir()
+        (tmp_path / f"new{c:03d}" / "a.png").write_bytes(b"")
+    images = ImageFolder(str(tmp_path))
+    assert images.classes == ["new000", "new001", "new1000", "new101"]  # sorted by name
+    assert class_targets(images) == [0, 1, 1000, 101]
+
+
+# --- the trainer ------------------------------------------------------------------------------------------
+import json  # noqa: E402
+import os  # noqa: E402
+
+from lpld.config import ConfigError  # noqa: E402
+from lpld.labels import LabelStore  # noqa: E402
+from lpld.utils.safe_load import safe_torch_load  # noqa: E402
+from lpld.validate import run_validate  # noqa: E402
+from lpld.validate import train as train_mod  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def store(demo_root, tmp_path_factory, make_label_store):
+    """48 images, 6 batches of 8 per epoch, 3 stored epochs."""
+    return make_label_store(os.path.join(demo_root, "train"), str(tmp_path_factory.mktemp("hald") / "labels"), None,
+                            num_classes=4, batch_size=8, epochs=3, mix_type="cutmix")
+
+
+def cfg_of(demo_root, store, out, **kw):
+    return dict(dataset="demo", train_dir=os.path.join(demo_root, "train"), label_dir=store.path if store else None,
+                val_dir=os.path.join(demo_root, "val"), batch_size=8, epochs=3, workers=0, output_dir=str(out),
+                temperature=4.0, val_interval=1, progress=False, seed=0, hard_batch_size=8, adamw_lr=0.002,
+                model="timm/test_resnet") | kw  # timm's 0.4 M-parameter ResNet: the demo's student, fast on a CPU
+
+
+def _weights(out):
+    return safe_torch_load(os.path.join(out, "checkpoint.pth"), what="checkpoint")["model"]
+
+
+def test_a_hard_epoch_never_reads_the_label_store(demo_root, store, tmp_path, monkeypatch):
+    """A store whose read fails while a hard epoch runs: the mixed run trains, and its soft epochs
+    did read it. A hard-label run with a label_dir never opens the store at all."""
+    real_read, real_hard = LabelStore.read, train_mod.train_hard_epoch
+    state = {"hard": False, "soft_reads": 0}
+
+    def read(self, batch_id):
+        if state["hard"]:
+            raise AssertionError(f"a hard epoch read stored batch {batch_id}")
+        state["soft_reads"] += 1
+        return real_read(self, batch_id)
+
+    def hard_epoch(*args, **kwargs):
+        state["hard"] = True
+        try:
+            return real_hard(*args, **kwargs)
+        finally:
+            state["hard"] = False
+
+    monkeypatch.setattr(LabelStore, "read", read)
+    monkeypatch.setattr(train_mod, "train_hard_epoch", hard_epoch)
+    result = run_validate(cfg_of(demo_root, store, tmp_path / "mixed", label_plan="S7", train_epochs=4))
+    assert result["label_plan_segments"] == [["hard", 1], ["soft", 2], ["hard", 1]]
+    assert state["soft_reads"] >= 12  # two soft epochs of 6 stored batches
+    rows = [json.loads(line) for line in open(tmp_path / "mixed" / "metrics.jsonl")]
+    assert [r["kind"] for r in rows] == ["hard", "soft", "soft", "hard"]
+
+    def no_store(*args, **kwargs):
+        raise AssertionError("a hard-label run opened a label store")
+    for module in (train_mod, train_mod.preflight):
+        for name in ("open_label_store", "open_store_checked"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, no_store)
+    from lpld.validate import inputs, loader
+    monkeypatch.setattr(inputs, "open_label_store", no_store)
+    monkeypatch.setattr(loader, "open_label_store", no_store)
+    hard = run_validate(cfg_of(demo_root, store, tmp_path / "hard", label_plan="hard", train_epochs=2))
+    assert hard["label_bytes_actual"] == 0 and hard["hard_epochs_trained"] == 2
+
+
+def test_final_json_reports_the_soft_stores_bytes_and_zero_for_hard_labels(demo_root, store, tmp_path):
+    mixed = run_validate(cfg_of(demo_root, store, tmp_path / "m", label_plan="soft:1,hard:1", train_epochs=2))
+    final = json.load(open(tmp_path / "m" / "final.json"))
+    assert final["label_bytes_actual"] == final["label_bytes_store"] == store.nbytes() == mixed["label_bytes_actual"]
+    assert final["label_batches_used"] == 6 and final["pool_batches"] == 18 and not final["small_pool"]
+    assert final["compression_actual"] == pytest.approx(final["label_bytes_full"] / store.nbytes(), rel=1e-3)
+    assert (final["soft_epochs_trained"], final["hard_epochs_trained"]) == (1, 1)
+    hard = run_validate(cfg_of(demo_root, None, tmp_path / "h", label_plan="hard", train_epochs=2))
+    final = json.load(open(tmp_path / "h" / "final.json"))
+    assert final == {**final, "label_bytes_actual": 0, "label_bytes_used": 0, "label_bytes_store": 0,
+                     "label_batches_used": 0, "compression_actual": None, "label_plan": "hard"}
+    assert hard["top1"] == final["top1"]
+
+
+@pytest.mark.parametrize("interrupt, workers", [(4, 0), (7, 0), (5, 2)],
+                         ids=["mid-hard-segment", "mid-soft-segment", "hard-segment-with-workers"])
+def test_resume_inside_a_segment_equals_an_uninterrupted_run(demo_root, store, tmp_path, interrupt_at_epoch,
+                                                             interrupt, workers):
+    """soft 2 -> hard 3 -> soft 2, stopped when epoch ``interrupt`` starts (the 2nd hard epoch, the
+    2nd epoch of the last soft segment) and resumed: the weights of an uninterrupted run, bit for
+    bit (the soft pool's draw has a closed form; crops, order and CutMix are seeded by epoch)."""
+    kw = dict(label_plan="soft:2,hard:3,soft:2", train_epochs=7, val_interval=7, workers=workers, ema=True)
+    run_validate(cfg_of(demo_root, store, tmp_path / "a", **kw))
+    interrupt_at_epoch(train_mod, lambda: run_validate(cfg_of(demo_root, store, tmp_path / "b", **kw)),
+                       epoch=interrupt, function="train_epoch")
+    assert safe_torch_load(tmp_path / "b" / "checkpoint.pth", what="checkpoint")["epoch"] == interrupt - 1
+    with pytest.raises(ConfigError, match="other settings.*label_plan"):
+        run_validate(cfg_of(demo_root, store, tmp_path / "b", resume=True, **{**kw, "label_plan": "S6"}))
+    run_validate(cfg_of(demo_root, store, tmp_path / "b", resume=True, **kw))
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rows = [json.loads(line) for line in open(tmp_path / "b" / "metrics.jsonl")]
+    assert [r["kind"] for r in rows] == ["soft"] * 2 + ["hard"] * 3 + ["soft"] * 2
+
+
+def test_one_schedule_over_both_kinds_and_hard_only_without_label_dir(demo_root, tmp_path):
+    hard = run_validate(cfg_of(demo_root, None, tmp_path / "h", label_plan="hard", train_epochs=3, cos=True))
+    rows = [json.loads(line) for line in open(tmp_path / "h" / "metrics.jsonl")]
+    assert [r["lr"] for r in rows] == pytest.approx([0.002 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)])
+    assert [r["steps"] for r in rows] == [6, 6, 6] and all(r["train_images"] == 48 for r in rows)
+    assert hard["label_plan_segments"] == [["hard", 3]]
