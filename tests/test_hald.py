@@ -333,3 +333,51 @@ def test_one_schedule_over_both_kinds_and_hard_only_without_label_dir(demo_root,
     assert [r["lr"] for r in rows] == pytest.approx([0.002 * 0.5 * (1 + math.cos(math.pi * e / 3)) for e in range(3)])
     assert [r["steps"] for r in rows] == [6, 6, 6] and all(r["train_images"] == 48 for r in rows)
     assert hard["label_plan_segments"] == [["hard", 3]]
+
+
+# --- the pipeline and the report --------------------------------------------------------------------------
+def test_label_plans_are_a_grid_axis_and_hard_rows_need_no_relabel_step():
+    from lpld.config import parse_config
+    from lpld.pipeline import PIPELINE_SCHEMA, Job, plan
+    from lpld.pipeline.layout import label_dir
+    cfg = parse_config(PIPELINE_SCHEMA, ["--methods", "lpld", "sre2l", "--prune-ratios", "0", "0.975",
+                                         "--label-plans", "soft", "S6", "hard",
+                                         "--extra-rows", "lpld:0.9:0:soft:5,hard:5", "lpld:0.9:0:hard"])
+    steps = plan(cfg)
+    validate = [s.name.split("/")[1] for s in steps if s.name.startswith("validate/")]
+    assert validate == ["lpld_ipc10_1x", "lpld_ipc10_1x_S6", "lpld_ipc10_hard", "lpld_ipc10_40x", "lpld_ipc10_40x_S6",
+                        "sre2l_ipc10_1x", "sre2l_ipc10_1x_S6", "sre2l_ipc10_hard", "sre2l_ipc10_40x",
+                        "sre2l_ipc10_40x_S6", "lpld_ipc10_10x_soft5-hard5"]  # one hard row per image set
+    relabel = [s.name for s in steps if s.stage == "relabel"]
+    assert relabel == ["relabel/lpld_ipc10", "relabel/lpld_ipc10_40x", "relabel/sre2l_ipc10",
+                       "relabel/sre2l_ipc10_40x", "relabel/lpld_ipc10_10x"]  # a soft row and its S6 twin share one
+    job = Job(cfg)
+    hard = job["validate/lpld_ipc10_hard/seed0"]
+    assert hard.after == ("images/lpld_ipc10",)
+    assert job["validate/lpld_ipc10_40x_S6/seed0"].after == ("relabel/lpld_ipc10_40x",)
+    assert hard.row.label_plan == "hard" and label_dir(cfg, hard.row) is None
+
+
+@pytest.mark.slow
+def test_pipeline_reports_hard_and_mixed_rows_with_their_label_bytes(tmp_path):
+    from test_pipeline import _argv
+    from lpld.pipeline import main
+    out = tmp_path / "out"
+    argv = _argv(tmp_path, out)
+    at = argv.index("--methods")
+    argv[at:at + 8] = ["--methods", "lpld", "--prune-ratios", "0.5", "--seeds", "0", "--extra-rows",
+                       "lpld:0.5:0:soft:2,hard:2", "lpld:0.5:0:hard"]
+    hard_batch = tmp_path / "hard_batch.yaml"
+    hard_batch.write_text("validate:\n  basic: {hard_batch_size: 4}\n")  # 6 distilled images
+    main(argv + [str(hard_batch)])  # the last of --label-configs
+    rows = json.load(open(out / "results.json"))
+    assert [r["label_plan"] for r in rows] == ["soft", "soft:2,hard:2", "hard"]
+    soft, mixed, hard = rows
+    assert mixed["label_bytes_actual"] == soft["label_bytes_actual"] > 0 and hard["label_bytes_actual"] == 0
+    assert mixed["compression_actual"] == soft["compression_actual"] and hard["compression_actual"] is None
+    assert [p.name for p in (out / "labels").iterdir() if not p.name.startswith(".")] == ["lpld_ipc2_2x"]
+    md = (out / "results.md").read_text()
+    assert "| hard |" in md and "| ∞ | ∞ | 0 B |" in md
+    finals = {p.parent.parent.name: json.load(open(p)) for p in out.glob("students/*/seed0/final.json")}
+    assert finals["lpld_ipc2_hard"]["label_bytes_actual"] == 0
+    assert finals["lpld_ipc2_2x_soft2-hard2"]["label_plan_segments"] == [["soft", 2], ["hard", 2]]
