@@ -381,3 +381,40 @@ def test_pipeline_reports_hard_and_mixed_rows_with_their_label_bytes(tmp_path):
     finals = {p.parent.parent.name: json.load(open(p)) for p in out.glob("students/*/seed0/final.json")}
     assert finals["lpld_ipc2_hard"]["label_bytes_actual"] == 0
     assert finals["lpld_ipc2_2x_soft2-hard2"]["label_plan_segments"] == [["soft", 2], ["hard", 2]]
+
+
+# --- the shipped HALD configs -------------------------------------------------------------------------------
+def test_hald_configs_hold_their_settings_and_their_schedule():
+    """hald_in1k.yaml: train.sh + train_fkd.py defaults + hyper.yaml:87; the LR of every epoch equals
+    their LambdaLR 0.5 (1 + cos(pi e / E / eta)) with eta 2 over E = 300 (train_fkd.py:436-438)."""
+    from lpld.config import parse_config
+    from lpld.relabel import RELABEL_SCHEMA
+    from lpld.validate import VALIDATE_SCHEMA
+    from lpld.validate.optim import build_optimizer, build_scheduler
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "relabel_and_validate",
+                        "configs")
+    cfg = train_mod.as_config(parse_config(VALIDATE_SCHEMA, ["--config", os.path.join(here, "hald_in1k.yaml"),
+                                                             "--train-dir", "a", "--label-dir", "b", "--val-dir", "c"],
+                                           sections=("common", "validate")))
+    assert (cfg.batch_size, cfg.epochs, cfg.train_epochs, cfg.label_plan) == (16, 10, 300, "S6")
+    assert (cfg.temperature, cfg.loss, cfg.adamw_lr, cfg.adamw_weight_decay, cfg.sgd) == (20.0, "kl", 1e-3, 0.01, False)
+    assert (cfg.hard_batch_size, cfg.hard_label_smoothing, cfg.hard_cutmix_alpha, cfg.ema) == (16, 0.8, 1.0, False)
+    assert train_mod.plan_segments(cfg, block=10) == [("soft", 75), ("hard", 150), ("soft", 75)]
+    opt = build_optimizer(torch.nn.Linear(1, 1), cfg)
+    sched = build_scheduler(opt, cfg, "imagenet")
+    lrs = []
+    for _ in range(300):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    theirs = [0.001 * 0.5 * (1 + math.cos(math.pi * e / 300 / 2)) for e in range(300)]
+    assert lrs == pytest.approx(theirs, rel=1e-9) and lrs[-1] == pytest.approx(5.03e-4, rel=1e-3)
+    relabel = parse_config(RELABEL_SCHEMA, ["--config", os.path.join(here, "hald_in1k.yaml")],
+                           sections=("common", "relabel"))
+    assert (relabel.batch_size, relabel.epochs, relabel.prune_ratio, relabel.fkd_seed, relabel.mix_type) == \
+        (16, 10, 0.0, 42, "cutmix")
+    tiny = train_mod.as_config(parse_config(VALIDATE_SCHEMA, ["--config", os.path.join(here, "hald_tiny.yaml"),
+                                                              "--train-dir", "a", "--label-dir", "b", "--val-dir", "c"],
+                                            sections=("common", "validate")))
+    assert (tiny.dataset, tiny.loss, tiny.adamw_lr, tiny.cos, tiny.smoothing_lr, tiny.epochs) == \
+        ("tiny", "kl", 1e-3, True, False, 2)  # hyper.yaml:30 [0.001, 1]; n = 100 // 50
