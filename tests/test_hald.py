@@ -14,6 +14,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lpld.validate.label_plan import SETTINGS, SoftPool, epoch_kinds, label_plan_rule, segments
 
@@ -254,7 +255,7 @@ def _weights(out):
 def test_a_hard_epoch_never_reads_the_label_store(demo_root, store, tmp_path, monkeypatch):
     """A store whose read fails while a hard epoch runs: the mixed run trains, and its soft epochs
     did read it. A hard-label run with a label_dir never opens the store at all."""
-    real_read, real_hard = LabelStore.read, train_mod.train_hard_epoch
+    real_read, real_epoch = LabelStore.read, train_mod.train_epoch
     state = {"hard": False, "soft_reads": 0}
 
     def read(self, batch_id):
@@ -263,15 +264,15 @@ def test_a_hard_epoch_never_reads_the_label_store(demo_root, store, tmp_path, mo
         state["soft_reads"] += 1
         return real_read(self, batch_id)
 
-    def hard_epoch(*args, **kwargs):
-        state["hard"] = True
+    def epoch(kind, *args, **kwargs):  # everything the trainer does for one epoch of this kind
+        state["hard"] = kind == "hard"
         try:
-            return real_hard(*args, **kwargs)
+            return real_epoch(kind, *args, **kwargs)
         finally:
             state["hard"] = False
 
     monkeypatch.setattr(LabelStore, "read", read)
-    monkeypatch.setattr(train_mod, "train_hard_epoch", hard_epoch)
+    monkeypatch.setattr(train_mod, "train_epoch", epoch)
     result = run_validate(cfg_of(demo_root, store, tmp_path / "mixed", label_plan="S7", train_epochs=4))
     assert result["label_plan_segments"] == [["hard", 1], ["soft", 2], ["hard", 1]]
     assert state["soft_reads"] >= 12  # two soft epochs of 6 stored batches
@@ -418,3 +419,29 @@ def test_hald_configs_hold_their_settings_and_their_schedule():
                                             sections=("common", "validate")))
     assert (tiny.dataset, tiny.loss, tiny.adamw_lr, tiny.cos, tiny.smoothing_lr, tiny.epochs) == \
         ("tiny", "kl", 1e-3, True, False, 2)  # hyper.yaml:30 [0.001, 1]; n = 100 // 50
+
+
+def _hard_batches(demo_root, epoch, workers):
+    from lpld.data import ImageFolder
+    from lpld.validate.hard import HardEpochs
+    hard = HardEpochs(ImageFolder(os.path.join(demo_root, "train")), 16, "demo", num_classes=4,
+                      device=torch.device("cpu"), batch_size=6, seed=5, workers=workers)
+    hard.set_epoch(epoch)
+    return [(b.images, b.target, b.labels) for b in hard]
+
+
+def test_a_hard_epoch_is_a_function_of_seed_and_epoch_alone(demo_root):
+    """Order, crops and CutMix of hard epoch 3 do not depend on the global RNGs (torch's, numpy's),
+    on the epochs before it, or on the worker count."""
+    import numpy as np
+    first = _hard_batches(demo_root, 3, workers=0)
+    torch.manual_seed(123)
+    np.random.seed(123)
+    _hard_batches(demo_root, 2, workers=0)
+    for again in (_hard_batches(demo_root, 3, workers=0), _hard_batches(demo_root, 3, workers=2)):
+        assert len(again) == len(first) == 8
+        for (x, t, y), (x2, t2, y2) in zip(first, again):
+            assert torch.equal(x, x2) and torch.equal(t, t2) and torch.equal(y, y2)
+    other = _hard_batches(demo_root, 4, workers=0)
+    assert not torch.equal(other[0][0], first[0][0])
+    assert any(not torch.equal(t, F.one_hot(y, 4).float() * 0.2 + 0.2) for _, t, y in first)  # CutMix mixed targets
