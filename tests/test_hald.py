@@ -400,6 +400,7 @@ def test_hald_configs_hold_their_settings_and_their_schedule():
     assert (cfg.batch_size, cfg.epochs, cfg.train_epochs, cfg.label_plan) == (16, 10, 300, "S6")
     assert (cfg.temperature, cfg.loss, cfg.adamw_lr, cfg.adamw_weight_decay, cfg.sgd) == (20.0, "kl", 1e-3, 0.01, False)
     assert (cfg.hard_batch_size, cfg.hard_label_smoothing, cfg.hard_cutmix_alpha, cfg.ema) == (16, 0.8, 1.0, False)
+    assert cfg.amp is False and cfg.prune_ratio == 0.0 and cfg.plan_block is None  # fp32; n: the store's epochs
     assert train_mod.plan_segments(cfg, block=10) == [("soft", 75), ("hard", 150), ("soft", 75)]
     opt = build_optimizer(torch.nn.Linear(1, 1), cfg)
     sched = build_scheduler(opt, cfg, "imagenet")
@@ -445,3 +446,27 @@ def test_a_hard_epoch_is_a_function_of_seed_and_epoch_alone(demo_root):
     other = _hard_batches(demo_root, 4, workers=0)
     assert not torch.equal(other[0][0], first[0][0])
     assert any(not torch.equal(t, F.one_hot(y, 4).float() * 0.2 + 0.2) for _, t, y in first)  # CutMix mixed targets
+
+
+def test_hard_epochs_crop_and_normalise_as_the_runs_dataset_and_the_tiny_student_has_their_stem(demo_root):
+    """Hard epochs: RandomResizedCrop at scale (0.08, 1) (theirs: torchvision's default,
+    train_fkd.py:402) + flip, normalised with the dataset's statistics, as the run's soft epochs
+    (Tiny-ImageNet: its own mean/std, where their hyper.yaml:21-22 uses ImageNet's). The Tiny student:
+    3x3 stride-1 conv1 and no max-pool, their CIFAR-style ResNet-18's stem (models/resnet.py:73-105)."""
+    from torchvision import transforms as T
+    from lpld.data import ImageFolder, normalization
+    from lpld.data.transforms import TINY_MEAN
+    from lpld.models import apply_tiny_stem, build_model
+    from lpld.validate.hard import HardEpochs
+    for dataset in ("tiny", "imagenet", "demo"):
+        hard = HardEpochs(ImageFolder(os.path.join(demo_root, "train")), 16, dataset, num_classes=4,
+                          device=torch.device("cpu"))
+        steps = hard.loader.dataset.dataset.transform.transforms.transforms
+        crop, norm = steps[0], steps[-1]
+        assert isinstance(crop, T.RandomResizedCrop) and crop.scale == (0.08, 1.0) and crop.size == (16, 16)
+        assert isinstance(steps[1], T.RandomHorizontalFlip) and steps[1].p == 0.5
+        assert (tuple(norm.mean), tuple(norm.std)) == normalization(dataset)
+    assert normalization("tiny")[0] == TINY_MEAN != (0.485, 0.456, 0.406)
+    model = apply_tiny_stem(build_model("resnet18", 200))
+    assert (model.conv1.kernel_size, model.conv1.stride) == ((3, 3), (1, 1))
+    assert isinstance(model.maxpool, torch.nn.Identity)
