@@ -3,7 +3,8 @@
 Every ``final.json`` under the given folders is one student. Students that differ only in their seed
 form one row: top-1 / top-5 as mean ± std over the seeds (sample standard deviation, ddof = 1; "n"
 seeds shown; one seed has no std), the label storage actually on disk beside the full store's, the
-actual compression beside the nominal one, and ``small_pool`` where the pruned label pool holds
+actual compression beside the nominal one (a hard-label student stores no label: 0 bytes, both shown
+as ∞), the label plan (soft, hard, HALD's S1..S8 ...), and ``small_pool`` where the pruned label pool holds
 fewer batches than one epoch needs (the student then sees the same few views again and again, so the
 row measures that degenerate regime rather than the nominal compression).
 
@@ -49,13 +50,13 @@ from .utils.owner import LEGACY, claim_dir
 log = get_logger(__name__)
 
 GROUP_KEYS = ("table", "dataset", "method", "ipc", "label_topk", "student", "prune_ratio", "prune_metric",
-              "granularity", "label_mode")
+              "granularity", "label_mode", "label_plan")
 COLUMNS = ("table", "dataset", "method", "ipc", "label_topk", "student", "prune_ratio", "prune_metric",
-           "granularity", "label_mode", "n", "seeds", "top1_mean", "top1_std", "top5_mean", "top5_std",
+           "granularity", "label_mode", "label_plan", "n", "seeds", "top1_mean", "top1_std", "top5_mean", "top5_std",
            "compression_nominal", "compression_actual", "label_bytes_actual", "label_bytes_full",
            "pool_batches", "batches_per_epoch", "small_pool", "diversity_cosine", "diversity_mmd2_rbf")
 # final.json keys that describe how a student trained (older runs record no more than these)
-FINAL_SETTINGS = ("epochs", "temp_scheduler", "prune_mode")
+FINAL_SETTINGS = ("epochs", "temp_scheduler", "prune_mode", "label_plan_segments")
 NOT_SETTINGS = ("seed", "output_dir")  # what may differ between the students of one row
 RESULTS = ("results.md", "results.csv", "results.png", "results.json")  # renamed in this order
 PENDING = ".lpld.results.pending.json"
@@ -93,6 +94,7 @@ def read_run(folder: str) -> dict[str, Any]:
                 "seed": final.get("seed")}
     rec = {k: info.get(k, final.get(k)) for k in GROUP_KEYS}
     rec["student"] = info.get("student") or final.get("model")
+    rec["label_plan"] = rec["label_plan"] or "soft"  # students from before label plans trained soft
     rec["prune_ratio"] = float(rec["prune_ratio"] if rec["prune_ratio"] is not None else final.get("prune_ratio", 0.0))
     rec["seed"] = info.get("seed", final.get("seed"))
     rec["top1"], rec["top5"] = float(final["top1"]), float(final.get("top5", float("nan")))
@@ -100,7 +102,10 @@ def read_run(folder: str) -> dict[str, Any]:
     full = final.get("label_bytes_full")
     rec["label_bytes_actual"] = int(actual) if actual is not None else None
     rec["label_bytes_full"] = int(full) if full is not None else None
-    rec["compression_nominal"] = float(final.get("compression_nominal") or compression_nominal(rec["prune_ratio"]))
+    if rec["label_bytes_actual"] == 0:  # class labels only: nothing stored, no ratio to a full store
+        rec["compression_nominal"] = None
+    else:
+        rec["compression_nominal"] = float(final.get("compression_nominal") or compression_nominal(rec["prune_ratio"]))
     ratio = final.get("compression_actual")
     if ratio is None and full and actual:
         ratio = full / actual
@@ -119,7 +124,7 @@ def read_run(folder: str) -> dict[str, Any]:
 
 def _describe(row: dict[str, Any]) -> str:
     return " ".join(f"{k}={row[k]}" for k in ("method", "ipc", "label_topk", "prune_ratio", "student", "prune_metric",
-                                               "granularity") if row.get(k) not in (None, ""))
+                                               "granularity", "label_plan") if row.get(k) not in (None, ""))
 
 
 def check_same_settings(key: tuple, members: list[dict[str, Any]]) -> None:
@@ -171,9 +176,10 @@ def aggregate(runs: list[dict[str, Any]], diversity: dict | None = None) -> list
 
 def _row_order(row: dict[str, Any]) -> tuple:
     text = lambda k: str(row[k] if row[k] is not None else "")  # noqa: E731
-    return (text("table"), text("dataset"), text("method"), row["ipc"] or 0, text("student"),
-            float(row["prune_ratio"] or 0), row["label_topk"] or 0, text("prune_metric"), text("granularity"),
-            text("label_mode"))
+    plan = row.get("label_plan") or "soft"
+    return (text("table"), text("dataset"), text("method"), row["ipc"] or 0, text("student"), plan == "hard",
+            float(row["prune_ratio"] or 0), row["label_topk"] or 0, plan != "soft", plan, text("prune_metric"),
+            text("granularity"), text("label_mode"))
 
 
 def human_bytes(n: float | None) -> str:
@@ -192,14 +198,17 @@ def _pm(mean: float, std: float | None) -> str:
     return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
 
 
-def _x(value: float | None) -> str:
+def _x(value: float | None, no_labels: bool = False) -> str:
+    if no_labels:
+        return "∞"
     return "–" if value is None else f"{value:.3g}x"
 
 
 def markdown(rows: list[dict[str, Any]], title: str | None = None) -> str:
     show_div = any(r["diversity_cosine"] is not None for r in rows)
-    head = ["method", "IPC", "top-k", "student", "prune ratio", "top-1 (%)", "top-5 (%)", "n", "nominal",
-            "actual", "label bytes", "full store", "pool / epoch (batches)"]
+    show_plan = any((r.get("label_plan") or "soft") != "soft" for r in rows)
+    head = ["method", "IPC", "top-k", "student", "prune ratio"] + (["labels"] if show_plan else []) + [
+        "top-1 (%)", "top-5 (%)", "n", "nominal", "actual", "label bytes", "full store", "pool / epoch (batches)"]
     head += ["cosine ↓", "MMD² ↓"] if show_div else []
     lines = ([f"### {title}", ""] if title else []) + ["| " + " | ".join(head) + " |",
                                                          "|" + "---|" * len(head)]
@@ -207,17 +216,24 @@ def markdown(rows: list[dict[str, Any]], title: str | None = None) -> str:
         pool = "–" if r["pool_batches"] is None else f"{r['pool_batches']} / {r['batches_per_epoch'] or '–'}"
         if r["small_pool"]:
             pool += " **small_pool**"
-        cells = [r["method"], str(r["ipc"] if r["ipc"] is not None else "–"), str(r["label_topk"] or "all"),
-                 str(r["student"] or "–"), f"{r['prune_ratio']:g}", _pm(r["top1_mean"], r["top1_std"]),
-                 _pm(r["top5_mean"], r["top5_std"]), str(r["n"]), _x(r["compression_nominal"]),
-                 _x(r["compression_actual"]), human_bytes(r["label_bytes_actual"]),
-                 human_bytes(r["label_bytes_full"]), pool]
+        plan = r.get("label_plan") or "soft"
+        hard = plan == "hard"
+        cells = [r["method"], str(r["ipc"] if r["ipc"] is not None else "–"),
+                 "–" if hard else str(r["label_topk"] or "all"), str(r["student"] or "–"),
+                 "–" if hard else f"{r['prune_ratio']:g}"] + ([plan] if show_plan else []) + [
+                 _pm(r["top1_mean"], r["top1_std"]), _pm(r["top5_mean"], r["top5_std"]), str(r["n"]),
+                 _x(r["compression_nominal"], hard), _x(r["compression_actual"], hard),
+                 human_bytes(r["label_bytes_actual"]), human_bytes(r["label_bytes_full"]), "–" if hard else pool]
         if show_div:
             cells += ["–" if r[k] is None else f"{r[k]:.4f}" for k in ("diversity_cosine", "diversity_mmd2_rbf")]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "top-1 / top-5: mean ± std over the n student seeds (sample std). nominal: the paper's name of "
                   "the prune ratio; actual: full fp16 store bytes / bytes on disk. small_pool: the pruned pool "
                   "holds fewer batches than one epoch, so the students see the same few label views every epoch."]
+    if show_plan:
+        lines += ["labels: the student's label plan: soft (every epoch on the stored soft labels), hard (every epoch "
+                  "on the images' class labels: no label stored, ∞), or HALD's soft/hard segments (S6: soft, hard, "
+                  "soft; its label bytes are the soft store's)."]
     if show_div:
         lines += ["cosine: mean within-class cosine similarity of teacher features; MMD²: synthetic vs real "
                   "(RBF), mean over classes (lpld.analysis.diversity)."]

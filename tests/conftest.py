@@ -92,9 +92,11 @@ def one_thread():
 @pytest.fixture
 def interrupt_at_epoch(monkeypatch):
     """``interrupt_at_epoch(module, run, epoch=2)``: calls ``run()`` with ``module.train_one_epoch``
-    raising KeyboardInterrupt (a Ctrl-C) when epoch ``epoch`` starts, then restores it."""
-    def interrupted(module, run, epoch: int = 2) -> None:
-        real, calls = module.train_one_epoch, []
+    raising KeyboardInterrupt (a Ctrl-C) when epoch ``epoch`` starts, then restores it.
+    ``function="train_epoch"``: the student trainer's dispatch instead, which every kind of epoch
+    (soft, hard) goes through."""
+    def interrupted(module, run, epoch: int = 2, function: str = "train_one_epoch") -> None:
+        real, calls = getattr(module, function), []
 
         def stop(*args, **kwargs):
             calls.append(1)
@@ -102,12 +104,12 @@ def interrupt_at_epoch(monkeypatch):
                 raise KeyboardInterrupt
             return real(*args, **kwargs)
 
-        monkeypatch.setattr(module, "train_one_epoch", stop)
+        monkeypatch.setattr(module, function, stop)
         try:
             with pytest.raises(KeyboardInterrupt):
                 run()
         finally:
-            monkeypatch.setattr(module, "train_one_epoch", real)
+            monkeypatch.setattr(module, function, real)
     return interrupted
 
 

@@ -112,6 +112,27 @@ ROWS = [
      "--image-size 16 --batch-size 8 --epochs 2 --prune-ratio 0.5 --device cpu --workers 0 --no-progress "
      "--output-dir {tmp}",  # was: trained on the half of the store that the cut json lists
      "has no entry for epoch 1, but epoch_1/ holds 6 batch files"),
+    # label plans (hard-label epochs, HALD): the epochs must add up, the setting must exist, S2-S5 need their n
+    ("validate --label-plan S6 --train-epochs 300 --soft-epochs 150 --hard-epochs 100",
+     "label_plan S6: soft_epochs 150 + hard_epochs 100 do not add up to the 300 epochs the run trains; set them to "
+     "add up to 300 (or leave one at -1: it takes the rest)"),
+    ("validate --label-plan soft:150,hard:100 --epochs 300",
+     "label_plan 'soft:150,hard:100' holds 250 epochs, but the run trains 300; make its segments add up to 300 "
+     "(or set --train-epochs 250)"),
+    ("validate --label-plan S9", "option 'label_plan' = 'S9' is not valid: it must be soft | hard | S1..S8 (HALD's "
+                                 "settings) | a list KIND:EPOCHS,"),
+    ("validate --label-plan soft:3,hrd:3", "segment 'hrd:3' is not KIND:EPOCHS with KIND soft or hard"),
+    ("validate --label-plan S3 --train-epochs 300 --train-dir {train} --val-dir {val}",
+     "label_plan S3 alternates blocks of plan_block epochs (HALD's n), which defaults to the label store's stored "
+     "epochs, but no label_dir is given: set --plan-block N (or --label-dir)"),
+    ("validate --dataset demo --train-dir {train} --val-dir {val} --label-plan hard --hard-batch-size 64 --epochs 2 "
+     "--device cpu --workers 0 --no-progress --output-dir {tmp}",
+     "hard_batch_size 64 is larger than the 48 distilled images in {train}: a hard epoch's batch holds at most all "
+     "of them; use --hard-batch-size 48 or less"),
+    ("validate --dataset demo --train-dir {train} --label-dir {store:ours} --val-dir {val} --image-size 16 "
+     "--batch-size 8 --epochs 2 --label-plan S6 --plan-block 3 --device cpu --workers 0 --no-progress "
+     "--output-dir {tmp}",
+     "plan_block 3 asks for 3 stored epochs of soft labels, but the pool of"),
     # --- analysis, pipeline, launch ---------------------------------------------------------------
     ("diversity --batch-size 0", "option 'batch_size' = 0 is not valid"),
     ("diversity --sigma -1", "option 'sigma' = -1.0 is not valid: --sigma must be > 0"),
@@ -125,7 +146,12 @@ ROWS = [
      "option 'demo_data' = ['num_classes=0'] is not valid: it needs a value >= 1 (an integer) in 'num_classes=0'"),
     ("pipeline --dry-run --output-dir {tmp} --image-names lpld",
      "option 'image_names' = ['lpld'] is not valid: it must be a list of KEY=VALUE"),
-    ("pipeline --dry-run --output-dir {tmp} --extra-rows lpld:2:1", "needs METHOD:RATIO:TOPK with RATIO in [0, 1)"),
+    ("pipeline --dry-run --output-dir {tmp} --extra-rows lpld:2:1",
+     "needs METHOD:RATIO:TOPK[:PLAN] with RATIO in [0, 1)"),
+    ("pipeline --dry-run --output-dir {tmp} --label-plans soft S9",
+     "option 'label_plans' = ['soft', 'S9'] is not valid: it must be soft | hard | S1..S8 (HALD's settings)"),
+    ("pipeline --dry-run --output-dir {tmp} --extra-rows lpld:0.9:0:S0",
+     "needs METHOD:RATIO:TOPK[:PLAN] with PLAN soft | hard | S1..S8"),
     ("pipeline --dry-run --output-dir {tmp} --config {cfg:binary}", "cfg.yaml: not a YAML text file"),
     ("launch --dry-run --output-dir {tmp} --nodes 0", "option 'nodes' = 0 is not valid: --nodes must be >= 1"),
     ("launch --dry-run --output-dir {tmp} --poll-s 0", "option 'poll_s' = 0.0 is not valid: --poll-s must be > 0"),

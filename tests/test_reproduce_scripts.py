@@ -42,6 +42,8 @@ EXPECTED = {
     "table20_high_ipc": ["lpld_ipc2_10x"],
     "lpqld_in1k": ["lpld_ipc2_2x", "lpld_ipc2_top1_2x"],
     "lpqld_tiny": ["lpld_ipc2_2x", "lpld_ipc2_top1_2x"],
+    "hald_in1k": ["lpld_ipc2_1x_S6", "lpld_ipc2_hard"],
+    "hald_tiny": ["lpld_ipc2_1x_S6", "lpld_ipc2_hard"],
 }
 
 

@@ -140,7 +140,7 @@ def _class_pass(demo, tmp_path, **kw):
 @pytest.mark.slow
 def test_class_pass_defaults_to_fp32_and_bf16_is_opt_in(demo, tmp_path, class_update_reference):
     from lpld.data import build_dataset, train_transform
-    from lpld.squeeze.sampling import SeededEpochSampler
+    from lpld.data.sampling import SeededEpochSampler
     from lpld.squeeze.train import build_loader
     fp32_layers, plain, cfg = _class_pass(demo, tmp_path)
     assert cfg.amp is False

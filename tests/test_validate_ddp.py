@@ -4,7 +4,9 @@
   accumulation with no_sync, label smoothing, EMA), including a last batch with fewer rows than
   ranks (one rank trains on 0 rows);
 * the evaluated model is the saved rank-0 model (BN buffers synced before evaluation and saving);
-* the torchrun invocation of ``relabel_and_validate/validate.py`` with 2 gloo ranks.
+* the torchrun invocation of ``relabel_and_validate/validate.py`` with 2 gloo ranks;
+* through a hard-label segment (HALD) too: both ranks build the same global hard batch (images,
+  crops, CutMix) and each trains its rows, and the weights are the one process's.
 """
 from __future__ import annotations
 
@@ -66,10 +68,10 @@ def _rank_main(rank: int, world: int, runs: list) -> None:
         run_validate(cfg)
 
 
-def run_two_ranks(runs: list) -> None:
-    """``runs``: (cfg, norm_free) pairs, each trained by 2 gloo ranks."""
+def run_two_ranks(runs: list, world: int = 2) -> None:
+    """``runs``: (cfg, norm_free) pairs, each trained by ``world`` (2) gloo ranks."""
     runs = [(_free_port(), cfg, norm_free) for cfg, norm_free in runs]
-    torch.multiprocessing.start_processes(_rank_main, args=(2, runs), nprocs=2, start_method="spawn")
+    torch.multiprocessing.start_processes(_rank_main, args=(world, runs), nprocs=world, start_method="spawn")
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +131,38 @@ def test_two_ranks_train_the_weights_of_one_process(demo_root, odd_folder, tmp_p
 
     # BatchNorm student: the all-reduced evaluation is the evaluation of the saved rank-0 model
     check_reported_equals_saved(demo_root, tmp_path / "ddp_bn", "model")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("world", [2, 3])
+def test_two_ranks_train_a_hard_segment_like_one_process(demo_root, odd_folder, tmp_path, monkeypatch,
+                                                         make_label_store, world):
+    """soft 1 -> hard 2 -> soft 1 on 17 images, hard batches of 7: 7 -> 6 rows (the odd row dropped),
+    6, and 3 -> 2. Every rank must build the same global batch, its crops and its CutMix, train its
+    slice of the rows, and scale its loss so the summed gradient is the one process's: then the
+    weights (and the EMA) equal those of one process. With 2 ranks every hard batch splits evenly;
+    3 ranks split the last one 1 / 1 / 0, which pins the scaling (world size / the batch's rows,
+    not a per-rank mean) and a rank without rows."""
+    store = make_label_store(odd_folder, str(tmp_path / "labels"), None, num_classes=4, batch_size=8, epochs=2)
+    kw = dict(epochs=2, train_epochs=4, label_plan="soft:1,hard:2,soft:1", hard_batch_size=7, loss="kl",
+              temperature=4.0, ema=True, sgd=True, cos=True, learning_rate=0.05, momentum=0.9, weight_decay=1e-4,
+              val_interval=4, checkpoint_interval=4)
+    run_two_ranks([(base(demo_root, odd_folder, store, tmp_path / "ddp", **kw), True)], world=world)
+    monkeypatch.setattr(train_mod, "build_model", norm_free_student)
+    run_validate(base(demo_root, odd_folder, store, tmp_path / "one", **kw))
+    two, one = _state(tmp_path / "ddp"), _state(tmp_path / "one")
+    for part in ("model", "ema"):
+        a, b = (two[part], one[part]) if part == "model" else (two[part]["model"], one[part]["model"])
+        for k in b:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=f"{part}.{k}")
+    rows = [json.loads(line) for line in open(tmp_path / "ddp" / "metrics.jsonl")]
+    ones = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
+    assert [r["kind"] for r in rows] == ["soft", "hard", "hard", "soft"]
+    assert [r["train_images"] for r in rows[1:3]] == [14, 14] and [r["steps"] for r in rows[1:3]] == [3, 3]
+    for r, o in zip(rows, ones):
+        assert r["train_images"] == o["train_images"]  # soft: 3 of the 6 stored batches (8, 8, 1 rows each)
+        assert r["train_loss"] == pytest.approx(o["train_loss"], rel=1e-5)
+        assert r["train_top1"] == pytest.approx(o["train_top1"])
 
 
 def check_reported_equals_saved(demo_root, out, part: str) -> None:

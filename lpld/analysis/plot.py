@@ -154,18 +154,24 @@ def plot_results(records: list[dict], output: str, *, reference: list[dict] | No
 
 def plot_top1_vs_bytes(rows: list[dict], output: str, *, title: str | None = None) -> str:
     """``lpld report``'s figure: student top-1 (mean, error bar = std over seeds) against the label
-    bytes actually on disk (log scale), one line per method / IPC / top-k / student."""
+    bytes actually on disk (log scale), one line per method / IPC / top-k / student / label plan;
+    a student without stored labels (hard labels only: 0 bytes, off a log axis) is a dashed line."""
     import matplotlib  # the optional plot dependency, imported only when a figure is drawn
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     series: dict[str, list[dict]] = {}
+    free: list[dict] = []
     for r in rows:
-        if r.get("label_bytes_actual"):
+        plan = r.get("label_plan") or "soft"
+        if r.get("label_bytes_actual") == 0 and plan == "hard":
+            free.append(r)
+        elif r.get("label_bytes_actual"):
             name = f"{r['method']} IPC{r['ipc']}" + (f" top{r['label_topk']}" if r.get("label_topk") else "") + \
-                (f" {r['student']}" if len({x.get('student') for x in rows}) > 1 else "")
+                (f" {r['student']}" if len({x.get('student') for x in rows}) > 1 else "") + \
+                (f" {plan}" if plan != "soft" else "")
             series.setdefault(name, []).append(r)
-    if not series:
+    if not series and not free:
         raise InputValueError("nothing to plot: no row has label_bytes_actual")
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, pts in series.items():
@@ -176,6 +182,9 @@ def plot_top1_vs_bytes(rows: list[dict], output: str, *, title: str | None = Non
         for xx, r in zip(x, pts):
             ax.annotate(f"{r['compression_nominal']:g}x" + ("*" if r.get("small_pool") else ""),
                         (xx, r["top1_mean"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for r in free:
+        ax.axhline(r["top1_mean"], linestyle="--", linewidth=1, color="gray",
+                   label=f"{r['method']} IPC{r['ipc']} hard labels only (0 bytes)")
     ax.set_xscale("log")
     ax.set_xlabel("soft-label storage on disk (MB, log)")
     ax.set_ylabel("student top-1 (%), mean ± std over seeds")

@@ -10,6 +10,7 @@ import os
 
 from ..config import compression_name
 from ..utils.errors import InputValueError
+from ..validate.label_plan import label_plan_rule
 
 # method -> (image source, recovery settings). "recover": model inversion (lpld.recover), the others
 # select real images (lpld.recover.rded, lpld.recover.random_real).
@@ -39,27 +40,58 @@ def pairs(items: list[str], what: str) -> dict[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class Row:
-    """One result row (a student per seed): what the report groups by."""
+    """One result row (a student per seed): what the report groups by. ``label_plan``: the kind of
+    each student epoch (:mod:`lpld.validate.label_plan`); a ``hard`` row has no label store, so no
+    prune ratio, top-k or pruning scheme (they are 0 / None) and no relabel step."""
     method: str
     ipc: int
     label_topk: int
     prune_ratio: float
     student: str | None
     scheme: tuple[str, str] | None
+    label_plan: str = "soft"
+
+    @property
+    def hard_only(self) -> bool:
+        return self.label_plan == "hard"
 
     @property
     def compression(self) -> str:
-        return compression_name(self.prune_ratio)
+        return "no labels" if self.hard_only else compression_name(self.prune_ratio)
 
     @property
     def tag(self) -> str:
         parts = [f"{self.method}_ipc{self.ipc}"] + ([f"top{self.label_topk}"] if self.label_topk else [])
-        parts.append(self.compression)
+        if not self.hard_only:
+            parts.append(self.compression)
         if self.student:
             parts.append(self.student.replace("/", "-"))
         if self.scheme:
             parts.append("_".join(self.scheme))
+        if self.label_plan != "soft":
+            parts.append(plan_tag(self.label_plan))
         return "_".join(parts)
+
+
+def plan_tag(label_plan: str) -> str:
+    """A label plan in a folder name: ``S6``, ``hard``, ``soft75-hard150-soft75``."""
+    return label_plan.replace(":", "").replace(",", "-")
+
+
+def make_row(method: str, ipc: int, topk: int, ratio: float, student: str | None, scheme, label_plan: str) -> Row:
+    """A row; a hard-label row drops what only a label store has (ratio, top-k, scheme)."""
+    if label_plan == "hard":
+        return Row(method, ipc, 0, 0.0, student or None, None, "hard")
+    return Row(method, ipc, int(topk or 0), float(ratio), student or None, scheme, label_plan)
+
+
+def label_plans(cfg: argparse.Namespace) -> list[str]:
+    plans = [str(p) for p in getattr(cfg, "label_plans", None) or ["soft"]]
+    for plan in plans:
+        problem = label_plan_rule(plan, {})
+        if problem:
+            raise InputValueError(f"label_plans: {plan!r} {problem}")
+    return plans
 
 
 def rows(cfg: argparse.Namespace) -> list[Row]:
@@ -71,18 +103,27 @@ def rows(cfg: argparse.Namespace) -> list[Row]:
     for s in schemes:
         if s is not None and len(s) != 2:
             raise InputValueError(f"prune_schemes: expected METRIC/GRANULARITY, got {'/'.join(s)!r}")
-    grid = [Row(m, i, int(k or 0), float(r), s or None, sc) for i, m, k, s, r, sc in itertools.product(
-        ipcs, cfg.methods, cfg.label_topks, cfg.students or [None], cfg.prune_ratios, schemes)]
+    grid: list[Row] = []
+    for i, m, k, s, r, sc, lp in itertools.product(ipcs, cfg.methods, cfg.label_topks, cfg.students or [None],
+                                                   cfg.prune_ratios, schemes, label_plans(cfg)):
+        row = make_row(m, i, k, r, s, sc, lp)
+        if row not in grid:
+            grid.append(row)
     for spec in cfg.extra_rows:
-        parts = str(spec).split(":")
+        parts = str(spec).split(":", 3)
         try:
             method, ratio, topk = parts[0], float(parts[1]), int(parts[2])
         except (IndexError, ValueError):
-            raise InputValueError(f"extra_rows: expected METHOD:RATIO:TOPK (e.g. lpld:0.975:2), got {spec!r}")
+            raise InputValueError(f"extra_rows: expected METHOD:RATIO:TOPK[:PLAN] (e.g. lpld:0.975:2), got {spec!r}")
+        plan = parts[3] if len(parts) > 3 else "soft"
         if method not in cfg.methods:
             raise InputValueError(f"extra_rows {spec!r}: method {method!r} is not among methods {cfg.methods}")
-        grid += [row for row in (Row(method, i, topk, ratio, s or None, sc) for i, s, sc in itertools.product(
-            ipcs, cfg.students or [None], schemes)) if row not in grid]
+        problem = label_plan_rule(plan, {})
+        if problem:
+            raise InputValueError(f"extra_rows {spec!r}: label plan {plan!r} {problem}")
+        grid += [row for row in dict.fromkeys(make_row(method, i, topk, ratio, s, sc, plan) for i, s, sc in
+                                              itertools.product(ipcs, cfg.students or [None], schemes))
+                 if row not in grid]
     return grid
 
 
@@ -109,7 +150,10 @@ def image_dir(cfg, method: str, ipc: int) -> str:
     return os.path.join(os.path.abspath(root), name.format(ipc=ipc))
 
 
-def label_dir(cfg, row: Row) -> str:
+def label_dir(cfg, row: Row) -> str | None:
+    """The row's label store (None for a hard-label row: it has none)."""
+    if row.hard_only:
+        return None
     root = os.path.abspath(cfg.labels_root or os.path.join(run_dir(cfg), "labels"))
     less = cfg.label_mode == "less" and row.prune_ratio > 0
     name = pairs(cfg.label_names, "label_names").get(row.method)

@@ -36,7 +36,8 @@ class Step:
 
 
 def relabel_name(cfg: argparse.Namespace, row: Row) -> str:
-    """Rows that share a label store (full mode: every ratio of an image set) share its step."""
+    """Rows that share a label store (full mode: every ratio of an image set; a soft row and its
+    mixed-plan twin) share its step."""
     return "relabel/" + os.path.basename(label_dir(cfg, row))
 
 
@@ -61,13 +62,17 @@ def plan(cfg: argparse.Namespace) -> list[Step]:
                           "diversity"))
     seen = set()
     for row in table:
-        rel = relabel_name(cfg, row)
-        if rel not in seen:
-            seen.add(rel)
-            steps.append(Step(rel, (f"images/{row.method}_ipc{row.ipc}",) + teacher_steps, "relabel", "relabel",
-                              row.method, row.ipc, row))
+        if row.hard_only:  # class labels only: no label store to make
+            after = (f"images/{row.method}_ipc{row.ipc}",)
+        else:
+            rel = relabel_name(cfg, row)
+            after = (rel,)
+            if rel not in seen:
+                seen.add(rel)
+                steps.append(Step(rel, (f"images/{row.method}_ipc{row.ipc}",) + teacher_steps, "relabel",
+                                  "relabel", row.method, row.ipc, row))
         for seed in cfg.seeds:
-            steps.append(Step(f"validate/{row.tag}/seed{int(seed)}", (rel,), "train", "validate", row.method,
+            steps.append(Step(f"validate/{row.tag}/seed{int(seed)}", after, "train", "validate", row.method,
                               row.ipc, row, int(seed)))
     steps.append(Step("report", tuple(s.name for s in steps), "light", "report"))
     return steps

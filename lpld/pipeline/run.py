@@ -115,7 +115,8 @@ def _write_row_info(job: Job, step: Step, settings) -> None:
     info = {"table": cfg.table, "dataset": cfg.dataset, "method": row.method, "ipc": row.ipc,
             "label_topk": row.label_topk, "prune_ratio": row.prune_ratio, "compression": row.compression,
             "student": settings.model, "prune_metric": settings.prune_metric, "granularity": settings.granularity,
-            "seed": step.seed, "label_mode": cfg.label_mode, "images": image_dir(cfg, row.method, row.ipc),
+            "label_plan": row.label_plan, "seed": step.seed, "label_mode": cfg.label_mode,
+            "images": image_dir(cfg, row.method, row.ipc),
             "labels": label_dir(cfg, row), "settings": records.settings_of(job, step)}
     claim_dir(settings.output_dir, "validate", "student output directory")
     atomic_json_dump(info, os.path.join(settings.output_dir, "row.json"))

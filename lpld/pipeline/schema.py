@@ -7,20 +7,32 @@ import argparse
 from ..config import Option, key_value_pairs
 from ..data.demo import DEMO_RANGES
 from ..utils.errors import InputValueError
+from ..validate.label_plan import PLAN_HELP, label_plan_rule
 from .layout import METHODS
 
 
 def _extra_row_format(specs, values):
-    """``extra_rows``: the RATIO of METHOD:RATIO:TOPK in [0, 1) and TOPK >= 0 (a spec of another
-    shape, or a method not in ``methods``, is reported when the rows are planned)."""
+    """``extra_rows``: the RATIO of METHOD:RATIO:TOPK[:PLAN] in [0, 1), TOPK >= 0 and PLAN a label
+    plan (a spec of another shape, or a method not in ``methods``, is reported when the rows are
+    planned)."""
     for spec in specs:
-        parts = str(spec).split(":")
+        parts = str(spec).split(":", 3)
         try:
             ratio, topk = float(parts[1]), int(parts[2])
         except (IndexError, ValueError):
             continue
         if not 0 <= ratio < 1 or topk < 0:
-            return f"needs METHOD:RATIO:TOPK with RATIO in [0, 1) and TOPK >= 0; {spec!r} is not"
+            return f"needs METHOD:RATIO:TOPK[:PLAN] with RATIO in [0, 1) and TOPK >= 0; {spec!r} is not"
+        if len(parts) > 3 and label_plan_rule(parts[3], values):
+            return f"needs METHOD:RATIO:TOPK[:PLAN] with PLAN {PLAN_HELP}; {spec!r} is not"
+    return None
+
+
+def _label_plans_format(plans, values):
+    for plan in plans:
+        problem = label_plan_rule(plan, values)
+        if problem:
+            return f"{problem} (element {plan!r})"
     return None
 
 
@@ -68,8 +80,12 @@ PIPELINE_SCHEMA = {
     "prune_ratios": Option([0.0, 0.9, 0.975], list, "label pruning ratios: 0 = 1x, 0.9 = 10x, 0.975 = 40x",
                            item=float, min=0, max=1, max_open=True),
     "label_topks": Option([0], list, "label top-k per row (LPQLD; 0 = all classes)", item=int, min=0),
-    "extra_rows": Option([], list, "rows beyond the grid, METHOD:RATIO:TOPK each (at every ipc, student and "
-                         "scheme), e.g. lpld:0.975:2 for top-2 labels at 40x", check=_extra_row_format),
+    "label_plans": Option(["soft"], list, "student label plans per row: soft (LPLD), hard (class labels only, no "
+                          "label store, no relabel step), HALD's S1..S8, or a list such as soft:20,hard:20 "
+                          "(lpld validate --label-plan; docs/hald.md)", check=_label_plans_format),
+    "extra_rows": Option([], list, "rows beyond the grid, METHOD:RATIO:TOPK[:PLAN] each (at every ipc, student and "
+                         "scheme), e.g. lpld:0.975:2 for top-2 labels at 40x, lpld:0.975:0:S6 for HALD's soft/hard "
+                         "plan on the 40x labels, lpld:0:0:hard for hard labels only", check=_extra_row_format),
     "label_mode": Option("less", str, "less: one store per ratio holding only the kept batches (the authors' "
                          "less_label_*.sh); full: one full store per image set, pruned when the student "
                          "trains (their main_table_*.sh)", choices=("less", "full")),

@@ -106,6 +106,7 @@ def validate_overrides(cfg, row: Row, seed: int) -> dict[str, Any]:
                                  ("in21k", "imagenet21k") else None)
     return {**_common(cfg), "dataset": cfg.dataset, "num_classes": num_classes(cfg),
             "train_dir": image_dir(cfg, row.method, row.ipc), "label_dir": label_dir(cfg, row),
+            "label_plan": row.label_plan,
             "val_dir": val_dir(cfg), "prune_ratio": row.prune_ratio, "seed": seed, "model": row.student,
             **(dict(zip(("prune_metric", "granularity"), metric_gran)) if metric_gran else {}),
             "output_dir": out, "resume": os.path.isfile(os.path.join(out, "checkpoint.pth"))}

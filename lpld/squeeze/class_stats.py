@@ -15,6 +15,7 @@ import time
 import torch
 
 from ..data import build_dataset, train_transform, val_transform
+from ..data.sampling import SeededEpochSampler
 from ..engine import evaluate
 from ..models import build_model, class_labels, finalize_exact_class_stats, save_checkpoint, set_class_stats_mode
 from ..models.class_bn import check_labels
@@ -23,7 +24,6 @@ from ..utils.log import get_logger
 from ..utils.progress import progress_bar
 from ..utils.runtime import autocast, on_for_cuda, resolve_device, seed_everything, to_channels_last
 from . import preflight
-from .sampling import SeededEpochSampler
 from .train import build_loader, require_data_path
 
 log = get_logger(__name__)

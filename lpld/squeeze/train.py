@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..data import build_dataset, train_transform, val_transform
+from ..data.sampling import SeededEpochSampler, SeededItems
 from ..engine import evaluate, hits
 from ..models import build_model, save_checkpoint
 from ..utils.io import atomic_torch_save, ensure_writable_dir
@@ -30,7 +31,6 @@ from ..utils.runtime import (autocast, on_for_cuda, resolve_device, rng_state, s
 from ..utils.safe_load import RESUME_FIX, safe_torch_load
 from ..utils.schedule import warmup_cosine
 from . import preflight
-from .sampling import SeededEpochSampler, SeededItems
 
 log = get_logger(__name__)
 

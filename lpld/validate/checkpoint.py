@@ -3,14 +3,15 @@
 :class:`StudentCheckpoints` resumes a run from ``checkpoint.pth`` (read with ``weights_only``
 through :func:`lpld.utils.safe_load.safe_torch_load`; a checkpoint written with other settings is
 refused), saves it every ``checkpoint_interval`` epochs and after the last (model, optimizer,
-scheduler, EMA, every rank's RNG state, the epoch, the best top-1 so far, the pruning plan and the
-settings a resume must share), and keeps ``model_best.pth``: the evaluated model (the EMA when
-there is one) of the best validation epoch. Every file is written atomically
+scheduler, EMA, every rank's RNG state, the epoch, the best top-1 so far, the plan of stored
+batches and the settings a resume must share, the label plan among them), and keeps
+``model_best.pth``: the evaluated model (the EMA when there is one) of the best validation epoch. Every file is written atomically
 (:func:`lpld.models.save_checkpoint`), by the main process only.
 
 The epoch a checkpoint records is the number of epochs trained, so a resumed run continues with
-the next one -- whatever kind of epoch that is: the optimizer, the scheduler and the random streams
-are the run's, not an epoch's.
+the next one -- whatever kind of epoch that is (soft or hard, in the middle of a segment or at its
+start): the optimizer, the scheduler and the random streams are the run's, not an epoch's, and
+every epoch's data is a function of (seed, epoch).
 """
 from __future__ import annotations
 
@@ -32,10 +33,13 @@ RESUME_KEYS = ("dataset", "model", "num_classes", "batch_size", "epochs", "train
                "prune_metric", "granularity", "replacement", "remap_last_batch", "seed", "sgd",
                "temperature", "label_dir", "train_dir", "gradient_accumulation_steps",
                "temp_scheduler", "temp_step_size", "temp_step_gamma", "temp_min", "temp_stu", "temp_stu_dynamic",
-               "prune_mode")
+               "prune_mode", "label_plan", "soft_epochs", "hard_epochs", "plan_block", "hard_batch_size",
+               "hard_label_smoothing", "hard_cutmix_alpha")
 # Resume keys added later, with the value a checkpoint that lacks them was trained with.
 RESUME_DEFAULTS = {"temp_scheduler": "none", "temp_step_size": 30, "temp_step_gamma": 0.7, "temp_min": 2.0,
-                   "temp_stu": 0.0, "temp_stu_dynamic": 0.0, "prune_mode": "lpld"}
+                   "temp_stu": 0.0, "temp_stu_dynamic": 0.0, "prune_mode": "lpld", "label_plan": "soft",
+                   "soft_epochs": -1, "hard_epochs": -1, "plan_block": None, "hard_batch_size": 16,
+                   "hard_label_smoothing": 0.8, "hard_cutmix_alpha": 1.0}
 
 
 def resume_state(cfg) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """What a student trains from: the label store checked against its images and settings
-(:func:`open_store_checked`), the pruning plan over its batches (:func:`make_plan`), and what the
-labels cost on disk (:func:`label_bytes`, reported in ``final.json``)."""
+(:func:`open_store_checked`), the plan of stored batches its soft epochs train on
+(:func:`make_plan`: LPLD's pruning plan, or HALD's soft pool beside hard epochs), and what the labels
+cost on disk (:func:`label_bytes`, reported in ``final.json``; 0 bytes without a store)."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,9 @@ from ..labels.authors import META
 from ..labels.common import StoreMismatchError
 from ..labels.store import full_store_bytes, label_row_bytes
 from ..labels.topk import parse_label_quantization
-from .pruning import SCORE_METRICS, PruningPlan
+from ..utils.errors import InputValueError
+from .label_plan import SoftPool, is_mixed
+from .pruning import SCORE_METRICS, PruningPlan, pool_size
 from .selection import plan_scores
 
 
@@ -67,8 +70,44 @@ def _records_no_epoch_size(label_dir: str) -> bool:
     return not any(os.path.isfile(os.path.join(label_dir, name)) for name in ("manifest.json", META))
 
 
-def make_plan(cfg, store) -> PruningPlan:
-    """Which stored batches the student trains on, epoch by epoch (:mod:`lpld.validate.pruning`)."""
+def pool_epochs(cfg, store) -> int:
+    """Whole stored epochs in the pool a mixed plan's soft epochs draw from: those of the first
+    ``int((1 - prune_ratio) * epochs * batches_per_epoch)`` stored batches (the store a relabel run
+    with this prune ratio writes), as far as the store holds them. HALD's ``n = SLC // ipc``
+    (train.sh:28) is the number of epochs their relabel stored."""
+    bpe = store.batches_per_epoch
+    return min(pool_size(cfg.epochs * bpe, cfg.prune_ratio), store.num_batches) // bpe
+
+
+def soft_pool(cfg, store, plan_segments) -> SoftPool:
+    """HALD's soft pool over the first ``plan_block`` (default: every whole) stored epochs of the
+    pool (:func:`pool_epochs`)."""
+    have = pool_epochs(cfg, store)
+    where = (f"{cfg.label_dir} (prune_ratio {cfg.prune_ratio} of {cfg.epochs} epochs x {store.batches_per_epoch} "
+             f"batches; it holds {store.num_batches})")
+    if have < 1:
+        raise StoreMismatchError(f"label_plan {cfg.label_plan} draws whole stored epochs of soft labels, but the pool of "
+                                 f"{where} holds less than one epoch's batches; use a smaller --prune-ratio or "
+                                 f"--label-plan hard")
+    block = cfg.plan_block or have
+    if block > have:
+        raise StoreMismatchError(f"plan_block {block} asks for {block} stored epochs of soft labels, but the pool of "
+                                 f"{where} holds {have} whole epochs; use --plan-block {have} or less")
+    return SoftPool(tuple(plan_segments), block, store.batches_per_epoch, cfg.seed)
+
+
+def make_plan(cfg, store, plan_segments=None) -> PruningPlan | SoftPool:
+    """Which stored batches the student trains on, epoch by epoch: LPLD's pruning plan
+    (:mod:`lpld.validate.pruning`) for ``label_plan soft``, HALD's soft pool (:class:`SoftPool`)
+    for a plan with hard epochs."""
+    if is_mixed(cfg.label_plan):
+        if cfg.prune_metric in SCORE_METRICS or cfg.prune_mode != "lpld":
+            what = f"prune_metric {cfg.prune_metric}" if cfg.prune_metric in SCORE_METRICS else \
+                f"prune_mode {cfg.prune_mode}"
+            raise InputValueError(f"label_plan {cfg.label_plan} draws its soft epochs' batches as HALD does (every "
+                                  f"stored batch of the pool, permuted); {what} chooses them otherwise: use "
+                                  f"--label-plan soft for it, or the default random / lpld")
+        return soft_pool(cfg, store, plan_segments)
     scores = None
     if cfg.prune_metric in SCORE_METRICS:  # the pool is chosen by a label-selection score
         scores = plan_scores(cfg, store)
@@ -87,13 +126,21 @@ def make_plan(cfg, store) -> PruningPlan:
     return plan
 
 
-def label_bytes(cfg, store, plan: PruningPlan, num_images: int, batches_used: int) -> dict[str, Any]:
+NO_LABELS = {"label_topk": None, "label_codec": None, "augmentation": None, "label_bytes_used": 0,
+             "label_bytes_actual": 0, "label_bytes_full": None, "compression_nominal": None,
+             "compression_actual": None, "pool_batches": 0, "batches_per_epoch": None, "small_pool": False}
+
+
+def label_bytes(cfg, store, plan, num_images: int, batches_used: int) -> dict[str, Any]:
     """What the labels cost: ``label_bytes_actual`` (every file of the store on disk, manifests
     included), ``label_bytes_full`` (the full fp16 store of the same relabel run: prune 0, all
     classes, recorded augmentation; from the array specs), ``compression_actual`` (their ratio),
     ``compression_nominal`` (1 / (1 - prune_ratio) times full / stored bytes of one view's labels:
     the figure a method's name claims), the pool against one epoch's batches, and
-    ``label_bytes_used`` (label bytes of the batches a run can touch)."""
+    ``label_bytes_used`` (label bytes of the batches a run can touch). Without a store (a
+    hard-label student): 0 bytes, no compression ratio (:data:`NO_LABELS`)."""
+    if store is None:
+        return dict(NO_LABELS)
     man = store.manifest
     row = label_row_bytes(man)
     full_row = int(man["num_classes"]) * 2

@@ -36,7 +36,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, dataset: str) -> lr_s
     """The authors' LR schedule, stepped once per epoch.
 
     * ``--cos --sgd`` on Tiny-ImageNet: their own ``SequentialLR(LinearLR(0.01, 5 epochs),
-      CosineAnnealingLR(T_max = epochs - 5))``.
+      CosineAnnealingLR(T_max = epochs - 5))`` (a plan with hard epochs: over ``train_epochs``, the
+      epochs of both kinds, as HALD's one schedule).
     * ``--cos``: their ``LambdaLR(0.5 * (1 + cos(pi * e / train_epochs)))`` is
       ``CosineAnnealingLR(T_max = train_epochs)`` (``--smoothing_lr``: T_max stretched by
       ``smoothing_lr_strength``).
@@ -44,7 +45,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, dataset: str) -> lr_s
     """
     total = cfg.train_epochs
     if cfg.cos and cfg.sgd and dataset == "tiny":
-        return warmup_cosine(optimizer, cfg.epochs, warmup_epochs=5, warmup_start_factor=0.01)
+        horizon = cfg.epochs if getattr(cfg, "label_plan", "soft") == "soft" else total
+        return warmup_cosine(optimizer, horizon, warmup_epochs=5, warmup_start_factor=0.01)
     if cfg.cos:
         stretch = cfg.smoothing_lr_strength if cfg.smoothing_lr else 1.0
         return lr_scheduler.CosineAnnealingLR(optimizer, T_max=total * stretch, eta_min=0.0)

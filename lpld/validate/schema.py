@@ -10,6 +10,8 @@ from __future__ import annotations
 from ..config import PAPER_COMPRESSION, Option, compression_name
 from ..data import DATASET_ALIASES, DATASETS
 from ..labels.topk import label_quantization_rule as label_quantization_format
+from .hard import HARD_BATCH_SIZE, HARD_CUTMIX_ALPHA, HARD_LABEL_SMOOTHING
+from .label_plan import PLAN_HELP, label_plan_rule
 from .pruning import METRICS, PRUNE_MODES
 from .selection import SELECTION_SCHEMA
 
@@ -17,6 +19,8 @@ SCRIPT = "authors' train_FKD_label_pruning_batch.py"
 SH = "authors' scripts/reproduce/main_table_*.sh"
 LPQLD = "LPQLD train_FKD_LPQLD.py"
 LPQLD_SH = "LPQLD scripts/reproduce/lpqld_in1k.sh"
+HALD = "HALD validate/train_fkd.py"
+HALD_SH = "HALD validate/scripts/imagenet1k/train.sh"
 
 # Dataset names: the authors' (imagenet1k, imagenet21k, tiny) and ours (lpld.data) are both accepted.
 DATASET_NAMES = (*DATASET_ALIASES, *DATASETS)
@@ -125,6 +129,30 @@ VALIDATE_SCHEMA = {
                          "epoch (their random.sample), no remapping", LPQLD + " lines 558, 580-586",
                          choices=PRUNE_MODES),
     **SELECTION_SCHEMA,  # prune_keep, selection_source, proxy_epochs, yoco_topk
+    # --- label plan: soft and hard-label epochs (HALD; lpld.validate.label_plan, .hard) ----------------
+    "label_plan": Option("soft", str, f"the kind of each epoch: {PLAN_HELP}. soft: every epoch on the stored "
+                         "soft labels (LPLD); hard: every epoch on the images' class labels, no label store; "
+                         "S1..S8 / a list: HALD's soft and hard segments in one run, soft epochs drawing HALD's "
+                         "pool (docs/hald.md)", HALD + " --setting (line 128: S6 when HALD is used)",
+                         check=label_plan_rule),
+    "soft_epochs": Option(-1, int, "S1..S8: soft epochs S (-1: train_epochs - hard_epochs, or half of "
+                          "train_epochs when both are -1); S + H must be train_epochs",
+                          HALD_SH + " lines 25-26 (150 of 300); " + HALD + " --soft-epochs (line 130)",
+                          min=0, sentinels=(-1,)),
+    "hard_epochs": Option(-1, int, "S1..S8: hard epochs H (-1: train_epochs - soft_epochs)",
+                          HALD_SH + " line 26 (300 - soft_epochs); " + HALD + " --hard-epochs (line 129)",
+                          min=0, sentinels=(-1,)),
+    "plan_block": Option(None, int, "HALD's n: the block length of S2-S5 and the stored epochs the soft pool "
+                         "permutes (default: every whole stored epoch of the pool)",
+                         HALD + " --n (line 132); " + HALD_SH + " line 28: n = slc / ipc, the stored epochs", min=1),
+    "hard_batch_size": Option(HARD_BATCH_SIZE, int, "images per hard-epoch step (at most the distilled images)",
+                              HALD + " --hard-batch-size (line 131)", min=1),
+    "hard_label_smoothing": Option(HARD_LABEL_SMOOTHING, float, "hard epochs: targets (1 - e) * onehot + e / K "
+                                   "before CutMix (not label_smoothing, which acts on stored logits)",
+                                   HALD + " --label-smoothing (line 133), timm Mixup (lines 449-454)", min=0, max=1),
+    "hard_cutmix_alpha": Option(HARD_CUTMIX_ALPHA, float, "hard epochs: CutMix lambda ~ Beta(a, a) on every batch, "
+                                "box from the reversed batch, lambda corrected to the box (timm's Mixup); 0: no CutMix",
+                                HALD + " Mixup(mixup_alpha=0.0, cutmix_alpha=1.0) (lines 449-454)", min=0),
     "seed": Option(0, int, "seed of the model init and of the pool draws", min=0),
     # --- run ------------------------------------------------------------------------------------
     "val_interval": Option(10, int, "validate after epochs 1, 1+N, 1+2N, ... and the last",

@@ -9,9 +9,12 @@ continue exactly where it stopped: the batches of an epoch depend only on ``(see
 dropout continues its random stream.
 
 The run is built once (:func:`build_student`), then trained epoch by epoch. Each epoch has a kind
-(:func:`epoch_kinds`; every epoch is ``soft``, knowledge distillation on the stored labels, so
-far) and :func:`train_epoch` runs an epoch of its kind with the run's one model, optimizer,
-scheduler and EMA: another kind of epoch is one more function beside :func:`train_one_epoch`.
+(:func:`epoch_kinds`, from ``label_plan``: :mod:`lpld.validate.label_plan`): ``soft``, knowledge
+distillation on the stored labels (:func:`train_one_epoch`), or ``hard``, the distilled images with
+their own class labels, CutMix and label smoothing (:func:`train_hard_epoch`, HALD's hard epoch;
+:mod:`lpld.validate.hard`). :func:`train_epoch` runs an epoch of its kind with the run's one model,
+optimizer, per-epoch LR schedule (over all epochs of both kinds) and EMA. A run whose plan has no
+soft epoch (``label_plan hard``) opens no label store at all, and a hard epoch never reads one.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ from timm.utils import accuracy
 from torch.utils.data import DataLoader, Subset
 
 from ..config import ConfigError, resolve
-from ..data import ImageFolder, build_val_dataset, canonical_dataset, normalization, val_transform
+from ..data import (DATASET_IMAGE_SIZE, DATASET_NUM_CLASSES, ImageFolder, build_val_dataset, canonical_dataset,
+                    load_rgb, normalization, val_transform)
 from ..device_views import ImageBank
 from ..engine import evaluate, hits
 from ..models import apply_tiny_stem, build_model
@@ -43,17 +47,21 @@ from . import preflight
 from .checkpoint import Progress, StudentCheckpoints
 from .distributed import (DistInfo, all_reduce_, barrier, broadcast_buffers, gather_objects, init_distributed,
                           shard_indices)
-from .inputs import label_bytes, make_plan, open_store_checked
+from .hard import HardEpochs, hard_label_loss
+from .inputs import label_bytes, make_plan, open_store_checked, pool_epochs
+from .label_plan import SoftPool, describe_segments, is_mixed, needs_block, segments
+from .pruning import PruningPlan
 from .loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader
 from .loss import distillation_loss, probability_target, resolve_loss_variant
 from .optim import ModelEma, build_optimizer, build_scheduler
-from .pruning import PruningPlan
 from .schema import PRUNE_RATIOS, VALIDATE_SCHEMA
 from .temperature import StudentTemperature, TemperatureSchedule
 
 log = get_logger(__name__)
 FINAL = "final.json"
-EPOCH_KINDS = ("soft",)  # soft: knowledge distillation on the stored soft labels (train_one_epoch)
+# soft: knowledge distillation on the stored soft labels (train_one_epoch); hard: the distilled
+# images' class labels with CutMix and label smoothing, no stored label read (train_hard_epoch)
+EPOCH_KINDS = ("soft", "hard")
 
 
 def as_config(cfg: argparse.Namespace | Mapping[str, Any]) -> argparse.Namespace:
@@ -65,9 +73,20 @@ def as_config(cfg: argparse.Namespace | Mapping[str, Any]) -> argparse.Namespace
         ns.train_epochs = ns.epochs
     if not ns.label_dir and ns.fkd_path:
         ns.label_dir = ns.fkd_path
-    for key in ("train_dir", "label_dir", "val_dir"):
+    if needs_block(ns.label_plan) and ns.plan_block is None and not ns.label_dir:
+        raise ConfigError(f"label_plan {ns.label_plan} alternates blocks of plan_block epochs (HALD's n), which "
+                          f"defaults to the label store's stored epochs, but no label_dir is given: set --plan-block N "
+                          f"(or --label-dir)")
+    try:
+        kinds = epoch_kinds(ns, block=ns.plan_block or 1)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    needed = ("train_dir", "label_dir", "val_dir") if "soft" in kinds or needs_block(ns.label_plan) else \
+        ("train_dir", "val_dir")
+    for key in needed:
         if not getattr(ns, key):
-            raise ConfigError(f"option '{key}' is required (--{key.replace('_', '-')})")
+            why = f" (label_plan {ns.label_plan} has soft epochs)" if key == "label_dir" and ns.label_plan != "soft" else ""
+            raise ConfigError(f"option '{key}' is required (--{key.replace('_', '-')}){why}")
     if ns.batch_size % ns.gradient_accumulation_steps:
         raise ConfigError(f"batch_size {ns.batch_size} is not divisible by gradient_accumulation_steps "
                           f"{ns.gradient_accumulation_steps}")
@@ -184,6 +203,51 @@ def calibrate(student: StudentTemperature, last_pass, temperature: float, label_
     return student.end_epoch(logits, torch.cat([p[1] for p in pieces]))
 
 
+def train_hard_epoch(model, ema, optimizer, hard: HardEpochs, device, cfg, epoch: int,
+                     info: DistInfo) -> dict[str, float]:
+    """One hard epoch (HALD's ``hard_train``, ``train_fkd.py:541-586``): per batch of the distilled
+    images, CutMixed with smoothed one-hot targets (:class:`lpld.validate.hard.HardEpochs`), the soft
+    cross-entropy and one optimiser step; an EMA step after each pass. No stored label is read.
+
+    Under DDP each rank trains on its rows of the global batch; the summed loss is scaled by world
+    size / the batch's rows, so the averaged gradient is that of the whole batch's mean."""
+    model.train()
+    module = _unwrap(model)
+    sums = DeviceSums(("loss", "top1", "top5", "n"), device)
+    data_wait = 0.0
+    steps = 0
+    t_epoch = t_ready = time.perf_counter()
+    bar = progress_bar(hard, desc=f"epoch {epoch + 1}/{cfg.train_epochs} (hard)", leave=False,
+                       disable=not (cfg.progress and info.is_main))
+    for batch in bar:
+        data_wait += time.perf_counter() - t_ready
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, cfg.amp):
+            out = model(batch.images)
+        loss = hard_label_loss(out, batch.target, reduction="sum")
+        (loss * (info.world_size / batch.global_rows)).backward()
+        if ema is not None:
+            ema.step(module)
+        n = batch.images.shape[0]
+        if n:  # accuracy against the rows' own classes, as theirs (train_fkd.py:566)
+            hits1, hits5 = (hits(acc, n) for acc in accuracy(out.detach().float(), batch.labels, topk=(1, 5)))
+            sums.add(loss.detach(), hits1, hits5, n)
+        optimizer.step()
+        steps += 1
+        if steps % cfg.log_interval == 0 and cfg.progress and info.is_main:
+            now = sums.read()
+            bar.set_postfix(loss=f"{now['loss'] / max(now['n'], 1):.4f}")
+        t_ready = time.perf_counter()
+    totals = all_reduce_(sums.values, info).tolist()
+    elapsed = time.perf_counter() - t_epoch
+    loss, c1, c5, seen = totals
+    seen = max(seen, 1)
+    return {"train_loss": loss / seen, "train_top1": 100.0 * c1 / seen, "train_top5": 100.0 * c5 / seen,
+            "train_images": int(round(seen)), "epoch_time_s": elapsed, "images_per_s": seen / max(elapsed, 1e-9),
+            "data_wait_frac": data_wait / max(elapsed, 1e-9), "steps": steps, "temperature": None,
+            "student_temperature": None}
+
+
 def _unwrap(model):
     """The student itself, under DDP and/or torch.compile wrappers."""
     while hasattr(model, "module") or hasattr(model, "_orig_mod"):
@@ -221,8 +285,10 @@ class Student:
     info: DistInfo
     device: torch.device
     images: ImageFolder
-    store: Any
-    plan: PruningPlan
+    store: Any                       # None: the plan has no soft epoch (label_plan hard)
+    plan: PruningPlan | SoftPool | None  # label_plan soft: LPLD's; a mixed plan: HALD's pool; hard: none
+    kinds: list[str]                 # the kind of every epoch (EPOCH_KINDS)
+    segments: list[tuple[str, int]]  # the label plan
     num_classes: int
     tiny_stem: bool
     variant: str
@@ -233,9 +299,10 @@ class Student:
     ema: ModelEma | None
     schedule: TemperatureSchedule
     temperature: StudentTemperature  # the student's
-    sampler: PlannedBatchSampler
-    loader: DataLoader
-    inputs: BatchInputs
+    sampler: PlannedBatchSampler | None  # soft epochs (None without)
+    loader: DataLoader | None
+    inputs: BatchInputs | None
+    hard: HardEpochs | None              # hard epochs (None without)
     val_loader: DataLoader
 
     @property
@@ -246,30 +313,59 @@ class Student:
     def evaluate(self) -> dict:
         cfg = self.cfg
         return evaluate(self.evaluated, self.val_loader, self.device, amp=cfg.amp,
-                        channels_last=self.inputs.channels_last, progress=cfg.progress and self.info.is_main)
+                        channels_last=self.channels_last, progress=cfg.progress and self.info.is_main)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.inputs.channels_last if self.inputs is not None else self.hard.channels_last
+
+    def describe_labels(self) -> str:
+        if self.plan is None:
+            return f"label plan {describe_segments(self.segments)}: class labels only, no label store"
+        return self.plan.describe()
 
 
-def epoch_kinds(cfg) -> list[str]:
+def plan_segments(cfg, block: int | None = None) -> list[tuple[str, int]]:
+    """The run's label plan as ``[(kind, epochs), ...]`` (:func:`lpld.validate.label_plan.segments`);
+    ``block``: HALD's ``n`` when ``plan_block`` is unset (the store's pool epochs)."""
+    return segments(cfg.label_plan, cfg.train_epochs, cfg.soft_epochs, cfg.hard_epochs,
+                    block=cfg.plan_block or block)
+
+
+def epoch_kinds(cfg, block: int | None = None) -> list[str]:
     """The kind of each training epoch, in order (:data:`EPOCH_KINDS`)."""
-    return ["soft"] * cfg.train_epochs
+    return [kind for kind, length in plan_segments(cfg, block) for _ in range(length)]
 
 
 def train_epoch(kind: str, run: Student, epoch: int) -> dict[str, float]:
     """One training epoch of kind ``kind`` (:data:`EPOCH_KINDS`) with the run's model and optimizer."""
     if kind == "soft":
+        run.sampler.set_epoch(epoch)
         return train_one_epoch(run.train_model, run.ema, run.optimizer, run.loader, run.device, run.cfg,
                                run.variant, epoch, run.info, run.inputs, temperature=run.schedule.at(epoch),
                                student=run.temperature)
+    if kind == "hard":
+        run.hard.set_epoch(epoch)
+        return train_hard_epoch(run.train_model, run.ema, run.optimizer, run.hard, run.device, run.cfg, epoch,
+                                run.info)
     raise ValueError(f"unknown epoch kind {kind!r}; expected one of {EPOCH_KINDS}")
 
 
 def build_student(cfg, info: DistInfo, device: torch.device, dataset: str, checkpoints: StudentCheckpoints
                   ) -> tuple[Student, Progress]:
     """The run's data, model, optimizer, schedules and loaders, resumed from its checkpoint when
-    asked; the random streams are restored last (building drew from the global RNG)."""
+    asked; the random streams are restored last (building drew from the global RNG). Without a
+    soft epoch in the plan no label store is opened; without a hard one no hard loader is built."""
     images = ImageFolder(cfg.train_dir)
-    store, num_classes, size = open_store_checked(cfg, dataset, len(images))
-    plan = make_plan(cfg, store)
+    store = plan = None
+    if uses_store(cfg):
+        store, num_classes, size = open_store_checked(cfg, dataset, len(images))
+        segs = plan_segments(cfg, block=_pool_block(cfg, store))
+        plan = make_plan(cfg, store, segs)
+    else:
+        num_classes, size = hard_only_shape(cfg, dataset, images)
+        segs = plan_segments(cfg)
+    kinds = [kind for kind, length in segs for _ in range(length)]
     variant = resolve_loss_variant(cfg.loss, dataset)
     mean, std = normalization(dataset)
     cfg.amp = on_for_cuda(cfg.amp, device)
@@ -300,14 +396,22 @@ def build_student(cfg, info: DistInfo, device: torch.device, dataset: str, check
     if cfg.compile:
         train_model = torch.compile(train_model, backend=cfg.compile_backend)
 
-    bank = ImageBank.from_folder(images, device, size) if cfg.input_path == "device" else None
-    train_ds = SoftLabelBatches(images, store, size, mean, std, cache_images=cfg.cache_images,
-                                views_on_device=bank is not None)
-    sampler = PlannedBatchSampler(plan, info.rank, info.world_size, cfg.max_steps_per_epoch)
     pin = device.type == "cuda"
-    loader = build_train_loader(train_ds, sampler, workers=cfg.workers, pin_memory=pin,
-                                fetcher=cfg.fetcher, prefetch_factor=cfg.prefetch_factor, seed=cfg.seed)
-    inputs = BatchInputs(device, mean, std, channels_last=channels_last, bank=bank, num_classes=num_classes)
+    sampler = loader = inputs = hard = None
+    if "soft" in kinds:
+        bank = ImageBank.from_folder(images, device, size) if cfg.input_path == "device" else None
+        train_ds = SoftLabelBatches(images, store, size, mean, std, cache_images=cfg.cache_images,
+                                    views_on_device=bank is not None)
+        sampler = PlannedBatchSampler(plan, info.rank, info.world_size, cfg.max_steps_per_epoch)
+        loader = build_train_loader(train_ds, sampler, workers=cfg.workers, pin_memory=pin,
+                                    fetcher=cfg.fetcher, prefetch_factor=cfg.prefetch_factor, seed=cfg.seed)
+        inputs = BatchInputs(device, mean, std, channels_last=channels_last, bank=bank, num_classes=num_classes)
+    if "hard" in kinds:
+        hard = HardEpochs(images, size, dataset, num_classes=num_classes, device=device,
+                          batch_size=cfg.hard_batch_size, smoothing=cfg.hard_label_smoothing,
+                          alpha=cfg.hard_cutmix_alpha, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
+                          workers=cfg.workers, pin_memory=pin, prefetch_factor=cfg.prefetch_factor,
+                          channels_last=channels_last)
     val_ds = build_val_dataset(dataset, cfg.val_dir, val_transform(size, dataset))
     if info.enabled:
         val_ds = Subset(val_ds, shard_indices(len(val_ds), info))
@@ -315,38 +419,70 @@ def build_student(cfg, info: DistInfo, device: torch.device, dataset: str, check
     val_workers = min(cfg.workers, 8)
     val_loader = DataLoader(val_ds, batch_size=val_bs, shuffle=False, num_workers=val_workers, pin_memory=pin,
                             persistent_workers=val_workers > 0, generator=torch.Generator().manual_seed(cfg.seed))
-    run = Student(cfg, info, device, images, store, plan, num_classes, tiny_stem, variant, model, train_model,
-                  optimizer, scheduler, ema, schedule, student, sampler, loader, inputs, val_loader)
+    run = Student(cfg, info, device, images, store, plan, kinds, segs, num_classes, tiny_stem, variant, model,
+                  train_model, optimizer, scheduler, ema, schedule, student, sampler, loader, inputs, hard, val_loader)
     return run, progress
+
+
+def uses_store(cfg) -> bool:
+    """Whether the run opens its label store: a plan with soft epochs, or S2-S5 whose block length
+    comes from the store."""
+    return cfg.label_plan == "soft" or (needs_block(cfg.label_plan) and cfg.plan_block is None) or \
+        "soft" in epoch_kinds(cfg, block=cfg.plan_block or 1)
+
+
+def _pool_block(cfg, store) -> int | None:
+    """HALD's ``n`` by default: the store's whole pool epochs (a mixed plan only)."""
+    if not is_mixed(cfg.label_plan):
+        return None
+    return max(pool_epochs(cfg, store), 1)
+
+
+def hard_only_shape(cfg, dataset: str, images: ImageFolder) -> tuple[int, int]:
+    """(classes, crop size) of a run without a label store: ``num_classes`` or the dataset's or the
+    image folder's class count; ``image_size`` or the dataset preset's or the distilled images' own
+    size (the first image's; recovered images are square)."""
+    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or len(images.classes)
+    size = cfg.image_size or DATASET_IMAGE_SIZE.get(dataset)
+    if size is None:
+        width, height = load_rgb(images.samples[0][0]).size
+        size = min(width, height)
+    return int(num_classes), int(size)
 
 
 def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
     dataset = canonical_dataset(cfg.dataset)
     ensure_writable_dir(cfg.output_dir, "student output directory", owner="validate")
-    checked = preflight.validate(cfg, dataset)  # lock, labels bound to these images, class lists
+    checked = preflight.validate(cfg, dataset, uses_store(cfg), "hard" in epoch_kinds(cfg, block=cfg.plan_block or 1))
     checkpoints = StudentCheckpoints(cfg, cfg.output_dir)
     run, progress = build_student(cfg, info, device, dataset, checkpoints)
     log_file = MetricsLog(os.path.join(cfg.output_dir, "metrics")) if info.is_main else None
     if info.is_main:
-        log.info(f"validate: {run.plan.describe()}; student {cfg.model} ({run.num_classes} classes, tiny stem "
-                 f"{run.tiny_stem}); loss {run.variant}, {run.schedule.describe()}, student T {run.temperature.mode}"
-                 f"{'' if run.temperature.mode == 'teacher' else ' ' + format(run.temperature.value, 'g')}; "
-                 f"{len(run.images)} images, {run.store.batches_per_epoch} batches/epoch; world size "
-                 f"{info.world_size}; device {device}")
+        soft = (f"loss {run.variant}, {run.schedule.describe()}, student T {run.temperature.mode}"
+                f"{'' if run.temperature.mode == 'teacher' else ' ' + format(run.temperature.value, 'g')}; "
+                f"{run.store.batches_per_epoch} batches/epoch; " if run.store is not None else "")
+        hard = (f"hard epochs: batch {cfg.hard_batch_size}, CutMix alpha {cfg.hard_cutmix_alpha:g}, label smoothing "
+                f"{cfg.hard_label_smoothing:g}, {len(run.hard)} steps/epoch; " if run.hard is not None else "")
+        log.info(f"validate: {run.describe_labels()}; student {cfg.model} ({run.num_classes} classes, tiny stem "
+                 f"{run.tiny_stem}); {soft}{hard}{len(run.images)} images; world size {info.world_size}; "
+                 f"device {device}")
     if progress.rng is not None:
         set_rng_state(progress.rng)  # last: building the model and the loaders drew from the global RNG
-    kinds = epoch_kinds(cfg)
     epoch_stats: dict[str, Any] = {}
+    last_soft: dict[str, Any] = {}
+    mixed = len(set(run.kinds)) > 1
     for epoch in range(progress.epoch, cfg.train_epochs):
         lr = run.optimizer.param_groups[0]["lr"]
-        run.sampler.set_epoch(epoch)
-        epoch_stats = train_epoch(kinds[epoch], run, epoch)
+        kind = run.kinds[epoch]
+        epoch_stats = train_epoch(kind, run, epoch)
+        if kind == "soft":
+            last_soft = epoch_stats
         run.scheduler.step()
         # every rank evaluates (its shard of) the very model rank 0 saves
         broadcast_buffers(run.model, info)
         if run.ema is not None:
             broadcast_buffers(run.ema.module, info)
-        record = {"epoch": epoch + 1, "lr": lr, **epoch_stats}
+        record = {"epoch": epoch + 1, "kind": kind, "lr": lr, **epoch_stats}
         progress.epoch = epoch + 1
         if epoch % cfg.val_interval == 0 or epoch == cfg.train_epochs - 1:
             progress.last_val = run.evaluate()
@@ -359,25 +495,29 @@ def _run(cfg, info: DistInfo, device: torch.device) -> dict[str, Any]:
             log_file.append(record)
             if save:
                 checkpoints.save(run.model, run.optimizer, run.scheduler, run.ema, run.temperature, progress, rngs,
-                                 dataclasses.asdict(run.plan), checked.classes)
+                                 dataclasses.asdict(run.plan) if run.plan is not None else None, checked.classes)
             if "val_top1" in record and record["val_top1"] >= progress.best_top1:
                 checkpoints.save_best(run.evaluated, progress)
-            msg = (f"epoch {epoch + 1}/{cfg.train_epochs} lr {lr:.5f} loss {record['train_loss']:.4f} "
+            msg = (f"epoch {epoch + 1}/{cfg.train_epochs}{f' ({kind})' if mixed else ''} lr {lr:.5f} "
+                   f"loss {record['train_loss']:.4f} "
                    f"{record['images_per_s']:.0f} img/s")
             if "val_top1" in record:
                 msg += f" | val top1 {record['val_top1']:.2f} top5 {record['val_top5']:.2f}"
             log.info(msg)
-    return finish(run, progress, epoch_stats)
+    return finish(run, progress, epoch_stats, last_soft)
 
 
-def finish(run: Student, progress: Progress, epoch_stats: dict[str, Any]) -> dict[str, Any]:
-    """The final metrics (``final.json``, written by the main process)."""
+def finish(run: Student, progress: Progress, epoch_stats: dict[str, Any],
+           last_soft: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The final metrics (``final.json``, written by the main process). The label bytes are the
+    soft store's (0 for a run without one); ``label_plan_segments`` the plan as trained."""
     cfg = run.cfg
     if progress.last_val is None:  # resumed a finished run without a stored evaluation
         progress.last_val = run.evaluate()
         progress.best_top1 = max(progress.best_top1, progress.last_val["top1"])
     last_val = progress.last_val
-    used = run.plan.used_batch_ids()
+    last_soft = epoch_stats if last_soft is None else last_soft
+    used = run.plan.used_batch_ids() if run.plan is not None else set()
     result = {
         "top1": last_val["top1"], "top5": last_val["top5"], "val_loss": last_val["loss"],
         "train_loss": epoch_stats.get("train_loss"),
@@ -385,11 +525,13 @@ def finish(run: Student, progress: Progress, epoch_stats: dict[str, Any]) -> dic
         "prune_ratio": cfg.prune_ratio, "compression": PRUNE_RATIOS.get(cfg.prune_ratio, ""),
         "prune_metric": cfg.prune_metric, "granularity": cfg.granularity,
         "label_batches_used": len(used),
-        "label_bytes_store": run.store.nbytes(), "world_size": run.info.world_size,
+        "label_bytes_store": run.store.nbytes() if run.store is not None else 0, "world_size": run.info.world_size,
         "images_per_s": epoch_stats.get("images_per_s"), "output_dir": cfg.output_dir,
         **label_bytes(cfg, run.store, run.plan, len(run.images), len(used)),
-        "temp_scheduler": cfg.temp_scheduler, "temperature_last": epoch_stats.get("temperature"),
-        "student_temperature_last": epoch_stats.get("student_temperature"), "prune_mode": cfg.prune_mode,
+        "temp_scheduler": cfg.temp_scheduler, "temperature_last": last_soft.get("temperature"),
+        "student_temperature_last": last_soft.get("student_temperature"), "prune_mode": cfg.prune_mode,
+        "label_plan": cfg.label_plan, "label_plan_segments": [[k, n] for k, n in run.segments],
+        "soft_epochs_trained": run.kinds.count("soft"), "hard_epochs_trained": run.kinds.count("hard"),
     }
     if run.info.is_main:
         atomic_json_dump(result, os.path.join(cfg.output_dir, FINAL))

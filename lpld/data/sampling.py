@@ -7,6 +7,9 @@ workers the draws depend on which worker an image lands on. Here the sampler han
 dataset item its own seed; the item's transform runs on a generator seeded from it. The
 distributions are torchvision's; the images of an epoch are the same for any worker count and
 after a resume.
+
+Used by the teacher's training and class-statistics pass (:mod:`lpld.squeeze`) and by the
+students' hard-label epochs (:mod:`lpld.validate.hard`).
 """
 from __future__ import annotations
 
