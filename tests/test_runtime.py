@@ -20,7 +20,7 @@ from lpld.validate.distributed import DistInfo
 from lpld.validate.loader import BatchInputs, PlannedBatchSampler, SoftLabelBatches, build_train_loader
 from lpld.validate.optim import build_optimizer
 from lpld.validate.pruning import PruningPlan
-from lpld.validate.train import train_one_epoch
+from lpld.validate.epochs import train_one_epoch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -185,7 +185,7 @@ def _calibrate_rank(rank: int, world: int, port: int, result_dir: str) -> None:
     import torch.distributed as dist
     from lpld.validate.distributed import DistInfo
     from lpld.validate.loader import rank_rows
-    from lpld.validate.train import calibrate
+    from lpld.validate.epochs import calibrate
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     out, soft = _calibration_batch()
@@ -204,7 +204,7 @@ def test_ddp_calibration_gathers_the_last_batch(tmp_path):
     import socket
     from lpld.validate.distributed import DistInfo
     from lpld.validate.loss import probability_target
-    from lpld.validate.train import calibrate
+    from lpld.validate.epochs import calibrate
     out, soft = _calibration_batch()
     whole = calibrate(StudentTemperature("calibrated", 1.0), (out, soft), 2.0, 0.1, DistInfo())
     target = probability_target(soft, 2.0, 0.1)
