@@ -4,6 +4,7 @@ that have no effect here reported one line each (:func:`report_ignored`)."""
 from __future__ import annotations
 
 import os
+import re
 from typing import Any, Iterable, Mapping
 
 import yaml
@@ -95,6 +96,17 @@ class _StrictLoader(yaml.SafeLoader):
                 except TypeError:
                     continue  # an unhashable key: the base constructor reports it
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 reads 20:40 as the base-60 integer 1240; YAML 1.2 (and every reader of a class range such
+# as ``classes: 20:40``) reads a string. Integers here are YAML 1.2's: no base 60.
+_INT = "tag:yaml.org,2002:int"
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _INT]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StrictLoader.add_implicit_resolver(
+    _INT, re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"))
 
 
 class _DuplicateKey(Exception):
