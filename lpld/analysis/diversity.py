@@ -34,9 +34,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..config import Option, parse_config
-from ..data import DATASET_NUM_CLASSES, ImageFolder, LabeledImages, build_dataset
+from ..data import DATASET_NUM_CLASSES, ImageFolder, LabeledImages, build_dataset, select_classes
 from ..data.transforms import val_transform
 from ..models import build_model
+from ..models.teacher import checkpoint_classes
 from ..utils.errors import InputValueError, UnreadableFileError, UnsafeFileError
 from ..utils.io import atomic_json_dump, atomic_torch_save, atomic_write_text, ensure_writable_dir
 from ..utils.log import get_logger
@@ -275,13 +276,22 @@ def _load_real(cfg, keep_fn, teacher_fn, save_fn, cached_from):
         f, lab, meta = load_features(cfg.real)
         cached_from.add(str(meta.get("teacher")))
         return f, lab, meta.get("class_names")
-    data = build_dataset(cfg.dataset, cfg.real, cfg.real_split)
+    data = _teacher_classes_of(build_dataset(cfg.dataset, cfg.real, cfg.real_split), cfg)
     keep = keep_fn(len(data.classes))
     samples = limit_per_class(data.samples, cfg.real_per_class or None, cfg.seed, keep)
     subset = LabeledImages(samples, data.classes, val_transform(cfg.image_size, cfg.dataset))
     f, lab = teacher_fn(len(data.classes)).features(subset, f"real {cfg.real_split}")
     save_fn("real", f, lab, data.classes, cfg.real)
     return f, lab, list(data.classes)
+
+
+def _teacher_classes_of(data: LabeledImages, cfg) -> LabeledImages:
+    """The real classes the teacher knows: a teacher trained on a class subset (its checkpoint names
+    the subset's classes) is compared with the real images of those classes only."""
+    names = checkpoint_classes(cfg.weights) if cfg.weights else None
+    if names and len(names) < len(data.classes) and set(names) <= set(data.classes):
+        return select_classes(data, ",".join(names), f"--real {cfg.real}")
+    return data
 
 
 def _load_synthetic(name, path, cfg, class_names, teacher_fn, save_fn, cached_from):

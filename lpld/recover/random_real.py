@@ -38,6 +38,7 @@ from torchvision.transforms import functional as TF
 
 from ..config import Option, at_most, parse_config
 from ..data import DATASET_ALIASES, build_dataset, load_rgb
+from ..data.subset import CLASSES_OPTION
 from ..utils.errors import InputValueError
 from ..utils.io import atomic_dir, atomic_json_dump, ensure_writable_dir
 from ..utils.log import get_logger
@@ -54,6 +55,7 @@ RANDOM_REAL_SCHEMA = {
                       choices=("tiny", "imagenet", "imagefolder", "in21k", "demo", *DATASET_ALIASES)),
     "data_path": Option(None, str, "dataset root (Tiny: the folder with wnids.txt; ImageNet: with train/; "
                         "demo: generated there if absent)"),
+    "classes": CLASSES_OPTION,
     "ipc": Option(10, int, "images per class", SOURCE + ": IPC 1/10/20/50/100/200", min=1),
     "seed": Option(0, int, "draw seed; class c's images depend only on (seed, c)", min=0),
     "image_size": Option(None, int, "S: every image S x S (shorter side to S, centre crop); null or 0: keep "
@@ -161,7 +163,7 @@ def run_random_real(cfg: argparse.Namespace) -> str:
     if not cfg.data_path:
         raise InputValueError("--data-path is required: the real dataset's root")
     dataset = DATASET_ALIASES.get(cfg.dataset, cfg.dataset)
-    real = build_dataset(dataset, cfg.data_path, "train")
+    real = build_dataset(dataset, cfg.data_path, "train", classes=cfg.classes)
     per_class = images_by_class(real.samples, len(real.classes))
     classes = class_range(cfg, len(real.classes))
     root = os.path.join(cfg.output_dir, cfg.exp_name)
@@ -170,7 +172,7 @@ def run_random_real(cfg: argparse.Namespace) -> str:
     chosen = [draw_images(paths, cfg.ipc, cfg.seed, c) for c, paths in enumerate(per_class)]
     defining = {"method": "random_real", "dataset": dataset, "data_path": data_root, "ipc": cfg.ipc,
                 "seed": cfg.seed, "image_size": image_size, "jpeg_quality": cfg.jpeg_quality,
-                "num_classes": len(real.classes)}
+                "num_classes": len(real.classes), "class_subset": cfg.classes}
     write_or_check_manifest(os.path.join(root, "random_real.json"), defining, {
         "classes": list(real.classes), "layout": "new{c:03d}/class{c:03d}_id{i:03d}.jpg",
         "sources": {str(c): [os.path.relpath(p, data_root) for p in paths] for c, paths in enumerate(chosen)}})

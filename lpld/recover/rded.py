@@ -63,6 +63,7 @@ from torchvision.transforms import functional as TF
 from ..augment import sample_crop
 from ..config import Option, at_most, parse_config
 from ..data import DATASET_ALIASES, build_dataset, load_rgb, normalization
+from ..data.subset import CLASSES_OPTION
 from ..models import build_model, checkpoint_sha256, read_state_dict
 from ..models.teacher import infer_num_classes
 from ..utils.errors import InputValueError
@@ -97,6 +98,7 @@ RDED_SCHEMA = {
                             "their Tiny-ImageNet teacher)", SYN + " normalize", choices=("dataset", "imagenet")),
     "data_path": Option(None, str, "dataset root (Tiny: the folder with wnids.txt; ImageNet: with train/; "
                         "demo: generated there if absent)", RDED + " --train-dir"),
+    "classes": CLASSES_OPTION,
     # ---- what to make ----
     "ipc": Option(10, int, "images per class", SCRIPTS + " --ipc 10", min=1),
     "image_size": Option(224, int, "side of the stitched images", RDED + " input_size (224 ImageNet, 64 Tiny)", min=1),
@@ -288,7 +290,7 @@ def run_rded(cfg: argparse.Namespace) -> str:
     if not cfg.data_path:
         raise InputValueError("--data-path is required: the real dataset's root (its train split is sampled)")
     dataset = DATASET_ALIASES.get(cfg.dataset, cfg.dataset)
-    real = build_dataset(dataset, cfg.data_path, "train")
+    real = build_dataset(dataset, cfg.data_path, "train", classes=cfg.classes)
     teacher, num_classes = load_plain_teacher(cfg)
     if num_classes != len(real.classes):
         raise InputValueError(f"teacher {cfg.teacher} has {num_classes} classes but {cfg.data_path} has "
@@ -298,7 +300,7 @@ def run_rded(cfg: argparse.Namespace) -> str:
     ensure_writable_dir(root, "RDED output directory", owner="images")
     mean, std = normalization("imagenet" if cfg.normalization == "imagenet" else dataset)
     defining = {k: getattr(cfg, k) for k in DEFINING_KEYS}
-    defining.update(method="rded", dataset=dataset, num_classes=num_classes, data_path=os.path.abspath(cfg.data_path),
+    defining.update(method="rded", dataset=dataset, num_classes=num_classes, class_subset=cfg.classes, data_path=os.path.abspath(cfg.data_path),
                     teacher_sha256=checkpoint_sha256(cfg.teacher))  # the weights' content, as recover
     write_or_check_manifest(os.path.join(root, "rded.json"), defining, {
         "teacher": os.path.abspath(cfg.teacher), "mean_std": [list(mean), list(std)],

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..augment import normalize_mix_type, replay_batch, sample_batch_params, sampler_orders
 from ..config import resolve
-from ..data import DATASET_NUM_CLASSES, ImageFolder, canonical_dataset, load_rgb
+from ..data import ImageFolder, canonical_dataset, dataset_num_classes, load_rgb
 from ..data.transforms import stored_normalization
 from ..device_views import ImageBank, replay_batch_on_device
 from ..labels import (StoreDamagedError, check_bound_inputs, image_list_fingerprint, open_label_store,
@@ -207,12 +207,13 @@ def run_relabel(cfg: Any, teacher: nn.Module | None = None) -> str:
     cfg = normalize_config(cfg)
     dataset = ImageFolder(cfg.train_dir)
     if teacher is not None:
-        num_classes = cfg.num_classes or default_num_classes(cfg.dataset, dataset)
+        num_classes = cfg.num_classes or default_num_classes(cfg.dataset, dataset, classes=cfg.classes)
         info = describe_module(teacher, num_classes)
         model = teacher
     else:
         model, info = load_relabel_teacher(cfg.model, cfg.teacher_ckpt, cfg.num_classes or
-                                           default_num_classes(cfg.dataset, dataset, cfg.teacher_ckpt), cfg.tiny_stem)
+                                           default_num_classes(cfg.dataset, dataset, cfg.teacher_ckpt, cfg.classes),
+                                           cfg.tiny_stem)
         num_classes = info.num_classes
     check_distilled_folders(dataset.classes, info.classes, num_classes, cfg.train_dir)
     if cfg.label_topk is not None and cfg.label_topk > num_classes:  # the class count is known only now
@@ -357,11 +358,13 @@ def repair_store(store_path: str, train_dir: str, teacher_ckpt: str, *, model: s
     return damaged
 
 
-def default_num_classes(dataset_name: str, dataset: ImageFolder, checkpoint: str | None = None) -> int | None:
-    """The authors' class_dict (1000 / 10450 / 200); otherwise the teacher's (when a checkpoint is
-    given) or the folder's class count."""
-    if dataset_name in DATASET_NUM_CLASSES:
-        return DATASET_NUM_CLASSES[dataset_name]
+def default_num_classes(dataset_name: str, dataset: ImageFolder, checkpoint: str | None = None,
+                        classes: str | None = None) -> int | None:
+    """The authors' class_dict (1000 / 10450 / 200) or the size of the class subset ``classes``;
+    otherwise the teacher's (when a checkpoint is given) or the folder's class count."""
+    known = dataset_num_classes(dataset_name, classes)
+    if known:
+        return known
     return None if checkpoint else len(dataset.classes)
 
 

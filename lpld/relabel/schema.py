@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from ..config import Option, at_most
 from ..data import DATASET_ALIASES
+from ..data.subset import CLASSES_OPTION
 from ..labels.topk import label_quantization_rule as label_quantization_format
 
 GEN = "authors' generate_soft_label_pruning.py"
@@ -35,8 +36,10 @@ RELABEL_SCHEMA = {
     "batch_size": Option(128, int, "images per batch; the student must train with the same batch size",
                          CFG_IN1K + " common.basic.batch_size (tiny 64, in21k 32)", min=1),
     "epochs": Option(300, int, "epochs of augmented views to label", CFG_IN1K + " (tiny 100)", min=1),
-    "num_classes": Option(None, int, "classes of the teacher (default: 1000 / 10450 / 200 by dataset, "
-                          "the folder count for imagefolder/demo)", "authors' class_dict", min=1),
+    "classes": CLASSES_OPTION,
+    "num_classes": Option(None, int, "classes of the teacher (default: 1000 / 10450 / 200 by dataset or the "
+                          "size of its class subset, the folder count for imagefolder/demo)", "authors' class_dict",
+                          min=1),
     # --- teacher ------------------------------------------------------------------------------
     "model": Option("resnet18", str, "teacher architecture: torchvision name or timm/<name> "
                     "(imagenet21k uses timm's resnet18; a bare name is taken from timm there)", GEN + " --model"),

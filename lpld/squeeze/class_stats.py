@@ -64,8 +64,8 @@ def run_class_stats(cfg: argparse.Namespace) -> dict:
     channels_last = on_for_cuda(cfg.channels_last, device)
     seed_everything(cfg.seed)
     root = require_data_path(cfg)
-    train_set = build_dataset(cfg.dataset, root, "train", train_transform(cfg.image_size, cfg.dataset))
-    val_set = build_dataset(cfg.dataset, root, "val", val_transform(cfg.image_size, cfg.dataset))
+    train_set = build_dataset(cfg.dataset, root, "train", train_transform(cfg.image_size, cfg.dataset), cfg.classes)
+    val_set = build_dataset(cfg.dataset, root, "val", val_transform(cfg.image_size, cfg.dataset), cfg.classes)
     output_lock = preflight.class_stats(cfg, train_set, val_set, cfg.output or default_output(cfg.weights))  # noqa: F841
     num_classes = cfg.num_classes or len(train_set.classes)
     model = build_model(cfg.model, num_classes, tiny_stem=cfg.tiny_stem, class_aware=True,

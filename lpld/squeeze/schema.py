@@ -9,6 +9,7 @@ Defaults reproduce the authors' Tiny-ImageNet teacher (``resnet18_tiny_ep50.pth`
 from __future__ import annotations
 
 from ..config import Option
+from ..data.subset import CLASSES_OPTION
 
 SRE2L_TINY = "SRe2L Tiny-ImageNet squeeze command (main.py)"
 AUTHORS_FORWARD = "authors' recover/tiny_forward/forward_once.py"
@@ -19,7 +20,8 @@ COMMON = {
     "data_path": Option(None, str, "dataset root (Tiny: the folder with wnids.txt; ImageNet: with train/ and val/)"),
     "model": Option("resnet18", str, "torchvision model name or timm/<name>", AUTHORS_FORWARD),
     "tiny_stem": Option(True, bool, "3x3 stride-1 conv1 and no max-pool (Tiny-ImageNet ResNet)", AUTHORS_FORWARD),
-    "num_classes": Option(None, int, "classes (default: from the dataset)", min=1),
+    "classes": CLASSES_OPTION,
+    "num_classes": Option(None, int, "classes (default: from the dataset or its subset)", min=1),
     "image_size": Option(64, int, "training crop size", AUTHORS_FORWARD + " RandomResizedCrop(64)", min=1),
     "batch_size": Option(256, int, "images per step", SRE2L_TINY + " --batch-size 256", min=1),
     "workers": Option(8, int, "data-loading worker processes", min=0),

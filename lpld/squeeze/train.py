@@ -83,8 +83,8 @@ def run_teacher_training(cfg: argparse.Namespace) -> dict:
     seed_everything(cfg.seed)
     ensure_writable_dir(cfg.output_dir, "teacher output directory", owner="squeeze")
     root = require_data_path(cfg)
-    train_set = build_dataset(cfg.dataset, root, "train", train_transform(cfg.image_size, cfg.dataset))
-    val_set = build_dataset(cfg.dataset, root, "val", val_transform(cfg.image_size, cfg.dataset))
+    train_set = build_dataset(cfg.dataset, root, "train", train_transform(cfg.image_size, cfg.dataset), cfg.classes)
+    val_set = build_dataset(cfg.dataset, root, "val", val_transform(cfg.image_size, cfg.dataset), cfg.classes)
     output_lock = preflight.squeeze_train(cfg, train_set, val_set)  # noqa: F841 - held for the whole run
     num_classes = cfg.num_classes or len(train_set.classes)
     set_cudnn_benchmark(device)

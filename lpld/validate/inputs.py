@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from ..augment import normalize_mix_type
-from ..data import DATASET_IMAGE_SIZE, DATASET_NUM_CLASSES
+from ..data import DATASET_IMAGE_SIZE, dataset_num_classes
 from ..labels import check_compatible, open_label_store
 from ..labels.authors import META
 from ..labels.common import StoreMismatchError
@@ -23,7 +23,7 @@ from .selection import plan_scores
 def open_store_checked(cfg, dataset: str, num_images: int):
     """The label store of ``cfg``, checked against the images, the settings and the dataset:
     (store, class count, crop size)."""
-    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset)
+    num_classes = cfg.num_classes or dataset_num_classes(dataset, cfg.classes)
     # the label folder may be read-only; a regenerated store draws its crops for these images
     store = open_label_store(cfg.label_dir, index_dir=cfg.output_dir, num_classes=num_classes,
                              train_dir=cfg.train_dir)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import DATASET_NUM_CLASSES, ImageFolder, build_val_dataset
+from ..data import ImageFolder, build_val_dataset, dataset_num_classes
 from ..labels import check_bound_inputs, check_compatible, incomplete_reason, open_label_store
 from ..labels.common import StoreDamagedError
 from ..models import checkpoint_bytes
@@ -45,14 +45,14 @@ def validate(cfg: argparse.Namespace, dataset: str, soft: bool = True, hard: boo
         raise StoreDamagedError(f"label store {cfg.label_dir} is incomplete: {reason}. Finish the generation "
                                 f"(rerun the same relabel command; it resumes) before training on it.")
     images = ImageFolder(cfg.train_dir)
-    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or store.num_classes
+    num_classes = cfg.num_classes or dataset_num_classes(dataset, cfg.classes) or store.num_classes
     check_compatible(store, num_images=len(images), num_classes=num_classes, where=f"train_dir {cfg.train_dir}")
     scan = scan_images([p for p, _ in images.samples], images.root)
     scan.raise_if_bad(cfg.train_dir)
     check_bound_inputs(store.manifest, cfg.label_dir, images_sha256=scan.sha256, train_dir=cfg.train_dir)
     classes = store.manifest.get("classes")
     check_distilled_folders(images.classes, classes, num_classes, cfg.train_dir)
-    val_classes = build_val_dataset(dataset, cfg.val_dir, None).classes
+    val_classes = build_val_dataset(dataset, cfg.val_dir, None, cfg.classes).classes
     check_same_classes(classes, val_classes, expected_what=f"the labels in {cfg.label_dir} (their teacher)",
                        got_what=f"the validation set {cfg.val_dir}", expected_count=num_classes,
                        fix="Point --val-dir at the validation split of the teacher's dataset.")
@@ -66,8 +66,8 @@ def _validate_without_store(cfg: argparse.Namespace, dataset: str) -> ValidateIn
     """Hard labels only: the distilled images decode and their class folders are the validation
     set's classes (the authors' ``new<c>`` folders: every class index of it)."""
     images = ImageFolder(cfg.train_dir)
-    val_classes = build_val_dataset(dataset, cfg.val_dir, None).classes
-    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or len(val_classes)
+    val_classes = build_val_dataset(dataset, cfg.val_dir, None, cfg.classes).classes
+    num_classes = cfg.num_classes or dataset_num_classes(dataset, cfg.classes) or len(val_classes)
     scan_images([p for p, _ in images.samples], images.root).raise_if_bad(cfg.train_dir)
     check_distilled_folders(images.classes, val_classes, num_classes, cfg.train_dir)
     if len(val_classes) != num_classes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..config import PAPER_COMPRESSION, Option, compression_name
 from ..data import DATASET_ALIASES, DATASETS
+from ..data.subset import CLASSES_OPTION
 from ..labels.topk import label_quantization_rule as label_quantization_format
 from .hard import HARD_BATCH_SIZE, HARD_CUTMIX_ALPHA, HARD_LABEL_SMOOTHING
 from .label_plan import PLAN_HELP, label_plan_rule
@@ -44,7 +45,8 @@ VALIDATE_SCHEMA = {
     "fkd_path": Option(None, str, "alias of label_dir (the authors' flag name)", SCRIPT + " --fkd_path"),
     "val_dir": Option(None, str, "real validation set: ImageNet val/ (class folders), Tiny-ImageNet "
                       "val/ (with val_annotations.txt) or its root, ImageNet-21K-P val/", SCRIPT + " --val_dir"),
-    "num_classes": Option(None, int, "classes (default: from the dataset / the label store)",
+    "classes": CLASSES_OPTION,
+    "num_classes": Option(None, int, "classes (default: from the dataset or its subset / the label store)",
                           SCRIPT + " class_dict", min=1),
     "image_size": Option(None, int, "training crop size (default: the label store's)",
                          SCRIPT + " load_dataset: 224 ImageNet, 64 Tiny", min=1),

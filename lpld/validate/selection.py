@@ -40,7 +40,7 @@ import torch.distributed as dist
 
 from ..augment import BatchRecord
 from ..config import ConfigError, Option
-from ..data import DATASET_IMAGE_SIZE, DATASET_NUM_CLASSES, ImageFolder, canonical_dataset, normalization
+from ..data import DATASET_IMAGE_SIZE, ImageFolder, canonical_dataset, dataset_num_classes, normalization
 from ..models import apply_tiny_stem, build_model
 from ..utils.io import atomic_json_dump
 from ..utils.log import get_logger
@@ -285,7 +285,7 @@ def _labels(cfg) -> tuple[Any, torch.Tensor]:
 def _compute_stats(cfg, store, source: str, batch_ids: Sequence[int]) -> list[BatchStats]:
     dataset = canonical_dataset(cfg.dataset)
     images, labels = _labels(cfg)
-    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or store.num_classes
+    num_classes = cfg.num_classes or dataset_num_classes(dataset, getattr(cfg, "classes", None)) or store.num_classes
     size = cfg.image_size or store.manifest.get("image_size") or DATASET_IMAGE_SIZE.get(dataset)
     if source == "teacher":
         return teacher_stats(store, batch_ids, labels, num_classes, size)

@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from ..config import ConfigError, resolve
-from ..data import (DATASET_IMAGE_SIZE, DATASET_NUM_CLASSES, ImageFolder, build_val_dataset, canonical_dataset,
+from ..data import (DATASET_IMAGE_SIZE, ImageFolder, build_val_dataset, canonical_dataset, dataset_num_classes,
                     load_rgb, normalization, val_transform)
 from ..device_views import ImageBank
 from ..engine import evaluate
@@ -267,7 +267,7 @@ def build_student(cfg, info: DistInfo, device: torch.device, dataset: str, check
                           alpha=cfg.hard_cutmix_alpha, seed=cfg.seed, rank=info.rank, world_size=info.world_size,
                           workers=cfg.workers, pin_memory=pin, prefetch_factor=cfg.prefetch_factor,
                           channels_last=channels_last)
-    val_ds = build_val_dataset(dataset, cfg.val_dir, val_transform(size, dataset))
+    val_ds = build_val_dataset(dataset, cfg.val_dir, val_transform(size, dataset), cfg.classes)
     if info.enabled:
         val_ds = Subset(val_ds, shard_indices(len(val_ds), info))
     val_bs = cfg.batch_size // 4 if cfg.batch_size > 64 else 64  # authors' val batch size
@@ -297,7 +297,7 @@ def hard_only_shape(cfg, dataset: str, images: ImageFolder) -> tuple[int, int]:
     """(classes, crop size) of a run without a label store: ``num_classes`` or the dataset's or the
     image folder's class count; ``image_size`` or the dataset preset's or the distilled images' own
     size (the first image's; recovered images are square)."""
-    num_classes = cfg.num_classes or DATASET_NUM_CLASSES.get(dataset) or len(images.classes)
+    num_classes = cfg.num_classes or dataset_num_classes(dataset, cfg.classes) or len(images.classes)
     size = cfg.image_size or DATASET_IMAGE_SIZE.get(dataset)
     if size is None:
         width, height = load_rgb(images.samples[0][0]).size
