@@ -123,12 +123,21 @@ def resolve(schema: Schema, layers: Sequence[tuple[str, Mapping[str, Any]]], *,
 
 
 def stage_config(schema: Schema, sections: Iterable[str], files: Sequence[str],
-                 overrides: Mapping[str, Any], where: str = "command line") -> argparse.Namespace:
+                 overrides: Mapping[str, Any], where: str = "command line",
+                 unset: Iterable[str] = ()) -> argparse.Namespace:
     """A stage's namespace: schema defaults < each YAML file (its ``sections``) < ``overrides``
-    (``None`` values are left out). The one path from configuration to a stage's settings."""
+    (``None`` values are left out) < ``unset`` (options set back to null). The one path from
+    configuration to a stage's settings."""
     sections = tuple(sections)
     layers = [(path, load_yaml(path, sections)) for path in files]
-    return resolve(schema, layers + [(where, {k: v for k, v in overrides.items() if v is not None})], report=True)
+    layers.append((where, {k: v for k, v in overrides.items() if v is not None}))
+    return resolve(schema, layers + [(where, {k: None for k in unset})], report=True)
+
+
+def _unsets(schema: Schema, cli: Mapping[str, Any]) -> set[str]:
+    """Text options given as ``null`` on the command line (``--teacher null``): they clear what a
+    config file set, as ``teacher: null`` in a later file would."""
+    return {k for k, v in cli.items() if v == "null" and schema[k].kind() is str and schema[k].is_nullable()}
 
 
 _COMMAND: contextvars.ContextVar[str | None] = contextvars.ContextVar("lpld_command", default=None)
@@ -202,8 +211,10 @@ def parse_config(schema: Schema, argv: Sequence[str] | None = None, *, sections:
     add_schema_arguments(parser, schema)
     args = parser.parse_args(argv)
     cli = {k: v for k, v in vars(args).items() if k != "config"}
+    unset = _unsets(schema, cli)
     try:
-        ns = stage_config(schema, sections, args.config, cli)
+        ns = stage_config(schema, sections, args.config, {k: v for k, v in cli.items() if k not in unset},
+                          unset=unset)
     except ConfigError as err:
         parser.error(str(err))
     ns.config = list(args.config)

@@ -144,10 +144,17 @@ def teacher_path(cfg) -> str:
     return cfg.teacher or os.path.join(squeeze_dir(cfg), "teacher_class_bn.pth")
 
 
+def _under(root: str, name: str) -> str:
+    """``name`` under ``root``; a name with a folder in it (``recover/syn_data_LPLD/LPLD_tiny_...``)
+    is a path of its own, from the working directory: one downloaded set is used where it lies
+    while the job's other outputs stay under its output_dir."""
+    return os.path.abspath(name if os.sep in name or "/" in name else os.path.join(root, name))
+
+
 def image_dir(cfg, method: str, ipc: int) -> str:
     root = cfg.images_root or os.path.join(run_dir(cfg), "images")
     name = pairs(cfg.image_names, "image_names").get(method, f"{method}_ipc{{ipc}}")
-    return os.path.join(os.path.abspath(root), name.format(ipc=ipc))
+    return _under(root, name.format(ipc=ipc))
 
 
 def label_dir(cfg, row: Row) -> str | None:
@@ -160,7 +167,7 @@ def label_dir(cfg, row: Row) -> str | None:
     if name:
         # the authors' less_label_*.sh suffix: _ratio975 for 0.975 (sed 's/0\.//g')
         suffix = f"_ratio{str(row.prune_ratio).replace('0.', '')}" if less else ""
-        return os.path.join(root, name.format(ipc=row.ipc, ratio_suffix=suffix, topk=row.label_topk))
+        return _under(root, name.format(ipc=row.ipc, ratio_suffix=suffix, topk=row.label_topk))
     tag = f"{row.method}_ipc{row.ipc}" + (f"_top{row.label_topk}" if row.label_topk else "")
     return os.path.join(root, tag + (f"_{row.compression}" if less else ""))
 

@@ -10,6 +10,8 @@ import os
 import time
 from typing import Any, Callable
 
+import torch
+
 from ..labels.common import is_our_label_store
 from ..recover import run_recovery
 from ..recover.shards import run_recovery_shard
@@ -76,6 +78,7 @@ def run_step(cfg: argparse.Namespace, name: str, shard: tuple[int, int] | None =
     again. Its record is written before it runs and once its output is complete."""
     job = Job(cfg) if job is None else job
     step = job[name]
+    use_threads(cfg)
     claim_run_dir(cfg)
     if step.stage != "report":
         st = records.status(job, step)
@@ -122,6 +125,15 @@ def _write_row_info(job: Job, step: Step, settings) -> None:
     atomic_json_dump(info, os.path.join(settings.output_dir, "row.json"))
 
 
+def use_threads(cfg) -> None:
+    """``threads``: torch's CPU thread count for the steps run in this process."""
+    threads = getattr(cfg, "threads", None)
+    if threads:
+        if torch.get_num_threads() != threads:
+            log.info(f"torch CPU threads: {threads} (threads; torch's default here: {torch.get_num_threads()})")
+        torch.set_num_threads(threads)
+
+
 def claim_run_dir(cfg) -> None:
     """The output folder is new, empty or ours -- also one made before owner markers, recognised
     by an image set or label store of ours in it."""
@@ -138,9 +150,10 @@ def run_pipeline(cfg: argparse.Namespace) -> dict[str, Any]:
     it ran stops the job before anything runs (one line: step, key, old -> new), unless
     ``recompute``."""
     resolve_dataset(cfg)
+    use_threads(cfg)
     if cfg.teacher and not os.path.isfile(cfg.teacher):
-        raise InputValueError(f"teacher {cfg.teacher} not found: download it (bash download.sh --what teachers) or "
-                              f"leave teacher unset to train one (squeeze)")
+        raise InputValueError(f"teacher {cfg.teacher} not found: download it (bash download.sh --what teachers), "
+                              f"or --teacher null to train one (squeeze)")
     job = Job(cfg)
     checked = [(step.name, records.status(job, step)) for step in job]
     if cfg.dry_run:

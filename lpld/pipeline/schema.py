@@ -6,6 +6,7 @@ import argparse
 
 from ..config import Option, key_value_pairs
 from ..data.demo import DEMO_RANGES
+from ..data.subset import CLASSES_OPTION
 from ..utils.errors import InputValueError
 from ..validate.label_plan import PLAN_HELP, label_plan_rule
 from .layout import METHODS
@@ -47,12 +48,13 @@ PIPELINE_SCHEMA = {
                         check=key_value_pairs(DEMO_RANGES, DEMO_RANGES)),
     "val_dir": Option(None, str, "validation set of the students (default: <data_path>/val; the "
                                  "Tiny-ImageNet root for tiny)"),
+    "classes": CLASSES_OPTION,
     "squeeze_configs": Option(["squeeze/configs/demo.yaml"], list,
                               "YAML files shared by teacher training and the class-statistics pass"),
     "teacher_train_configs": Option(["squeeze/configs/demo_train.yaml"], list,
                                     "YAML files with the training-only keys (epochs, lr ...)"),
     "teacher": Option(None, str, "an existing class-BN teacher (skips squeeze), e.g. the authors' "
-                                 "resnet18_tiny_0.pth"),
+                                 "resnet18_tiny_0.pth; --teacher null: none, train one"),
     "squeeze_dir": Option(None, str, "where squeeze trains the teacher when none is given "
                                      "(default: <output_dir>/squeeze)"),
     "relabel_teacher": Option(None, str, "teacher whose logits are the soft labels (default: teacher)"),
@@ -95,7 +97,18 @@ PIPELINE_SCHEMA = {
     "seeds": Option([0], list, "student seeds (model init and pool draws): a student per seed", item=int, min=0),
     "diversity": Option(False, bool, "within-class diversity (cosine, MMD) of every image set, in the report"),
     "table": Option("", str, "name of this job in the report (e.g. the paper table)"),
+    # ---- the sizes a shorter run changes first (default: each stage config's) ----
+    "teacher_epochs": Option(None, int, "teacher training epochs (squeeze epochs)", min=1),
+    "recover_iterations": Option(None, int, "recovery steps per batch of LPLD / SRe2L images (recover iterations)",
+                                 min=1),
+    "label_epochs": Option(None, int, "epochs of soft labels relabel writes, and the student's label pool "
+                           "(relabel and validate epochs)", min=1),
+    "student_epochs": Option(None, int, "epochs each student trains (validate train_epochs; default: label "
+                             "epochs)", min=1),
     "workers": Option(None, int, "data-loading workers for every stage (default: each config's)", min=0),
+    "threads": Option(None, int, "CPU threads of torch in this process (torch.set_num_threads; default: "
+                      "torch's, one per core). Set 1 when other jobs share the cores: oversubscribed "
+                      "threads run several times slower", min=1),
     "progress": Option(True, bool, "tqdm progress bars"),
     "dry_run": Option(False, bool, "print the plan (each step done / todo / changed: key old -> new) and stop"),
     "recompute": Option(False, bool, "recompute the steps whose settings or inputs changed since they ran, and "
@@ -105,7 +118,11 @@ PIPELINE_SCHEMA = {
 
 def resolve_dataset(cfg: argparse.Namespace) -> argparse.Namespace:
     """``dataset`` must be named whenever ``data_path`` is: the default, demo, generates the demo
-    dataset at data_path, and a guess must never point that at someone's real dataset."""
+    dataset at data_path, and a guess must never point that at someone's real dataset. An empty
+    ``teacher`` is an error (it would silently drop the squeeze steps)."""
+    if cfg.teacher == "":
+        raise InputValueError("--teacher '' names no file: give a class-BN teacher (e.g. the authors' "
+                              "resnet18_tiny_0.pth), or --teacher null to train one (squeeze)")
     if cfg.dataset is None:
         if cfg.data_path:
             raise InputValueError(f"--data-path {cfg.data_path} is given without --dataset: name the dataset it holds "

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from ..analysis.diversity import SCHEMA as DIVERSITY_SCHEMA
 from ..analysis.diversity import run_diversity as measure_diversity
 from ..config import AUTHORS_SECTIONS, stage_config
-from ..data import make_demo_dataset
+from ..data import DEMO_DEFAULTS, dataset_num_classes, make_demo_dataset
 from ..models import read_state_dict
 from ..models.teacher import infer_num_classes
 from ..recover import RECOVER_SCHEMA, run_recovery
@@ -47,13 +47,23 @@ def _common(cfg) -> dict[str, Any]:
     return {"device": cfg.device, "progress": cfg.progress, "workers": cfg.workers}
 
 
+def _label_epochs(cfg) -> dict[str, Any]:
+    """``label_epochs``: the epochs relabel writes and the student's label pool (one value for both,
+    as the authors' shared ``common.basic.epochs``)."""
+    return {"epochs": cfg.label_epochs}
+
+
 _CLASS_COUNTS: dict[tuple, int] = {}
 
 
-def num_classes(cfg) -> int:
+def num_classes(cfg) -> int | None:
     """The teacher decides the class count of every later stage (a dataset subset has fewer classes
-    than the dataset presets say); read once per teacher file (its path, size and mtime)."""
+    than the dataset presets say); read once per teacher file (its path, size and mtime). Before the
+    teacher exists (a dry run), the dataset's or its class subset's count."""
     path = teacher_path(cfg)
+    if not os.path.isfile(path):
+        return dataset_num_classes(cfg.dataset, cfg.classes) or (
+            demo_settings(cfg).get("num_classes", DEMO_DEFAULTS["num_classes"]) if cfg.dataset == "demo" else None)
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
     if key not in _CLASS_COUNTS:
@@ -80,19 +90,19 @@ def image_stage(cfg, method: str, ipc: int) -> tuple[Callable, argparse.Namespac
         files = cfg.recover_configs + (cfg.sre2l_configs if method == "sre2l" else [])
         return fn, _stage(schema, ("common", "recover"), files,
                           {**out, **settings, "device": cfg.device, "teacher": teacher_path(cfg),
-                           "num_classes": num_classes(cfg)})
+                           "num_classes": num_classes(cfg), "iterations": cfg.recover_iterations})
+    real = {"data_path": data_path(cfg), "classes": cfg.classes}  # the real images they select from
     if source == "rded":
         return fn, _stage(schema, ("common", "recover"), cfg.rded_configs,
-                          {**out, "device": cfg.device, "teacher": teacher_path(cfg), "data_path": data_path(cfg),
-                           "workers": cfg.workers})
-    return fn, _stage(schema, ("common", "recover"), cfg.random_real_configs, {**out, "data_path": data_path(cfg)})
+                          {**out, **real, "device": cfg.device, "teacher": teacher_path(cfg), "workers": cfg.workers})
+    return fn, _stage(schema, ("common", "recover"), cfg.random_real_configs, {**out, **real})
 
 
 def relabel_stage(cfg, row: Row) -> tuple[Callable, argparse.Namespace]:
     less = cfg.label_mode == "less"
     ns = _stage(RELABEL_SCHEMA, ("common", "relabel"), cfg.label_configs,
-                {**_common(cfg), "dataset": cfg.dataset, "num_classes": num_classes(cfg),
-                 "train_dir": image_dir(cfg, row.method, row.ipc),
+                {**_common(cfg), **_label_epochs(cfg), "dataset": cfg.dataset, "classes": cfg.classes,
+                 "num_classes": num_classes(cfg), "train_dir": image_dir(cfg, row.method, row.ipc),
                  "teacher_ckpt": cfg.relabel_teacher or teacher_path(cfg),
                  "prune_ratio": row.prune_ratio if less else 0.0, "output_dir": label_dir(cfg, row),
                  # top-k labels (LPQLD); set only when asked, so stores without it keep their settings
@@ -104,7 +114,8 @@ def validate_overrides(cfg, row: Row, seed: int) -> dict[str, Any]:
     out = student_dir(cfg, row, seed)
     metric_gran = row.scheme or (UNPRUNED_REPLAY if row.prune_ratio == 0 and cfg.dataset not in
                                  ("in21k", "imagenet21k") else None)
-    return {**_common(cfg), "dataset": cfg.dataset, "num_classes": num_classes(cfg),
+    return {**_common(cfg), **_label_epochs(cfg), "train_epochs": cfg.student_epochs, "dataset": cfg.dataset,
+            "classes": cfg.classes, "num_classes": num_classes(cfg),
             "train_dir": image_dir(cfg, row.method, row.ipc), "label_dir": label_dir(cfg, row),
             "label_plan": row.label_plan,
             "val_dir": val_dir(cfg), "prune_ratio": row.prune_ratio, "seed": seed, "model": row.student,
@@ -120,20 +131,23 @@ def validate_stage(cfg, row: Row, seed: int) -> tuple[Callable, argparse.Namespa
 def squeeze_stage(cfg, which: str) -> tuple[Callable, argparse.Namespace]:
     """``which``: ``teacher`` (training) or ``class_stats`` (the class-statistics pass)."""
     sq = squeeze_dir(cfg)
-    base = {**_common(cfg), "dataset": cfg.dataset, "data_path": data_path(cfg)}
+    base = {**_common(cfg), "dataset": cfg.dataset, "data_path": data_path(cfg), "classes": cfg.classes}
     if which == "teacher":
         return run_teacher_training, _stage(
             TRAIN_SCHEMA, ("common", "squeeze"), cfg.squeeze_configs + cfg.teacher_train_configs,
-            {**base, "output_dir": sq, "resume": os.path.isfile(os.path.join(sq, "checkpoint.pth"))})
+            {**base, "output_dir": sq, "epochs": cfg.teacher_epochs,
+             "resume": os.path.isfile(os.path.join(sq, "checkpoint.pth"))})
     return run_class_stats, _stage(CLASS_STATS_SCHEMA, ("common", "squeeze"), cfg.squeeze_configs,
                                    {**base, "weights": os.path.join(sq, "teacher.pth"), "output": teacher_path(cfg)})
 
 
 def diversity_stage(job: Job) -> argparse.Namespace:
-    """Within-class diversity (:mod:`lpld.analysis.diversity`) of every image set of the job."""
+    """Within-class diversity (:mod:`lpld.analysis.diversity`) of every image set of the job, in the
+    features of the class-BN teacher, built as recovery builds it (its model, stem and image size
+    in the recover configs, whether squeeze trained it or it was given)."""
     cfg = job.cfg
-    stats = squeeze_stage(cfg, "class_stats")[1] if cfg.teacher is None else None
-    model = {k: getattr(stats, k) for k in ("model", "tiny_stem", "image_size")} if stats else {}
+    teacher = _stage(RECOVER_SCHEMA, ("common", "recover"), cfg.recover_configs, {})
+    model = {k: getattr(teacher, k) for k in ("model", "tiny_stem", "image_size")}
     sets = [f"{s.method}_ipc{s.ipc}={image_dir(cfg, s.method, s.ipc)}" for s in job.of("images")]
     return _stage(DIVERSITY_SCHEMA, AUTHORS_SECTIONS, [], {
         **model, "dataset": cfg.dataset, "weights": teacher_path(cfg), "syn": sets, "real": data_path(cfg),
