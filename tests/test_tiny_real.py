@@ -56,3 +56,13 @@ def test_val_split_has_10000_images_of_200_classes(tiny_val_root):
         assert wnids[target] == ann[os.path.basename(path)]
     img, target = ds[0]
     assert img.size == (64, 64) and img.mode == "RGB" and 0 <= target < 200
+
+
+def test_a_class_subset_of_the_val_split_keeps_its_annotated_labels(tiny_val_root):
+    from lpld.data import build_val_dataset
+    wnids = sorted(line.strip() for line in open(os.path.join(tiny_val_root, "wnids.txt")) if line.strip())
+    ann = dict(line.split()[:2] for line in open(os.path.join(tiny_val_root, "val", "val_annotations.txt"))
+               if line.strip())
+    ds = build_val_dataset("tiny", tiny_val_root, None, "20:40")
+    assert ds.classes == wnids[20:40] and len(ds) == 1000 and Counter(ds.targets) == {c: 50 for c in range(20)}
+    assert all(ds.classes[t] == ann[os.path.basename(p)] for p, t in ds.samples)
