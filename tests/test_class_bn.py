@@ -156,6 +156,17 @@ def test_model_context_manager_updates_every_layer_and_keeps_outputs(class_updat
         assert torch.equal(layer.class_running_mean[1:3], mean0[1:3])
 
 
+def test_conversion_keeps_the_training_mode():
+    """A model converted in eval mode records class statistics at once (not ordinary BN statistics)."""
+    from lpld.models import convert_to_class_aware
+    model = convert_to_class_aware(nn.Sequential(nn.BatchNorm2d(2), nn.Sequential(nn.BatchNorm2d(2))).eval(), 3)
+    assert all(isinstance(m, ClassAwareBatchNorm2d) and not m.training for m in (model[0], model[1][0]))
+    with torch.no_grad(), class_labels(model, torch.tensor([0, 2])):
+        model(torch.randn(2, 2, 3, 3))
+    assert torch.all(model[0].running_mean == 0) and not torch.all(model[0].class_running_mean[0] == 0)
+    assert convert_to_class_aware(nn.Sequential(nn.BatchNorm2d(2)), 3)[0].training
+
+
 def test_labels_out_of_range_are_rejected():
     model = nn.Sequential(ClassAwareBatchNorm2d(2, 3)).eval()
     with pytest.raises(ValueError, match=r"\[0, 3\)"):

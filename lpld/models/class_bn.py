@@ -46,7 +46,7 @@ class ClassAwareBatchNorm2d(nn.BatchNorm2d):
         new = cls(bn.num_features, num_classes, bn.eps, bn.momentum, bn.affine,
                   bn.track_running_stats, device=bn.running_mean.device if bn.running_mean is not None else None)
         new.load_state_dict(bn.state_dict(), strict=False)
-        return new
+        return new.train(bn.training)  # an eval-mode model stays in eval mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and self.class_labels is not None:
