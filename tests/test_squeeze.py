@@ -60,6 +60,20 @@ def test_resume_continues_from_saved_epoch(demo, tmp_path):
     assert rows[1]["lr"] == pytest.approx(0.05)
 
 
+def test_a_warm_up_as_long_as_the_run_is_warned_about(demo, tmp_path, capsys):
+    """Warm-up 1 epoch (_train_cfg): the run keeps the schedule it asked for (its one epoch at the
+    warm-up's start) and says, in one warning line, that it never leaves the warm-up and what to
+    change; a longer run says nothing."""
+    run_teacher_training(_train_cfg(demo, tmp_path / "a", epochs=1))
+    assert [json.loads(line)["lr"] for line in open(tmp_path / "a" / "metrics.jsonl")] == [pytest.approx(0.005)]
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "warm-up" in line] == [
+        "warning: warm-up of 1 epochs >= the run's 1 epochs: the whole run trains at the warm-up learning rate; "
+        "lower --warmup-epochs (or the config's warmup_epochs key) or raise --epochs"]
+    run_teacher_training(_train_cfg(demo, tmp_path / "b", epochs=2))
+    assert "warm-up" not in capsys.readouterr().err
+
+
 def test_resume_without_checkpoint_is_a_clear_error(demo, tmp_path):
     with pytest.raises(FileNotFoundError, match="checkpoint.pth"):
         run_teacher_training(_train_cfg(demo, tmp_path, epochs=1, resume=True))
