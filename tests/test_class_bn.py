@@ -1,10 +1,13 @@
 """Class-aware BatchNorm: the vectorised update equals a straightforward per-class loop."""
+import time
+
 import pytest
 import torch
 from torch import nn
 
 from lpld.models import (ClassAwareBatchNorm2d, build_model, class_labels, finalize_exact_class_stats,
                          per_class_mean_var, set_class_stats_mode)
+from lpld.models.class_bn import image_var_mean
 
 
 def test_vectorised_update_matches_per_class_loop(class_update_reference):
@@ -53,6 +56,42 @@ def test_per_class_mean_var_matches_direct():
         if len(xc):
             torch.testing.assert_close(mean[c], xc.mean((0, 2, 3)))
             torch.testing.assert_close(var[c], xc.transpose(0, 1).reshape(3, -1).var(1, unbiased=False))
+
+
+@pytest.mark.parametrize("offset, scale", [(5.0, 3.0), (100.0, 0.01), (0.0, 1e-3)])
+def test_image_var_mean_is_stable_in_any_memory_format(offset, scale):
+    """Per-image statistics against float64, also for a mean 10^4 standard deviations away from 0
+    (where E[x^2] - E[x]^2 in float32 would lose every digit)."""
+    torch.manual_seed(4)
+    x = torch.randn(16, 8, 16, 16) * scale + offset
+    ref_var, ref_mean = torch.var_mean(x.double(), dim=(2, 3), unbiased=False)
+    for layout in (x, x.to(memory_format=torch.channels_last)):
+        var, mean = image_var_mean(layout)
+        assert var.shape == mean.shape == (16, 8) and var.dtype == mean.dtype == torch.float32
+        torch.testing.assert_close(var.double(), ref_var, rtol=1e-5, atol=0)
+        torch.testing.assert_close(mean.double(), ref_mean, rtol=1e-6, atol=1e-6 * scale)
+
+
+def test_class_update_costs_a_few_batchnorms_on_the_cpu():
+    """The update runs at every BatchNorm of the class-statistics pass: at a few times an eval-mode
+    BatchNorm of the same input the pass stays close to a plain forward. (torch.var_mean over
+    (H, W) on the CPU cost 15-35x one, which made the pass of a small model half as fast.)"""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(5)
+        x, labels = torch.randn(64, 32, 16, 16), torch.randint(0, 20, (64,))
+        mean, var = torch.zeros(32), torch.ones(32)
+        best = {"bn": float("inf"), "update": float("inf")}
+        for _ in range(15):  # interleaved, best of each: robust to a busy machine
+            for name, step in (("bn", lambda: nn.functional.batch_norm(x, mean, var, training=False)),
+                               ("update", lambda: per_class_mean_var(x, labels, 20))):
+                t0 = time.perf_counter()
+                step()
+                best[name] = min(best[name], time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    assert best["update"] < 8 * best["bn"], best
 
 
 def exact_reference(x, labels, num_classes):
@@ -115,6 +154,17 @@ def test_model_context_manager_updates_every_layer_and_keeps_outputs(class_updat
         torch.testing.assert_close(layer.class_running_mean, ref_mean.float(), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(layer.class_running_var, ref_var.float(), rtol=1e-5, atol=1e-6)
         assert torch.equal(layer.class_running_mean[1:3], mean0[1:3])
+
+
+def test_conversion_keeps_the_training_mode():
+    """A model converted in eval mode records class statistics at once (not ordinary BN statistics)."""
+    from lpld.models import convert_to_class_aware
+    model = convert_to_class_aware(nn.Sequential(nn.BatchNorm2d(2), nn.Sequential(nn.BatchNorm2d(2))).eval(), 3)
+    assert all(isinstance(m, ClassAwareBatchNorm2d) and not m.training for m in (model[0], model[1][0]))
+    with torch.no_grad(), class_labels(model, torch.tensor([0, 2])):
+        model(torch.randn(2, 2, 3, 3))
+    assert torch.all(model[0].running_mean == 0) and not torch.all(model[0].class_running_mean[0] == 0)
+    assert convert_to_class_aware(nn.Sequential(nn.BatchNorm2d(2)), 3)[0].training
 
 
 def test_labels_out_of_range_are_rejected():

@@ -2,6 +2,8 @@
 import argparse
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,6 +13,8 @@ from lpld.data import make_demo_dataset
 from lpld.models import build_model, class_bn_layers, read_state_dict, save_checkpoint
 from lpld.squeeze import CLASS_STATS_SCHEMA, TRAIN_SCHEMA, run_class_stats, run_teacher_training
 from lpld.utils.safe_load import safe_torch_load
+
+from conftest import REPO
 
 ARCH = "timm/test_resnet"  # a 0.4 M-parameter ResNet: the stage's logic at a tenth of ResNet-18's cost
 
@@ -58,6 +62,20 @@ def test_resume_continues_from_saved_epoch(demo, tmp_path):
     assert safe_torch_load(tmp_path / "checkpoint.pth", what="checkpoint")["epoch"] == 1
     # The warm-up/cosine schedule continued where it stopped rather than restarting.
     assert rows[1]["lr"] == pytest.approx(0.05)
+
+
+def test_a_warm_up_as_long_as_the_run_is_warned_about(demo, tmp_path, capsys):
+    """Warm-up 1 epoch (_train_cfg): the run keeps the schedule it asked for (its one epoch at the
+    warm-up's start) and says, in one warning line, that it never leaves the warm-up and what to
+    change; a longer run says nothing."""
+    run_teacher_training(_train_cfg(demo, tmp_path / "a", epochs=1))
+    assert [json.loads(line)["lr"] for line in open(tmp_path / "a" / "metrics.jsonl")] == [pytest.approx(0.005)]
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "warm-up" in line] == [
+        "warning: warm-up of 1 epochs >= the run's 1 epochs: the whole run trains at the warm-up learning rate; "
+        "lower --warmup-epochs (or the config's warmup_epochs key) or raise --epochs"]
+    run_teacher_training(_train_cfg(demo, tmp_path / "b", epochs=2))
+    assert "warm-up" not in capsys.readouterr().err
 
 
 def test_resume_without_checkpoint_is_a_clear_error(demo, tmp_path):
@@ -188,3 +206,51 @@ def test_teacher_schedule_is_the_authors_recipe():
     expected = [0.2 * (0.01 + 0.99 * e / 5) for e in range(5)]
     expected += [0.2 * 0.5 * (1 + math.cos(math.pi * (e - 5) / 45)) for e in range(5, 50)]
     assert lrs == pytest.approx(expected, abs=1e-9)
+
+
+# --- squeeze/scripts/tiny.sh --------------------------------------------------------------------------
+FAKE_PYTHON = """#!{python}
+import json, os, sys
+if sys.argv[1:2] == ["-c"]:  # the script's own helper: the real interpreter
+    os.execv({python!r}, [{python!r}] + sys.argv[1:])
+with open(os.environ["CALLS"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+"""
+
+
+def _tiny_sh_calls(tmp_path, *args) -> dict[str, list[str]]:
+    """tiny.sh with a ``python`` on PATH that records each stage's command line (and runs none)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python").write_text(FAKE_PYTHON.format(python=sys.executable))
+    (bin_dir / "python").chmod(0o755)
+    calls = tmp_path / "calls.jsonl"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": REPO,
+           "CALLS": str(calls), "DATA": str(tmp_path / "data"), "OUT": str(tmp_path / "out"),
+           "CLASS_BN": str(tmp_path / "class_bn.pth")}
+    proc = subprocess.run(["bash", os.path.join(REPO, "squeeze", "scripts", "tiny.sh"), *args], env=env, cwd="/",
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    steps = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert [argv[0] for argv in steps] == ["squeeze/train.py", "squeeze/class_stats.py"]
+    return dict(zip(("train", "class_stats"), steps))
+
+
+def test_tiny_sh_gives_the_model_and_data_flags_to_both_steps(tmp_path):
+    """Every extra flag reaches training; those class_stats.py shares with it (spelled as training
+    reads them: --flag=value, --no-flag, a prefix) reach the class pass too, so it builds the model
+    that was trained. --epochs, --amp (the class pass has its own) and --config stay with training."""
+    extra = ["--model", "timm/resnet50", "--epochs", "3", "--image-size=32", "--no-tiny-stem", "--amp",
+             "--num-cl", "7", "--config", "squeeze/configs/tiny.yaml", "squeeze/configs/tiny_train.yaml"]
+    calls = _tiny_sh_calls(tmp_path, *extra)
+    assert calls["train"][-len(extra):] == extra
+    assert calls["class_stats"] == _class_stats_own(tmp_path) + ["--model", "timm/resnet50", "--no-tiny-stem",
+                                                                 "--num-classes", "7", "--image-size", "32"]
+    # no extra flags: the class pass's command line as before
+    assert _tiny_sh_calls(tmp_path / "plain")["class_stats"] == _class_stats_own(tmp_path / "plain")
+
+
+def _class_stats_own(root) -> list[str]:
+    """The class pass's command line in tiny.sh, before the shared flags."""
+    return ["squeeze/class_stats.py", "--config", "squeeze/configs/tiny.yaml", "--data-path", str(root / "data"),
+            "--weights", str(root / "out" / "teacher.pth"), "--output", str(root / "class_bn.pth")]

@@ -91,6 +91,23 @@ def test_lr_schedules_are_the_authors():
     assert epoch_lrs(Cfg(cos=False, train_epochs=4), "imagenet") == pytest.approx([1.0, 0.75, 0.5, 0.25])
 
 
+def test_a_run_no_longer_than_the_warm_up_is_warned_about(capsys):
+    """Tiny-ImageNet --cos --sgd warms up for 5 epochs: a run of 5 or fewer trains only in the
+    warm-up. The schedule stays the authors'; one warning line says so and names the fix."""
+    warm = [0.01 + 0.99 * e / 5 for e in range(5)]
+    assert epoch_lrs(Cfg(sgd=True, epochs=5, train_epochs=5), "tiny") == pytest.approx(warm, abs=1e-9)
+    assert epoch_lrs(Cfg(sgd=True, epochs=300, train_epochs=3), "tiny") == pytest.approx(warm[:3], abs=1e-9)
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if "warm-up" in line] == [
+        "warning: warm-up of 5 epochs >= the run's 5 epochs: the whole run trains at the warm-up learning rate; "
+        "raise --train-epochs (or --epochs, which it follows when unset) above 5, or leave out --cos",
+        "warning: warm-up of 5 epochs >= the run's 3 epochs: the whole run trains at the warm-up learning rate; "
+        "raise --train-epochs (or --epochs, which it follows when unset) above 5, or leave out --cos"]
+    epoch_lrs(Cfg(sgd=True, epochs=6, train_epochs=6), "tiny")  # one epoch after the warm-up
+    epoch_lrs(Cfg(sgd=True, epochs=3, train_epochs=3), "imagenet")  # no warm-up there
+    assert "warm-up" not in capsys.readouterr().err
+
+
 def test_schedule_resumes_from_its_state_dict():
     cfg = Cfg(sgd=True)
     opt = build_optimizer(nn.Linear(1, 1), cfg)

@@ -29,7 +29,7 @@ from ..utils.progress import progress_bar
 from ..utils.runtime import (autocast, on_for_cuda, resolve_device, rng_state, seed_everything, set_cudnn_benchmark,
                              set_rng_state, to_channels_last)
 from ..utils.safe_load import RESUME_FIX, safe_torch_load
-from ..utils.schedule import warmup_cosine
+from ..utils.schedule import warmup_cosine, warn_long_warmup
 from . import preflight
 
 log = get_logger(__name__)
@@ -95,6 +95,8 @@ def run_teacher_training(cfg: argparse.Namespace) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     scheduler = warmup_cosine(optimizer, cfg.epochs, cfg.warmup_epochs, cfg.warmup_start_factor)
+    warn_long_warmup(cfg.warmup_epochs, cfg.epochs, "lower --warmup-epochs (or the config's warmup_epochs key) "
+                                                    "or raise --epochs")
 
     ckpt_path = os.path.join(cfg.output_dir, "checkpoint.pth")
     start_epoch = 0

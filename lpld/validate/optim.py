@@ -11,7 +11,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.optim import lr_scheduler
 
-from ..utils.schedule import warmup_cosine
+from ..utils.schedule import warmup_cosine, warn_long_warmup
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -37,7 +37,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, dataset: str) -> lr_s
 
     * ``--cos --sgd`` on Tiny-ImageNet: their own ``SequentialLR(LinearLR(0.01, 5 epochs),
       CosineAnnealingLR(T_max = epochs - 5))`` (a plan with hard epochs: over ``train_epochs``, the
-      epochs of both kinds, as HALD's one schedule).
+      epochs of both kinds, as HALD's one schedule). A run of 5 epochs or fewer trains only in the
+      warm-up: kept, with a warning line.
     * ``--cos``: their ``LambdaLR(0.5 * (1 + cos(pi * e / train_epochs)))`` is
       ``CosineAnnealingLR(T_max = train_epochs)`` (``--smoothing_lr``: T_max stretched by
       ``smoothing_lr_strength``).
@@ -46,6 +47,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg, dataset: str) -> lr_s
     total = cfg.train_epochs
     if cfg.cos and cfg.sgd and dataset == "tiny":
         horizon = cfg.epochs if getattr(cfg, "label_plan", "soft") == "soft" else total
+        warn_long_warmup(5, total, "raise --train-epochs (or --epochs, which it follows when unset) above 5, "
+                                   "or leave out --cos")
         return warmup_cosine(optimizer, horizon, warmup_epochs=5, warmup_start_factor=0.01)
     if cfg.cos:
         stretch = cfg.smoothing_lr_strength if cfg.smoothing_lr else 1.0
