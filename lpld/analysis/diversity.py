@@ -428,7 +428,7 @@ def markdown_summary(summary: dict) -> str:
                      f"{cell(m.get('mmd2_rbf'))} | {cell(m.get('mmd2_linear'))} |")
     real = (f"`{s['real']}`" + ("" if str(s["real"]).endswith(".pt") else
                                 f" ({s['real_split']}, {s['real_per_class']} per class)")) if s["real"] else "none"
-    lines += ["", f"Teacher `{s['teacher']}` ({s['model']}, tiny stem {s['tiny_stem']}), classes {s['classes']}, "
+    lines += ["", f"Teacher `{s['teacher']}` ({s['model']}, tiny stem {s['tiny_stem']}), its class indices {s['classes']}, "
                   f"real: {real}. Mean ± std (ddof=0) "
                   f"over classes. Cosine: mean over distinct pairs of penultimate features. MMD²: "
                   f"{s['mmd_estimator']} estimator, Gaussian kernel, bandwidth: {s['rbf_bandwidth']}; "
