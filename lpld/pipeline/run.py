@@ -126,7 +126,8 @@ def _write_row_info(job: Job, step: Step, settings) -> None:
 
 
 def use_threads(cfg) -> None:
-    """``threads``: torch's CPU thread count for the steps run in this process."""
+    """``threads``: torch's CPU thread count for the steps run in this process (every step, of the
+    pipeline or a cluster job, runs through :func:`run_step`)."""
     threads = getattr(cfg, "threads", None)
     if threads:
         if torch.get_num_threads() != threads:
@@ -150,7 +151,6 @@ def run_pipeline(cfg: argparse.Namespace) -> dict[str, Any]:
     it ran stops the job before anything runs (one line: step, key, old -> new), unless
     ``recompute``."""
     resolve_dataset(cfg)
-    use_threads(cfg)
     if cfg.teacher and not os.path.isfile(cfg.teacher):
         raise InputValueError(f"teacher {cfg.teacher} not found: download it (bash download.sh --what teachers), "
                               f"or --teacher null to train one (squeeze)")

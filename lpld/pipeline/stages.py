@@ -47,12 +47,6 @@ def _common(cfg) -> dict[str, Any]:
     return {"device": cfg.device, "progress": cfg.progress, "workers": cfg.workers}
 
 
-def _label_epochs(cfg) -> dict[str, Any]:
-    """``label_epochs``: the epochs relabel writes and the student's label pool (one value for both,
-    as the authors' shared ``common.basic.epochs``)."""
-    return {"epochs": cfg.label_epochs}
-
-
 _CLASS_COUNTS: dict[tuple, int] = {}
 
 
@@ -101,7 +95,7 @@ def image_stage(cfg, method: str, ipc: int) -> tuple[Callable, argparse.Namespac
 def relabel_stage(cfg, row: Row) -> tuple[Callable, argparse.Namespace]:
     less = cfg.label_mode == "less"
     ns = _stage(RELABEL_SCHEMA, ("common", "relabel"), cfg.label_configs,
-                {**_common(cfg), **_label_epochs(cfg), "dataset": cfg.dataset, "classes": cfg.classes,
+                {**_common(cfg), "epochs": cfg.label_epochs, "dataset": cfg.dataset, "classes": cfg.classes,
                  "num_classes": num_classes(cfg), "train_dir": image_dir(cfg, row.method, row.ipc),
                  "teacher_ckpt": cfg.relabel_teacher or teacher_path(cfg),
                  "prune_ratio": row.prune_ratio if less else 0.0, "output_dir": label_dir(cfg, row),
@@ -114,7 +108,9 @@ def validate_overrides(cfg, row: Row, seed: int) -> dict[str, Any]:
     out = student_dir(cfg, row, seed)
     metric_gran = row.scheme or (UNPRUNED_REPLAY if row.prune_ratio == 0 and cfg.dataset not in
                                  ("in21k", "imagenet21k") else None)
-    return {**_common(cfg), **_label_epochs(cfg), "train_epochs": cfg.student_epochs, "dataset": cfg.dataset,
+    # label_epochs: relabel's epochs and the student's label pool, one value (the authors' shared
+    # common.basic.epochs)
+    return {**_common(cfg), "epochs": cfg.label_epochs, "train_epochs": cfg.student_epochs, "dataset": cfg.dataset,
             "classes": cfg.classes, "num_classes": num_classes(cfg),
             "train_dir": image_dir(cfg, row.method, row.ipc), "label_dir": label_dir(cfg, row),
             "label_plan": row.label_plan,

@@ -1,8 +1,8 @@
 """Reading torch files without running code from them.
 
 A ``.pth`` / ``.tar`` file is a pickle, and a pickle may name any Python callable to be called when
-it is read (``os.system`` included): ``torch.load(weights_only=False)`` on a checkpoint from a
-shared folder runs whatever its author wanted. Every file lpld reads with ``torch.load`` goes
+it is read (``os.system`` included): torch's full unpickler, on a checkpoint from a shared
+folder, runs whatever its author wanted. Every file lpld reads with ``torch.load`` goes
 through :func:`safe_torch_load`, which uses torch's restricted unpickler (``weights_only=True``:
 tensors, and dicts, lists, tuples, strings, numbers, ``None`` ...) plus :func:`allowed_globals`,
 the few numpy types our checkpoints and the authors' files hold. Anything else is refused with
